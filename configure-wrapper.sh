@@ -179,13 +179,6 @@ Suites: trixie trixie-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-        cat >/etc/apt/sources.list.d/qemu-zc-trixie-security-src.sources <<EOF
-Types: deb-src
-URIs: ${mirror%/debian*}/debian-security
-Suites: trixie-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
         changed=1
     fi
     if [ $changed = 1 ] || [ ! -e /var/lib/apt/lists/lock ] ||
@@ -312,6 +305,7 @@ create_tree() {
     tar -C "$src" --exclude=./.git --exclude=./debian --exclude=./.pc \
         --exclude='./build' --exclude=./.complete -cf - . | tar -C "$tree" -xf -
     git -C "$tree" init -q -b master
+    echo '/.qemu-zc-*' >>"$tree/.git/info/exclude"
     git -C "$tree" "${GIT_ID[@]}" add -A -f
     git -C "$tree" "${GIT_ID[@]}" commit -q -m "QEMU $(cat "$tree/VERSION") (pristine base)"
     git -C "$tree" tag -f qemu-zc-base >/dev/null
@@ -322,8 +316,8 @@ apply_patches() {
     git -C "$tree" reset -q --hard qemu-zc-base
     rm -f "$tree/.qemu-zc-patches"
     for p in $(patch_files); do
-        if ! git -C "$tree" "${GIT_ID[@]}" am -q --keep-cr "$p" >/dev/null 2>"$cache/git-am.log"; then
-            cat "$cache/git-am.log" >&2
+        if ! git -C "$tree" "${GIT_ID[@]}" am -q --keep-cr "$p" >/dev/null 2>"$tree/.qemu-zc-git-am.log"; then
+            cat "$tree/.qemu-zc-git-am.log" >&2
             git -C "$tree" am --abort 2>/dev/null || true
             die "patch does not apply: patches/$(basename "$p")"
         fi
@@ -422,8 +416,8 @@ configure_tree() {
     [ ! -f "$B/.qemu-zc-extra" ] || keep=$(cat "$B/.qemu-zc-extra")
     rm -rf "$B"
     mkdir -p "$B"
-    (cd "$B" && ../configure "${argv[@]}") >"$cache/configure.log" 2>&1 ||
-        { tail -n 30 "$cache/configure.log" >&2; die "configure failed (log: $cache/configure.log)"; }
+    (cd "$B" && ../configure "${argv[@]}") >"$tree/.qemu-zc-configure-$builddir.log" 2>&1 ||
+        { tail -n 30 "$tree/.qemu-zc-configure-$builddir.log" >&2; die "configure failed (log: $tree/.qemu-zc-configure-$builddir.log)"; }
     echo "$args" >"$stamp"
     if [ ${#extra_conf[@]} -gt 0 ]; then
         printf '%s\n' "${extra_conf[@]}" >"$B/.qemu-zc-extra"
@@ -448,9 +442,9 @@ build() {
     local j=()
     [ -z "$jobs" ] || j=(-j "$jobs")
     note "building in $B"
-    ninja -C "$B" "${j[@]}" "$@" >"$cache/ninja.log" 2>&1 ||
-        { grep -E -A5 'error|FAILED' "$cache/ninja.log" | head -n 60 >&2
-          die "build failed (log: $cache/ninja.log)"; }
+    ninja -C "$B" "${j[@]}" "$@" >"$tree/.qemu-zc-ninja-$builddir.log" 2>&1 ||
+        { grep -a -E -A5 'error|FAILED' "$tree/.qemu-zc-ninja-$builddir.log" | head -n 60 >&2
+          die "build failed (log: $tree/.qemu-zc-ninja-$builddir.log)"; }
     link_firmware
 }
 

@@ -12,6 +12,7 @@
 #include "qemu/log.h"
 #include "hw/pci/pci_device.h"
 #include "hw/pci/pci_ids.h"
+#include "migration/vmstate.h"
 #include "hw/iommu-emul/iommu-emul.h"
 #include "iommu-emul-regs.h"
 #include "trace.h"
