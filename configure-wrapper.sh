@@ -71,8 +71,12 @@ while [ $# -gt 0 ]; do
     case "$1" in
     all|setup|build|demo|test|lint) cmd=$1 ;;
     export) cmd=export ;;
-    --qemu-src) qemu_src=$(cd "${2:?--qemu-src needs a directory}" && pwd); shift ;;
-    --qemu-tarball) qemu_tarball=$(realpath "${2:?--qemu-tarball needs a file}"); shift ;;
+    --qemu-src)
+        [ -d "${2:?--qemu-src needs a directory}" ] || die "--qemu-src: no such directory: $2"
+        qemu_src=$(cd "$2" && pwd); shift ;;
+    --qemu-tarball)
+        [ -f "${2:?--qemu-tarball needs a file}" ] || die "--qemu-tarball: no such file: $2"
+        qemu_tarball=$(realpath "$2"); shift ;;
     --tree) tree=$(realpath -m "${2:?--tree needs a directory}"); shift ;;
     --build-dir) builddir=${2:?--build-dir needs a name}; shift ;;
     --target-list) target_list=${2:?--target-list needs a list}; shift ;;
@@ -95,6 +99,12 @@ done
 [ -z "$qemu_src" ] || [ -z "$qemu_tarball" ] || die "--qemu-src and --qemu-tarball exclude each other"
 
 B=$tree/$builddir
+
+# ccache: rewrite absolute paths under the tree to relative ones and leave
+# the build directory out of the hash, so that a tree at another path (a
+# fresh clone) hits the cache.
+export CCACHE_BASEDIR=$tree
+export CCACHE_NOHASHDIR=true
 
 # ---------------------------------------------------------------------------
 # Dependencies
@@ -369,11 +379,14 @@ overlay() {
 }
 
 prepare_tree() {
-    local src
-    if [ ! -d "$tree/.git" ] || ! git -C "$tree" rev-parse -q --verify qemu-zc-base >/dev/null; then
+    local src want
+    want=${qemu_src:-${qemu_tarball:-}}
+    if [ ! -d "$tree/.git" ] || ! git -C "$tree" rev-parse -q --verify qemu-zc-base >/dev/null ||
+       { [ -n "$want" ] && [ "$want" != "$(cat "$tree/.qemu-zc-source" 2>/dev/null)" ]; }; then
         src=$(fetch_source)
         check_version "$src"
         create_tree "$src"
+        echo "${want:-debian:$DEB_VERSION}" >"$tree/.qemu-zc-source"
         apply_patches
     elif [ "$(cat "$tree/.qemu-zc-patches" 2>/dev/null)" != "$(patches_hash)" ]; then
         note "patches/ changed: re-creating the patched tree"
