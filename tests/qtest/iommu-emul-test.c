@@ -15,7 +15,7 @@
 #include "hw/pci/pci_regs.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
 
-#define IOMMU_EMUL_DEVFN  PCI_DEVFN(5, 0)
+#define IOMMU_EMUL_DEVFN  QPCI_DEVFN(5, 0)
 
 static void test_pci_identity(const void *data)
 {

@@ -17,7 +17,7 @@
 #include "qobject/qdict.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
 
-#define VIRTIO_ZC_DEVFN  PCI_DEVFN(6, 0)
+#define VIRTIO_ZC_DEVFN  QPCI_DEVFN(6, 0)
 
 static void test_pci_identity(const void *data)
 {
