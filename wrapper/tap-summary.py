@@ -44,13 +44,14 @@ def main():
                 fl += 1
             if result == "SKIP" and p + fl + s == 0:
                 s = 1
-            rows.append((t["name"], result, p, fl, s, t.get("duration", 0)))
+            name = t["name"].split(" / ")[-1]
+            rows.append((name, result, p, fl, s, t.get("duration", 0)))
             total = [total[0] + p, total[1] + fl, total[2] + s]
     print()
-    print(f"{'test':45s} {'result':8s} {'pass':>5s} {'fail':>5s} "
+    print(f"{"test":40s} {'result':8s} {'pass':>5s} {'fail':>5s} "
           f"{'skip':>5s} {'secs':>7s}")
     for name, result, p, fl, s, d in rows:
-        print(f"{name:45s} {result:8s} {p:5d} {fl:5d} {s:5d} {d:7.1f}")
+        print(f"{name:40s} {result:8s} {p:5d} {fl:5d} {s:5d} {d:7.1f}")
     print(f"{total[0]} passed, {total[1]} failed, {total[2]} skipped")
     if total[1] or not total[0]:
         sys.exit(1)
