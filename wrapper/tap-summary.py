@@ -48,7 +48,7 @@ def main():
             rows.append((name, result, p, fl, s, t.get("duration", 0)))
             total = [total[0] + p, total[1] + fl, total[2] + s]
     print()
-    print(f"{"test":40s} {'result':8s} {'pass':>5s} {'fail':>5s} "
+    print(f"{'test':40s} {'result':8s} {'pass':>5s} {'fail':>5s} "
           f"{'skip':>5s} {'secs':>7s}")
     for name, result, p, fl, s, d in rows:
         print(f"{name:40s} {result:8s} {p:5d} {fl:5d} {s:5d} {d:7.1f}")
