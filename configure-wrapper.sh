@@ -203,23 +203,9 @@ apt_has_trixie_src() {
     grep -hs -E '^deb-src .* trixie( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | grep -q .
 }
 
-install_deps() {
-    if deps_probe; then
-        return 0
-    fi
-    if [ "$(id -u)" != 0 ]; then
-        echo "configure-wrapper: missing build dependencies: ${missing[*]}" >&2
-        echo "Run as root, or install them yourself:" >&2
-        if [ "$debian_major" = 12 ]; then
-            echo "  sudo $0 setup" >&2
-            echo "  (adds bookworm-backports, then apt-get install -t bookworm-backports meson python3-pycotap)" >&2
-        else
-            echo "  sudo apt-get install ${missing[*]}" >&2
-        fi
-        exit 1
-    fi
-    apt_sources_setup
-    local bp=() rest=()
+# Splits "missing" into "bp" (from bookworm-backports) and "rest".
+split_backports() {
+    local p
     for p in "${missing[@]}"; do
         if [ "$debian_major" = 12 ] && { [ "$p" = meson ] || [ "$p" = python3-pycotap ]; }; then
             bp+=("$p/bookworm-backports")
@@ -227,6 +213,28 @@ install_deps() {
             rest+=("$p")
         fi
     done
+}
+
+install_deps() {
+    if deps_probe; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        local bp=() rest=()
+        split_backports
+        echo "configure-wrapper: missing build dependencies: ${missing[*]}" >&2
+        echo "Run this once as root: sudo $0 setup" >&2
+        echo "or install them yourself:" >&2
+        if [ ${#bp[@]} -gt 0 ]; then
+            echo "  (add a bookworm-backports entry to your apt sources, then)" >&2
+            echo "  sudo apt-get update" >&2
+        fi
+        echo "  sudo apt-get install ${rest[*]} ${bp[*]}" >&2
+        exit 1
+    fi
+    apt_sources_setup
+    local bp=() rest=()
+    split_backports
     note "installing: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${rest[@]}" "${bp[@]}" >"$cache/apt-install.log" 2>&1 ||

@@ -75,7 +75,8 @@ def main():
         if proc.poll() is not None:
             sys.exit(f"qmp-demo: QEMU exited early with {proc.returncode}")
         qmp = QMP(sock)
-        print("QEMU", qmp.cmd("query-version")["qemu"],
+        v = qmp.cmd("query-version")["qemu"]
+        print(f"QEMU {v['major']}.{v['minor']}.{v['micro']}",
               "status:", qmp.cmd("query-status")["status"])
 
         pci = {}
