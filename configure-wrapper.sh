@@ -474,6 +474,7 @@ do_setup() {
     install_deps
     prepare_tree
     configure_tree
+    link_firmware
 }
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 /*
  * QTest testcase for iommu-emul
  *
- * iommu-emul is not functional yet: these tests cover its PCI identity
- * on pc and q35. See docs/specs/iommu-emul.rst.
+ * Drives the device through its register BAR and command ring as a guest
+ * driver would (docs/specs/iommu-emul.rst), with the edu device as the DMA
+ * master behind it, on pc and q35.
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -12,47 +13,337 @@
 #include "libqtest.h"
 #include "libqos/pci.h"
 #include "libqos/pci-pc.h"
+#include "libqos/malloc-pc.h"
+#include "libqos/virtio.h"
+#include "libqos/virtio-pci.h"
+#include "standard-headers/linux/virtio_config.h"
 #include "hw/pci/pci_regs.h"
+#include "qobject/qdict.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
 
-#define IOMMU_EMUL_DEVFN  QPCI_DEVFN(5, 0)
+#define IOMMU_DEVFN     QPCI_DEVFN(4, 0)
+#define EDU_DEVFN       QPCI_DEVFN(5, 0)
+#define EDU_RID         EDU_DEVFN           /* bus 0 */
 
-static void test_pci_identity(const void *data)
-{
-    const char *machine = data;
+/* Guest memory used by the tests; no guest code runs under qtest */
+#define CMDQ_GPA        0x200000ULL
+#define CMDQ_LOG2       4
+#define FAULTQ_GPA      0x210000ULL
+#define FAULTQ_LOG2     3
+#define DATA_GPA        0x300000ULL         /* a few pages of test data */
+#define PAGE            0x1000ULL
+#define BIG_GPA         0x1000000ULL        /* 16 MiB ... */
+#define BIG_LEN         0xe000000ULL        /* ... to 240 MiB */
+
+/* edu registers (hw/misc/edu.c) */
+#define EDU_DMA_SRC     0x80
+#define EDU_DMA_DST     0x88
+#define EDU_DMA_CNT     0x90
+#define EDU_DMA_CMD     0x98
+#define EDU_BUF         0x40000
+#define EDU_DMA_MASK    0x0fffffffULL       /* edu's default dma_mask */
+
+typedef struct Fixture {
     QTestState *qts;
     QPCIBus *bus;
-    QPCIDevice *dev;
+    QPCIDevice *iommu;
+    QPCIDevice *edu;
+    QPCIBar regs;
+    QPCIBar edu_bar;
+    uint32_t tail;
+} Fixture;
 
-    qts = qtest_initf("-machine %s -device iommu-emul,addr=05.0", machine);
-    bus = qpci_new_pc(qts, NULL);
-    dev = qpci_device_find(bus, IOMMU_EMUL_DEVFN);
-    g_assert_nonnull(dev);
+typedef struct CmdOut {
+    uint32_t flags;
+    uint64_t addr;
+    uint64_t base;
+    uint64_t length;
+} CmdOut;
 
-    g_assert_cmphex(qpci_config_readw(dev, PCI_VENDOR_ID), ==,
+static uint32_t rd32(Fixture *f, uint32_t reg)
+{
+    return qpci_io_readl(f->iommu, f->regs, reg);
+}
+
+static uint64_t rd64(Fixture *f, uint32_t reg)
+{
+    return qpci_io_readq(f->iommu, f->regs, reg);
+}
+
+static void wr32(Fixture *f, uint32_t reg, uint32_t val)
+{
+    qpci_io_writel(f->iommu, f->regs, reg, val);
+}
+
+static void wr64(Fixture *f, uint32_t reg, uint64_t val)
+{
+    qpci_io_writeq(f->iommu, f->regs, reg, val);
+}
+
+static uint64_t qom_u64(Fixture *f, const char *name)
+{
+    QDict *resp;
+    uint64_t v;
+
+    resp = qtest_qmp(f->qts, "{'execute': 'qom-get', 'arguments':"
+                     " {'path': '/machine/peripheral/iommu0',"
+                     "  'property': %s}}", name);
+    g_assert(qdict_haskey(resp, "return"));
+    v = qdict_get_int(resp, "return");
+    qobject_unref(resp);
+    return v;
+}
+
+static void fill(Fixture *f, uint64_t gpa, uint8_t byte, size_t len)
+{
+    g_autofree uint8_t *buf = g_malloc(len);
+
+    memset(buf, byte, len);
+    qtest_memwrite(f->qts, gpa, buf, len);
+}
+
+/* True if all @len bytes at @gpa equal @byte */
+static bool all_eq(Fixture *f, uint64_t gpa, uint8_t byte, size_t len)
+{
+    g_autofree uint8_t *buf = g_malloc(len);
+    size_t i;
+
+    qtest_memread(f->qts, gpa, buf, len);
+    for (i = 0; i < len; i++) {
+        if (buf[i] != byte) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void rings_on(Fixture *f)
+{
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA);
+    wr32(f, A_CMDQ_SIZE, CMDQ_LOG2);
+    wr64(f, A_FAULTQ_BASE, FAULTQ_GPA);
+    wr32(f, A_FAULTQ_SIZE, FAULTQ_LOG2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmphex(rd32(f, A_STATUS), ==,
+                    R_STATUS_CMDQ_ON_MASK | R_STATUS_FAULTQ_ON_MASK);
+    f->tail = 0;
+}
+
+/* @props, @edu_props: extra properties of iommu-emul and edu (and more) */
+static Fixture *fx_new(const char *machine, const char *props,
+                       const char *edu_props)
+{
+    Fixture *f = g_new0(Fixture, 1);
+
+    f->qts = qtest_initf("-machine %s -m 256M -device iommu-emul,id=iommu0,"
+                         "addr=04.0%s -device edu,addr=05.0%s", machine,
+                         props ? props : "", edu_props ? edu_props : "");
+    f->bus = qpci_new_pc(f->qts, NULL);
+    f->iommu = qpci_device_find(f->bus, IOMMU_DEVFN);
+    f->edu = qpci_device_find(f->bus, EDU_DEVFN);
+    g_assert_nonnull(f->iommu);
+    g_assert_nonnull(f->edu);
+    qpci_device_enable(f->iommu);
+    qpci_device_enable(f->edu);
+    f->regs = qpci_iomap(f->iommu, IOMMU_EMUL_REGS_BAR, NULL);
+    f->edu_bar = qpci_iomap(f->edu, 0, NULL);
+    return f;
+}
+
+static Fixture *fx_start(const char *machine, const char *props)
+{
+    Fixture *f = fx_new(machine, props, NULL);
+
+    rings_on(f);
+    return f;
+}
+
+static void fx_free(Fixture *f)
+{
+    g_free(f->iommu);
+    g_free(f->edu);
+    qpci_free_pc(f->bus);
+    qtest_quit(f->qts);
+    g_free(f);
+}
+
+/* Submit one command; returns its status code (DONE bit checked) */
+static uint16_t cmd(Fixture *f, uint16_t op, uint16_t flags, uint16_t rid,
+                    uint64_t addr, uint64_t len, uint64_t limit, CmdOut *out)
+{
+    uint64_t ea = CMDQ_GPA + (uint64_t)f->tail * IOMMU_EMUL_CMD_SIZE;
+    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
+    uint16_t status;
+
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
+    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
+    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, rid);
+    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, addr);
+    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, len);
+    stq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT, limit);
+    qtest_memwrite(f->qts, ea, e, sizeof(e));
+    f->tail = (f->tail + 1) % (1u << CMDQ_LOG2);
+    wr32(f, A_CMDQ_TAIL, f->tail);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, f->tail);
+
+    qtest_memread(f->qts, ea, e, sizeof(e));
+    status = lduw_le_p(e + IOMMU_EMUL_CMD_STATUS);
+    g_assert_cmphex(status & IOMMU_EMUL_STATUS_DONE, ==,
+                    IOMMU_EMUL_STATUS_DONE);
+    if (out) {
+        out->flags = ldl_le_p(e + IOMMU_EMUL_CMD_OUT_FLAGS);
+        out->addr = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_ADDR);
+        out->base = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_BASE);
+        out->length = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_LENGTH);
+    }
+    return status & ~IOMMU_EMUL_STATUS_DONE;
+}
+
+static uint64_t map(Fixture *f, uint64_t gpa, uint64_t len, uint16_t perm)
+{
+    CmdOut out;
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, perm, EDU_RID, gpa, len,
+                        EDU_DMA_MASK, &out), ==, IOMMU_EMUL_ST_OK);
+    return out.addr;
+}
+
+static void translate_on(Fixture *f)
+{
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SET_MODE, IOMMU_EMUL_MODE_TRANSLATE,
+                        EDU_RID, 0, 0, 0, NULL), ==, IOMMU_EMUL_ST_OK);
+}
+
+/* edu DMA of @cnt bytes between bus address @bus and its buffer */
+static void edu_dma(Fixture *f, uint64_t bus, uint32_t cnt, bool to_ram)
+{
+    qpci_io_writeq(f->edu, f->edu_bar, EDU_DMA_SRC, to_ram ? EDU_BUF : bus);
+    qpci_io_writeq(f->edu, f->edu_bar, EDU_DMA_DST, to_ram ? bus : EDU_BUF);
+    qpci_io_writeq(f->edu, f->edu_bar, EDU_DMA_CNT, cnt);
+    qpci_io_writeq(f->edu, f->edu_bar, EDU_DMA_CMD, to_ram ? 3 : 1);
+    qtest_clock_step(f->qts, 200 * 1000 * 1000);
+    g_assert_cmphex(qpci_io_readq(f->edu, f->edu_bar, EDU_DMA_CMD) & 1, ==, 0);
+}
+
+/* Fill edu's buffer with @byte, using a bypass-free path: RAM -> edu */
+static void edu_load(Fixture *f, uint64_t bus, uint8_t byte, uint64_t gpa)
+{
+    fill(f, gpa, byte, PAGE);
+    edu_dma(f, bus, PAGE, false);
+}
+
+typedef struct Fault {
+    uint16_t requester;
+    uint8_t access;
+    uint8_t reason;
+    uint32_t count;
+    uint64_t addr;
+    uint64_t seq;
+} Fault;
+
+static Fault fault_at(Fixture *f, uint32_t idx)
+{
+    uint8_t r[IOMMU_EMUL_FAULT_SIZE];
+    Fault x;
+
+    qtest_memread(f->qts, FAULTQ_GPA + idx * IOMMU_EMUL_FAULT_SIZE, r,
+                  sizeof(r));
+    x.requester = lduw_le_p(r + IOMMU_EMUL_FAULT_REQUESTER);
+    x.access = r[IOMMU_EMUL_FAULT_ACCESS];
+    x.reason = r[IOMMU_EMUL_FAULT_REASON];
+    x.count = ldl_le_p(r + IOMMU_EMUL_FAULT_COUNT);
+    x.addr = ldq_le_p(r + IOMMU_EMUL_FAULT_ADDR);
+    x.seq = ldq_le_p(r + IOMMU_EMUL_FAULT_SEQ);
+    return x;
+}
+
+/* Total "Locked:" of the QEMU process, in kB */
+static uint64_t locked_kb(Fixture *f)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps_rollup",
+                                            (int)qtest_pid(f->qts));
+    g_autofree char *text = NULL;
+    char *p;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    p = strstr(text, "\nLocked:");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + strlen("\nLocked:"), NULL, 10);
+}
+
+/* Tests */
+
+static void test_reset_values(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    uint32_t cap;
+
+    g_assert_cmphex(qpci_config_readw(f->iommu, PCI_VENDOR_ID), ==,
                     IOMMU_EMUL_PCI_VENDOR_ID);
-    g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==,
+    g_assert_cmphex(qpci_config_readw(f->iommu, PCI_DEVICE_ID), ==,
                     IOMMU_EMUL_PCI_DEVICE_ID);
-    g_assert_cmphex(qpci_config_readw(dev, PCI_CLASS_DEVICE), ==,
+    g_assert_cmphex(qpci_config_readw(f->iommu, PCI_CLASS_DEVICE), ==,
                     IOMMU_EMUL_PCI_CLASS);
-    /* BAR 0 is a 64-bit memory BAR */
-    g_assert_cmphex(qpci_config_readl(dev, PCI_BASE_ADDRESS_0) &
+    g_assert_cmphex(qpci_config_readb(f->iommu, PCI_REVISION_ID), ==,
+                    IOMMU_EMUL_PCI_REVISION);
+    g_assert_cmphex(qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_0) &
                     (PCI_BASE_ADDRESS_SPACE | PCI_BASE_ADDRESS_MEM_TYPE_MASK),
                     ==, PCI_BASE_ADDRESS_SPACE_MEMORY |
                     PCI_BASE_ADDRESS_MEM_TYPE_64);
+    g_assert_cmphex(qpci_find_capability(f->iommu, PCI_CAP_ID_MSIX, 0), !=, 0);
 
-    g_free(dev);
-    qpci_free_pc(bus);
-    qtest_quit(qts);
+    g_assert_cmphex(rd32(f, A_MAGIC), ==, IOMMU_EMUL_MAGIC);
+    g_assert_cmphex(rd32(f, A_VERSION), ==, IOMMU_EMUL_VERSION);
+    cap = rd32(f, A_CAP);
+    g_assert_cmpuint(FIELD_EX32(cap, CAP, BUS_ADDR), ==,
+                     IOMMU_EMUL_BUS_ADDR_IOVA);
+    g_assert_cmpuint(FIELD_EX32(cap, CAP, PAGE_SHIFT), ==, 12);
+    g_assert_cmpuint(FIELD_EX32(cap, CAP, CMDQ_MAX_LOG2), ==, 8);
+    g_assert_cmpuint(FIELD_EX32(cap, CAP, FAULTQ_MAX_LOG2), ==, 8);
+    g_assert_cmpuint(FIELD_EX32(cap, CAP, MSIX), ==, 1);
+    g_assert_cmpuint(rd32(f, A_LIMITS), ==, 4096);
+    g_assert_cmphex(rd64(f, A_MAX_PINNED), ==, 1ULL << 30);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 0);
+    g_assert_cmphex(rd64(f, A_APERTURE_START), ==, 0x100000);
+    g_assert_cmphex(rd64(f, A_APERTURE_END), ==, (1ULL << 48) - 1);
+    /* 32-bit halves of a 64-bit register */
+    g_assert_cmphex(rd32(f, A_APERTURE_END + 4), ==, 0xffff);
+    g_assert_cmphex(rd32(f, A_CTRL), ==, 0);
+    g_assert_cmphex(rd32(f, A_STATUS), ==, 0);
+    g_assert_cmphex(rd32(f, A_CMDQ_ERROR), ==, 0);
+    g_assert_cmphex(rd32(f, A_FAULTQ_ERROR), ==, 0);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, 0);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 0);
+    g_assert_cmphex(rd32(f, A_CMDQ_HEAD), ==, 0);
+    g_assert_cmphex(rd32(f, A_CMDQ_TAIL), ==, 0);
+    g_assert_cmphex(rd64(f, A_FAULTQ_BASE), ==, 0);
+    g_assert_cmphex(rd32(f, A_FAULTQ_SIZE), ==, 0);
+    g_assert_cmphex(rd32(f, A_FAULTQ_HEAD), ==, 0);
+    g_assert_cmphex(rd32(f, A_FAULTQ_TAIL), ==, 0);
+    g_assert_cmphex(rd32(f, A_FAULT_OVERFLOW), ==, 0);
+    /* Read-only registers ignore writes; unknown offsets read 0 */
+    wr32(f, A_MAGIC, 0);
+    wr64(f, A_APERTURE_START, 0);
+    g_assert_cmphex(rd32(f, A_MAGIC), ==, IOMMU_EMUL_MAGIC);
+    g_assert_cmphex(rd64(f, A_APERTURE_START), ==, 0x100000);
+    g_assert_cmphex(rd32(f, 0xff0), ==, 0);
+    /* Base registers take 32-bit halves */
+    wr32(f, A_CMDQ_BASE, 0x1000);
+    wr32(f, A_CMDQ_BASE + 4, 0x2);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, 0x200001000ULL);
+
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    fx_free(f);
 }
 
 static void test_not_hotpluggable(const void *data)
 {
-    const char *machine = data;
     QTestState *qts;
     QDict *resp;
 
-    qts = qtest_initf("-machine %s", machine);
+    qts = qtest_initf("-machine %s", (const char *)data);
     resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
                      " {'driver': 'iommu-emul', 'id': 'iommu0'}}");
     g_assert(qdict_haskey(resp, "error"));
@@ -60,19 +351,959 @@ static void test_not_hotpluggable(const void *data)
     qtest_quit(qts);
 }
 
+/* Before SET_MODE, a requester's bus addresses are guest-physical */
+static void test_bypass(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+
+    edu_load(f, DATA_GPA, 0x5a, DATA_GPA);
+    fill(f, DATA_GPA + PAGE, 0, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0x5a, PAGE));
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    fx_free(f);
+}
+
+static void test_map_dma(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint64_t bus;
+    CmdOut out;
+
+    translate_on(f);
+    fill(f, DATA_GPA, 0x11, PAGE);
+    fill(f, DATA_GPA + PAGE, 0x22, PAGE);
+    fill(f, DATA_GPA + 2 * PAGE, 0x33, PAGE);
+    fill(f, DATA_GPA + 3 * PAGE, 0x44, PAGE);
+
+    /* Map the middle two pages */
+    bus = map(f, DATA_GPA + PAGE, 2 * PAGE,
+              IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    g_assert_cmphex(bus, >=, rd64(f, A_APERTURE_START));
+    g_assert_cmphex(bus + 2 * PAGE - 1, <=, EDU_DMA_MASK);
+    g_assert_cmphex(bus & (PAGE - 1), ==, 0);
+
+    /* RAM -> edu through the second mapped page */
+    edu_dma(f, bus + PAGE, PAGE, false);
+    /* edu -> RAM through the first mapped page */
+    edu_dma(f, bus, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x11, PAGE));
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0x33, PAGE));
+    g_assert(all_eq(f, DATA_GPA + 2 * PAGE, 0x33, PAGE));
+    g_assert(all_eq(f, DATA_GPA + 3 * PAGE, 0x44, PAGE));
+
+    /* A sub-page DMA at an offset keeps the offset */
+    fill(f, DATA_GPA + 2 * PAGE, 0x77, PAGE);
+    edu_dma(f, bus + PAGE + 0x100, 0x10, false);
+    fill(f, DATA_GPA + PAGE, 0, PAGE);
+    edu_dma(f, bus + 0x80, 0x10, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0, 0x80));
+    g_assert(all_eq(f, DATA_GPA + PAGE + 0x80, 0x77, 0x10));
+    g_assert(all_eq(f, DATA_GPA + PAGE + 0x90, 0, PAGE - 0x90));
+
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "maps"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-bytes"), ==, 2 * PAGE);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 2 * PAGE);
+
+    /* QUERY reports the mapping */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus + PAGE + 8,
+                        0, 0, &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.addr, ==, DATA_GPA + PAGE + PAGE + 8);
+    g_assert_cmphex(out.base, ==, bus);
+    g_assert_cmphex(out.length, ==, 2 * PAGE);
+    g_assert_cmphex(out.flags, ==, IOMMU_EMUL_QUERY_READ |
+                    IOMMU_EMUL_QUERY_WRITE | IOMMU_EMUL_QUERY_TRANSLATE);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus + 2 * PAGE,
+                        0, 0, &out), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    fx_free(f);
+}
+
+static void test_fault_unmapped(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    Fault x;
+
+    translate_on(f);
+    /* Bus address == GPA of a page with known contents, but unmapped */
+    fill(f, DATA_GPA, 0xa5, PAGE);
+    edu_load(f, DATA_GPA + PAGE, 0xff, DATA_GPA + PAGE); /* faults: read */
+    edu_dma(f, DATA_GPA, PAGE, true);                    /* faults: write */
+    g_assert(all_eq(f, DATA_GPA, 0xa5, PAGE));
+
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 2);
+    x = fault_at(f, 0);
+    g_assert_cmphex(x.requester, ==, EDU_RID);
+    g_assert_cmpuint(x.access, ==, IOMMU_EMUL_ACCESS_READ);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(x.addr, ==, DATA_GPA + PAGE);
+    g_assert_cmpuint(x.count, >=, 1);
+    g_assert_cmpuint(x.seq, ==, 1);
+    x = fault_at(f, 1);
+    g_assert_cmphex(x.requester, ==, EDU_RID);
+    g_assert_cmpuint(x.access, ==, IOMMU_EMUL_ACCESS_WRITE);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(x.addr, ==, DATA_GPA);
+    g_assert_cmpuint(x.seq, ==, 2);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 2);
+    /* The MSI-X pending bit of vector 0 (MSI-X is off: not delivered) */
+    g_assert_cmphex(rd32(f, A_FAULT_OVERFLOW), ==, 0);
+
+    /* The guest consumes the records */
+    wr32(f, A_FAULTQ_HEAD, 2);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_HEAD), ==, 2);
+    fx_free(f);
+}
+
+static void test_readonly(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint64_t bus;
+    Fault x;
+
+    translate_on(f);
+    fill(f, DATA_GPA, 0x3c, PAGE);
+    bus = map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ);
+    /* Read works */
+    edu_dma(f, bus, PAGE, false);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 0);
+    /* Write is refused; memory untouched */
+    fill(f, DATA_GPA + PAGE, 0x99, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, false);   /* unmapped read faults */
+    edu_dma(f, bus, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x3c, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 2);
+    x = fault_at(f, 1);
+    g_assert_cmpuint(x.access, ==, IOMMU_EMUL_ACCESS_WRITE);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmphex(x.addr, ==, bus);
+    fx_free(f);
+}
+
+static void test_unmap(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint64_t bus;
+    Fault x;
+
+    translate_on(f);
+    fill(f, DATA_GPA, 0x10, PAGE);
+    bus = map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    edu_load(f, DATA_GPA + PAGE, 0x20, DATA_GPA + PAGE);  /* faults */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 2 * PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    edu_dma(f, bus, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x10, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 2);
+    x = fault_at(f, 1);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(x.addr, ==, bus);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "unmaps"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    fx_free(f);
+}
+
+static void test_detach(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint64_t b1, b2;
+    CmdOut out;
+
+    translate_on(f);
+    b1 = map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    b2 = map(f, DATA_GPA + 2 * PAGE, 2 * PAGE,
+             IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    g_assert_cmphex(b1, !=, b2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 3);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(out.length, ==, 2);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 2);
+    fill(f, DATA_GPA + 2 * PAGE, 0x61, PAGE);
+    edu_dma(f, b2, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + 2 * PAGE, 0x61, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    /* Still translating: DETACH does not return to bypass */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, b1, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(out.flags, ==, IOMMU_EMUL_QUERY_TRANSLATE);
+    fx_free(f);
+}
+
+static void test_refcount(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint64_t b1, b2;
+
+    translate_on(f);
+    b1 = map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    b2 = map(f, DATA_GPA + PAGE, 2 * PAGE,
+             IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    /* Pages 0, 1, 2: page 1 is shared */
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 3);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 2);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, 2 * PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    /* The shared page is still reachable through the second mapping */
+    fill(f, DATA_GPA + PAGE, 0x42, PAGE);
+    edu_dma(f, b2, PAGE, false);
+    fill(f, DATA_GPA + PAGE, 0, PAGE);
+    edu_dma(f, b2, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0x42, PAGE));
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b2, 2 * PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    fx_free(f);
+}
+
+static void test_pinned_locked(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint64_t base, bus;
+
+    translate_on(f);
+    base = locked_kb(f);
+    bus = map(f, DATA_GPA, 16 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(locked_kb(f), ==, base + 64);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 16 * PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(locked_kb(f), ==, base);
+
+    map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(locked_kb(f), ==, base);
+
+    /* System reset releases everything and returns to bypass */
+    map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(locked_kb(f), ==, base);
+    /* Reset cleared the BARs: put the register BAR back */
+    qpci_config_writel(f->iommu, PCI_BASE_ADDRESS_0, (uint32_t)f->regs.addr);
+    qpci_config_writel(f->iommu, PCI_BASE_ADDRESS_1, f->regs.addr >> 32);
+    qpci_device_enable(f->iommu);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmphex(rd32(f, A_CTRL), ==, 0);
+    g_assert_cmphex(rd32(f, A_STATUS), ==, 0);
+    fx_free(f);
+}
+
+static void test_max_pinned(const void *data)
+{
+    Fixture *f = fx_start(data, ",max-pinned=16K");
+    CmdOut out;
+
+    g_assert_cmphex(rd64(f, A_MAX_PINNED), ==, 16 * 1024);
+    map(f, DATA_GPA, 3 * PAGE, IOMMU_EMUL_MAP_READ);
+    /* Two more pages would exceed 16 KiB: nothing changes */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 3 * PAGE, 2 * PAGE, 0, &out), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(out.addr, ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 3);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "maps"), ==, 1);
+    /* Re-mapping pinned pages costs nothing; one new page fits */
+    map(f, DATA_GPA + PAGE, 3 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 8 * PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "pinned-bytes"), ==, 4 * PAGE);
+    fx_free(f);
+}
+
+static void test_bad_commands(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint16_t rw = IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE;
+    uint64_t bar = qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_0) & ~0xfULL;
+
+    g_assert_cmphex(cmd(f, 0, 0, EDU_RID, 0, 0, 0, NULL), ==,
+                    IOMMU_EMUL_ST_BAD_OPCODE);
+    g_assert_cmphex(cmd(f, 0xbeef, 0xffff, 0xffff, ~0ULL, ~0ULL, 0, NULL), ==,
+                    IOMMU_EMUL_ST_BAD_OPCODE);
+    /* length 0, misaligned, overflowing, no permission, unknown flag */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, DATA_GPA, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, DATA_GPA + 8, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, DATA_GPA, 100, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, ~0xfffULL,
+                        2 * PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, 0, EDU_RID, DATA_GPA, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw | 0x100, EDU_RID, DATA_GPA,
+                        PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    /* huge length */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 0,
+                        1ULL << 62, 0, NULL), ==, IOMMU_EMUL_ST_PIN_LIMIT);
+    /* no such requester */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, QPCI_DEVFN(31, 7) | 0x700,
+                        DATA_GPA, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_NO_DEVICE);
+    /* the IOMMU itself is not a requester */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, IOMMU_DEVFN, DATA_GPA, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NO_DEVICE);
+    /* outside RAM, on MMIO (our own BAR, the IOAPIC), straddling the end */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 0x100000000000ULL,
+                        PAGE, 0, NULL), ==, IOMMU_EMUL_ST_NO_RAM);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, bar, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NO_RAM);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 0xfec00000ULL,
+                        PAGE, 0, NULL), ==, IOMMU_EMUL_ST_NO_RAM);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID,
+                        256 * 1024 * 1024 - PAGE, 2 * PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_NO_RAM);
+    /* DMA limit below the aperture */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, DATA_GPA, PAGE,
+                        0xfff, NULL), ==, IOMMU_EMUL_ST_NO_SPACE);
+    /* bad flags on other commands, unmapping nothing */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SET_MODE, 0x8000, EDU_RID, 0, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SYNC, 0x2, 0, 0, 0, 0, NULL), ==,
+                    IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, DATA_GPA, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, DATA_GPA, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, 0x1234, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_NO_DEVICE);
+
+    /* Nothing was left behind, and the ring still works */
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "maps"), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SYNC, IOMMU_EMUL_SYNC_IRQ, 0, 0, 0,
+                        0, NULL), ==, IOMMU_EMUL_ST_OK);
+    map(f, DATA_GPA, PAGE, rw);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, 0);
+    fx_free(f);
+}
+
+static void test_bad_rings(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+
+    /* Size 0, size above the maximum */
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA);
+    wr32(f, A_CMDQ_SIZE, 0);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmphex(rd32(f, A_STATUS), ==, R_STATUS_CMDQ_ERR_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+    wr32(f, A_CMDQ_ERROR, 0);
+    wr32(f, A_CMDQ_SIZE, 9);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+    /* Base outside RAM, on MMIO, misaligned, wrapping */
+    wr32(f, A_CMDQ_SIZE, CMDQ_LOG2);
+    wr64(f, A_CMDQ_BASE, 0x4000000000ULL);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    wr64(f, A_CMDQ_BASE, 0xfec00000ULL);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA + 8);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    wr64(f, A_CMDQ_BASE, ~0x3fULL);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    wr64(f, A_FAULTQ_BASE, 0xfec00000ULL);
+    wr32(f, A_FAULTQ_SIZE, FAULTQ_LOG2);
+    wr32(f, A_CTRL, R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    g_assert_cmphex(rd32(f, A_STATUS), ==,
+                    R_STATUS_CMDQ_ERR_MASK | R_STATUS_FAULTQ_ERR_MASK);
+    /* Writes to the tail of a stopped ring are ignored */
+    wr32(f, A_CMDQ_TAIL, 3);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 0);
+
+    /* A good ring; then a tail out of range stops it until cleared */
+    wr32(f, A_CMDQ_ERROR, 0);
+    wr32(f, A_FAULTQ_ERROR, 0);
+    rings_on(f);
+    wr64(f, A_CMDQ_BASE, 0);        /* ignored while the ring is on */
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, CMDQ_GPA);
+    wr32(f, A_CMDQ_TAIL, 1u << CMDQ_LOG2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_INDEX);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    wr32(f, A_CMDQ_ERROR, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SYNC, 0, 0, 0, 0, 0, NULL), ==,
+                    IOMMU_EMUL_ST_OK);
+    /* Fill the whole ring with garbage and wrap around it twice */
+    {
+        int i;
+
+        for (i = 0; i < 2 << CMDQ_LOG2; i++) {
+            g_assert_cmphex(cmd(f, 0x7777, 0, 0, 0, 0, 0, NULL), ==,
+                            IOMMU_EMUL_ST_BAD_OPCODE);
+        }
+    }
+    /* A fault ring head out of range is ignored */
+    wr32(f, A_FAULTQ_HEAD, 1u << FAULTQ_LOG2);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_HEAD), ==, 0);
+    /* Misaligned and unknown accesses do not hurt */
+    qtest_writel(f->qts, f->regs.addr + 2, 0xffffffff);
+    g_assert_cmphex(rd32(f, A_MAGIC), ==, IOMMU_EMUL_MAGIC);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, 0);
+    fx_free(f);
+}
+
+static void test_fault_ring_full(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint32_t n = 1u << FAULTQ_LOG2;
+    uint32_t i;
+
+    translate_on(f);
+    /* n + 2 faults on distinct pages: n - 1 fit, 3 overflow */
+    for (i = 0; i < n + 2; i++) {
+        edu_dma(f, DATA_GPA + i * PAGE, 8, true);
+    }
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, n - 1);
+    g_assert_cmpuint(rd32(f, A_FAULT_OVERFLOW), ==, 3);
+    g_assert_cmphex(fault_at(f, n - 2).addr, ==, DATA_GPA + (n - 2) * PAGE);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, n + 2);
+    /* Consuming makes room again */
+    wr32(f, A_FAULTQ_HEAD, n - 1);
+    edu_dma(f, DATA_GPA + 40 * PAGE, 8, false);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 0);
+    g_assert_cmphex(fault_at(f, n - 1).addr, ==, DATA_GPA + 40 * PAGE);
+    g_assert_cmpuint(fault_at(f, n - 1).access, ==, IOMMU_EMUL_ACCESS_READ);
+    /* With the fault ring off, faults are only counted */
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    edu_dma(f, DATA_GPA + 41 * PAGE, 8, false);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, n + 4);
+    fx_free(f);
+}
+
+static void test_gpa_mode(const void *data)
+{
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    uint64_t bus;
+
+    g_assert_cmpuint(FIELD_EX32(rd32(f, A_CAP), CAP, BUS_ADDR), ==,
+                     IOMMU_EMUL_BUS_ADDR_GPA);
+    g_assert_cmphex(rd64(f, A_APERTURE_START), ==, 0);
+    translate_on(f);
+    fill(f, DATA_GPA + PAGE, 0x6b, PAGE);
+    bus = map(f, DATA_GPA + PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmphex(bus, ==, DATA_GPA + PAGE);
+    /* The same range twice is refcounted; UNMAP removes one */
+    g_assert_cmphex(map(f, DATA_GPA + PAGE, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    edu_dma(f, bus, PAGE, false);
+    edu_dma(f, DATA_GPA, PAGE, true);       /* unmapped: faults */
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SET_MODE, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, true);       /* bypass again */
+    g_assert(all_eq(f, DATA_GPA, 0x6b, PAGE));
+    fx_free(f);
+}
+
+/* Vector 0 on faults, vector 1 on SYNC with IRQ; masked: pending bits */
+static void test_msix(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+
+    qpci_msix_enable(f->iommu);
+    g_assert(qpci_msix_masked(f->iommu, IOMMU_EMUL_VEC_FAULT));
+    g_assert(qpci_msix_masked(f->iommu, IOMMU_EMUL_VEC_CMD));
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_CMD));
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SYNC, 0, 0, 0, 0, 0, NULL), ==,
+                    IOMMU_EMUL_ST_OK);
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_CMD));
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SYNC, IOMMU_EMUL_SYNC_IRQ, 0, 0, 0,
+                        0, NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_CMD));
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
+
+    translate_on(f);
+    edu_dma(f, DATA_GPA, 8, true);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
+    fx_free(f);
+}
+
+/* The MSI window passes through for a translating requester */
+static void test_msi_window(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, ",dma_mask=0xffffffffffffffff");
+
+    rings_on(f);
+    translate_on(f);
+
+    /* A zero-vector MSI to the local APIC window: not a fault */
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, DATA_GPA, 4, false);             /* faults: not mapped */
+    edu_dma(f, IOMMU_EMUL_MSI_BASE, 4, true);   /* passes */
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmphex(fault_at(f, 0).addr, ==, DATA_GPA);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 1);
+    /* and it is never handed out as a bus address */
+    {
+        uint64_t bus = 0;
+        int i;
+
+        /* 20 x 224 MiB of the same RAM, from 1 MiB up, cross 4 GiB */
+        for (i = 0; i < 20; i++) {
+            CmdOut out;
+
+            g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ,
+                                EDU_RID, BIG_GPA, BIG_LEN, 0, &out), ==,
+                            IOMMU_EMUL_ST_OK);
+            g_assert_false(out.addr <= IOMMU_EMUL_MSI_LAST &&
+                           out.addr + BIG_LEN > IOMMU_EMUL_MSI_BASE);
+            bus = MAX(bus, out.addr);
+        }
+        g_assert_cmphex(bus, >, IOMMU_EMUL_MSI_LAST);
+    }
+    fx_free(f);
+}
+
+static void test_limits(const void *data)
+{
+    Fixture *f = fx_start(data, ",max-mappings=2");
+    uint64_t lo = 0x100000;
+
+    g_assert_cmpuint(rd32(f, A_LIMITS), ==, 2);
+    /* The DMA limit bounds the bus address: room for exactly one page */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA, 2 * PAGE, lo + PAGE - 1, NULL), ==,
+                    IOMMU_EMUL_ST_NO_SPACE);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA, PAGE, lo + PAGE - 1, NULL), ==,
+                    IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA, PAGE, lo + PAGE - 1, NULL), ==,
+                    IOMMU_EMUL_ST_NO_SPACE);
+    map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ);
+    /* max-mappings per requester */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_NO_SPACE);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    fx_free(f);
+}
+
+/* Several entries, one tail write: all execute before the write returns */
+static void test_batch(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    uint8_t e[IOMMU_EMUL_CMD_SIZE];
+    uint64_t b[3];
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        memset(e, 0, sizeof(e));
+        stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, IOMMU_EMUL_OP_MAP);
+        stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, IOMMU_EMUL_MAP_READ);
+        stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, EDU_RID);
+        stq_le_p(e + IOMMU_EMUL_CMD_ADDR, DATA_GPA + i * PAGE);
+        stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, PAGE);
+        qtest_memwrite(f->qts, CMDQ_GPA + i * IOMMU_EMUL_CMD_SIZE, e,
+                       sizeof(e));
+    }
+    wr32(f, A_CMDQ_TAIL, 3);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 3);
+    for (i = 0; i < 3; i++) {
+        qtest_memread(f->qts, CMDQ_GPA + i * IOMMU_EMUL_CMD_SIZE, e,
+                      sizeof(e));
+        g_assert_cmphex(lduw_le_p(e + IOMMU_EMUL_CMD_STATUS), ==,
+                        IOMMU_EMUL_STATUS_DONE | IOMMU_EMUL_ST_OK);
+        b[i] = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_ADDR);
+        /* the guest's fields are left alone */
+        g_assert_cmphex(ldq_le_p(e + IOMMU_EMUL_CMD_ADDR), ==,
+                        DATA_GPA + i * PAGE);
+    }
+    g_assert_cmphex(b[0], !=, b[1]);
+    g_assert_cmphex(b[1], !=, b[2]);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 3);
+    fx_free(f);
+}
+
+/* After a system reset, a translating requester is back in bypass */
+static void test_reset_bypass(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+
+    translate_on(f);
+    map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "unmaps"), ==, 1);
+    qpci_device_enable(f->edu);
+    qpci_config_writel(f->edu, PCI_BASE_ADDRESS_0, (uint32_t)f->edu_bar.addr);
+    edu_load(f, DATA_GPA, 0x2e, DATA_GPA);
+    fill(f, DATA_GPA + PAGE, 0, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0x2e, PAGE));
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    fx_free(f);
+}
+
+/* Migration is refused while the device is present */
+static void test_no_migration(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    QDict *resp;
+
+    resp = qtest_qmp(f->qts, "{'execute': 'migrate', 'arguments':"
+                     " {'uri': 'exec:cat > /dev/null'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    fx_free(f);
+}
+
+/* Host address of guest RAM at @gpa (below 4 GiB), from info ramblock */
+static uint64_t host_addr(Fixture *f, const char *block, uint64_t gpa)
+{
+    g_autofree char *out = qtest_hmp(f->qts, "info ramblock");
+    g_auto(GStrv) lines = g_strsplit(out, "\n", -1);
+    uint64_t hva = 0;
+    int i;
+
+    for (i = 0; lines[i]; i++) {
+        g_auto(GStrv) w = g_strsplit_set(g_strstrip(lines[i]), " ", -1);
+        int n = 0, j;
+        const char *col[8] = { NULL };
+
+        for (j = 0; w[j] && n < 8; j++) {
+            if (*w[j]) {
+                col[n++] = w[j];
+            }
+        }
+        /* Block Name, PSize (2 words), Offset, Used, Total, HVA, RO */
+        if (n >= 7 && !strcmp(col[0], block)) {
+            hva = g_ascii_strtoull(col[6], NULL, 16);
+        }
+    }
+    g_assert_cmphex(hva, !=, 0);
+    return hva + gpa;
+}
+
+/* Is the host page behind @gpa present in QEMU's page tables? */
+static bool present(Fixture *f, const char *block, uint64_t gpa)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/pagemap",
+                                            (int)qtest_pid(f->qts));
+    uint64_t hva = host_addr(f, block, gpa);
+    uint64_t ent = 0;
+    int fd = open(path, O_RDONLY);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pread(fd, &ent, sizeof(ent), (hva / PAGE) * 8), ==,
+                    sizeof(ent));
+    close(fd);
+    return ent >> 63;
+}
+
+/*
+ * Balloon inflation over pinned and unpinned pages: the unpinned pages go
+ * back to the host, the pinned ones stay with their contents. With a memfd
+ * backend, discarding punches holes, which mlock alone does not stop.
+ */
+static void balloon(const char *machine, bool memfd)
+{
+    Fixture *f = fx_new(machine, NULL, memfd ?
+                        " -device virtio-balloon-pci,addr=06.0"
+                        " -object memory-backend-memfd,id=ram0,size=256M"
+                        " -machine memory-backend=ram0" :
+                        " -device virtio-balloon-pci,addr=06.0");
+    const char *block = memfd ? "ram0" : "pc.ram";
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+    QGuestAllocator alloc;
+    QVirtioPCIDevice *vb;
+    QVirtQueue *vq;
+    uint64_t pfns;
+    uint32_t head;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 8; i++) {
+        fill(f, DATA_GPA + i * PAGE, 0x80 + i, PAGE);
+    }
+    /* Even pages are pinned */
+    for (i = 0; i < 8; i += 2) {
+        map(f, DATA_GPA + i * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    for (i = 0; i < 8; i++) {
+        g_assert(present(f, block, DATA_GPA + i * PAGE));
+    }
+
+    pc_alloc_init(&alloc, f->qts, ALLOC_NO_FLAGS);
+    vb = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(vb);
+    qvirtio_pci_device_enable(vb);
+    qvirtio_start_device(&vb->vdev);
+    qvirtio_set_features(&vb->vdev, qvirtio_get_features(&vb->vdev) &
+                         (1ull << VIRTIO_F_VERSION_1));
+    vq = qvirtqueue_setup(&vb->vdev, &alloc, 0);
+    qvirtio_set_driver_ok(&vb->vdev);
+
+    pfns = guest_alloc(&alloc, 8 * 4);
+    for (i = 0; i < 8; i++) {
+        uint8_t le[4];
+
+        stl_le_p(le, (DATA_GPA >> 12) + i);
+        qtest_memwrite(f->qts, pfns + i * 4, le, 4);
+    }
+    head = qvirtqueue_add(f->qts, vq, pfns, 8 * 4, false, false);
+    qvirtqueue_kick(f->qts, &vb->vdev, vq, head);
+    qvirtio_wait_used_elem(f->qts, &vb->vdev, vq, head, NULL,
+                           5 * 1000 * 1000);
+
+    for (i = 0; i < 8; i++) {
+        /* Check presence before reading: a read maps the zero page */
+        if (i % 2) {
+            g_assert_false(present(f, block, DATA_GPA + i * PAGE));
+        } else {
+            g_assert(present(f, block, DATA_GPA + i * PAGE));
+            g_assert(all_eq(f, DATA_GPA + i * PAGE, 0x80 + i, PAGE));
+        }
+    }
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 4);
+
+    qvirtqueue_cleanup(vb->vdev.bus, vq, &alloc);
+    qvirtio_pci_device_disable(vb);
+    g_free(vb->pdev);
+    g_free(vb);
+    alloc_destroy(&alloc);
+    fx_free(f);
+}
+
+static void test_balloon(const void *data)
+{
+    balloon(data, false);
+}
+
+static void test_balloon_memfd(const void *data)
+{
+    balloon(data, true);
+}
+
+static uint64_t vmrss_kb(Fixture *f)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status",
+                                            (int)qtest_pid(f->qts));
+    g_autofree char *text = NULL;
+    char *p;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    p = strstr(text, "\nVmRSS:");
+    return g_ascii_strtoull(p + 7, NULL, 10);
+}
+
+/*
+ * The acceptance figure: 64 MiB pinned out of 512 MiB, the balloon inflated
+ * over all RAM above 16 MiB. Every unpinned page goes back to the host, no
+ * pinned byte is lost.
+ */
+static void test_overcommit(const void *data)
+{
+    Fixture *f = fx_new(data, NULL,
+                        " -m 512M -device virtio-balloon-pci,addr=06.0");
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+    const uint64_t lo = 16 << 20, hi = (uint64_t)512 << 20;
+    const uint64_t plo = 128 << 20, phi = 192 << 20;
+    uint64_t n = (hi - lo) / PAGE, i, gone = 0, kept = 0, bad = 0, lost = 0;
+    QGuestAllocator alloc;
+    QVirtioPCIDevice *vb;
+    QVirtQueue *vq;
+    uint64_t pfns, rss0, rss1, hva;
+    uint32_t head;
+    g_autofree uint32_t *pf = g_new(uint32_t, n);
+    g_autofree uint64_t *pm = g_new(uint64_t, n);
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    g_autofree char *path = NULL;
+    int fd;
+    gint64 t0, t1;
+
+    rings_on(f);
+    qtest_memset(f->qts, lo, 0x5a, hi - lo);
+    for (i = 0; i < 64; i++) {
+        map(f, plo + (i << 20), 1 << 20, IOMMU_EMUL_MAP_READ);
+    }
+    g_assert_cmpuint(qom_u64(f, "pinned-bytes"), ==, 64 << 20);
+    rss0 = vmrss_kb(f);
+
+    pc_alloc_init(&alloc, f->qts, ALLOC_NO_FLAGS);
+    vb = virtio_pci_new(f->bus, &addr);
+    qvirtio_pci_device_enable(vb);
+    qvirtio_start_device(&vb->vdev);
+    qvirtio_set_features(&vb->vdev, qvirtio_get_features(&vb->vdev) &
+                         (1ull << VIRTIO_F_VERSION_1));
+    vq = qvirtqueue_setup(&vb->vdev, &alloc, 0);
+    qvirtio_set_driver_ok(&vb->vdev);
+    pfns = guest_alloc(&alloc, n * 4);
+    g_assert_cmphex(pfns + n * 4, <=, 0x200000);
+    for (i = 0; i < n; i++) {
+        pf[i] = cpu_to_le32((lo >> 12) + i);
+    }
+    qtest_memwrite(f->qts, pfns, pf, n * 4);
+    t0 = g_get_monotonic_time();
+    head = qvirtqueue_add(f->qts, vq, pfns, n * 4, false, false);
+    qvirtqueue_kick(f->qts, &vb->vdev, vq, head);
+    qvirtio_wait_used_elem(f->qts, &vb->vdev, vq, head, NULL,
+                           60 * 1000 * 1000);
+    t1 = g_get_monotonic_time();
+    rss1 = vmrss_kb(f);
+
+    hva = host_addr(f, "pc.ram", lo);
+    path = g_strdup_printf("/proc/%d/pagemap", (int)qtest_pid(f->qts));
+    fd = open(path, O_RDONLY);
+    g_assert_cmpint(pread(fd, pm, n * 8, (hva / PAGE) * 8), ==, n * 8);
+    close(fd);
+    for (i = 0; i < n; i++) {
+        uint64_t gpa = lo + i * PAGE;
+        bool p = pm[i] >> 63;
+
+        if (gpa >= plo && gpa < phi) {
+            kept += p;
+            bad += !p;
+        } else {
+            gone += !p;
+            bad += p;
+        }
+    }
+    for (i = plo; i < phi; i += 1 << 20) {
+        uint64_t j;
+
+        qtest_memread(f->qts, i, buf, 1 << 20);
+        for (j = 0; j < (1 << 20); j++) {
+            lost += buf[j] != 0x5a;
+        }
+    }
+    g_test_message("inflated %" PRIu64 " pages (%" PRIu64 " MiB) in %.3f s;"
+                   " unpinned discarded %" PRIu64 "/%" PRIu64 ", pinned kept"
+                   " %" PRIu64 "/%" PRIu64 ", wrong %" PRIu64 ", pinned bytes"
+                   " lost %" PRIu64 ", vetoed-discards %" PRIu64 ", VmRSS"
+                   " %" PRIu64 " -> %" PRIu64 " MiB",
+                   n, (hi - lo) >> 20, (t1 - t0) / 1e6,
+                   gone, (uint64_t)(n - (phi - plo) / PAGE), kept,
+                   (uint64_t)((phi - plo) / PAGE),
+                   bad, lost, qom_u64(f, "vetoed-discards"),
+                   rss0 >> 10, rss1 >> 10);
+    g_assert_cmpuint(bad, ==, 0);
+    g_assert_cmpuint(lost, ==, 0);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, (phi - plo) / PAGE);
+
+    qvirtqueue_cleanup(vb->vdev.bus, vq, &alloc);
+    qvirtio_pci_device_disable(vb);
+    g_free(vb->pdev);
+    g_free(vb);
+    alloc_destroy(&alloc);
+    fx_free(f);
+}
+
+/* Run QEMU to completion and expect it to fail with @msg on stderr */
+static void expect_fail(const char *args, const char *msg)
+{
+    /* In case QEMU wrongly starts, -S and timeout(1) end it */
+    g_autofree char *cmdline = g_strdup_printf(
+        "timeout 60 %s -accel qtest -display none -nodefaults -S %s",
+        getenv("QTEST_QEMU_BINARY"), args);
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    g_auto(GStrv) argv = NULL;
+    int status = 0;
+
+    g_assert(g_shell_parse_argv(cmdline, NULL, &argv, NULL));
+    g_assert(g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                          &out, &err, &status, NULL));
+    g_assert_cmpint(status, !=, 0);
+    if (!strstr(err, msg)) {
+        g_test_message("stderr: %s", err);
+    }
+    g_assert_nonnull(strstr(err, msg));
+}
+
+static void test_bad_config(const void *data)
+{
+    g_autofree char *a = NULL;
+    g_autofree char *b = NULL;
+    g_autofree char *c = NULL;
+
+    a = g_strdup_printf("-machine %s -device virtio-iommu-pci"
+                        " -device iommu-emul", (const char *)data);
+    expect_fail(a, "already has an IOMMU");
+    b = g_strdup_printf("-machine %s -device iommu-emul"
+                        " -device virtio-iommu-pci", (const char *)data);
+    expect_fail(b, "another IOMMU took over");
+    c = g_strdup_printf("-machine %s -device iommu-emul,bus-addr=hpa",
+                        (const char *)data);
+    expect_fail(c, "bus-addr=hpa is not implemented yet");
+}
+
+static void add(const char *machine, const char *name,
+                void (*fn)(const void *))
+{
+    g_autofree char *path = g_strdup_printf("/iommu-emul/%s/%s", machine,
+                                            name);
+
+    qtest_add_data_func(path, machine, fn);
+}
+
 int main(int argc, char **argv)
 {
     static const char *machines[] = { "pc", "q35" };
+    int i;
 
     g_test_init(&argc, &argv, NULL);
-    for (int i = 0; i < ARRAY_SIZE(machines); i++) {
-        g_autofree char *p1 = g_strdup_printf("/iommu-emul/%s/pci-identity",
-                                              machines[i]);
-        g_autofree char *p2 = g_strdup_printf("/iommu-emul/%s/no-hotplug",
-                                              machines[i]);
-
-        qtest_add_data_func(p1, machines[i], test_pci_identity);
-        qtest_add_data_func(p2, machines[i], test_not_hotpluggable);
+    for (i = 0; i < ARRAY_SIZE(machines); i++) {
+        add(machines[i], "reset-values", test_reset_values);
+        add(machines[i], "no-hotplug", test_not_hotpluggable);
+        add(machines[i], "bypass", test_bypass);
+        add(machines[i], "map-dma", test_map_dma);
+        add(machines[i], "fault-unmapped", test_fault_unmapped);
+        add(machines[i], "read-only", test_readonly);
+        add(machines[i], "unmap", test_unmap);
+        add(machines[i], "detach", test_detach);
+        add(machines[i], "refcount", test_refcount);
+        add(machines[i], "pinned-locked", test_pinned_locked);
+        add(machines[i], "max-pinned", test_max_pinned);
+        add(machines[i], "bad-commands", test_bad_commands);
+        add(machines[i], "bad-rings", test_bad_rings);
+        add(machines[i], "fault-ring-full", test_fault_ring_full);
+        add(machines[i], "gpa-mode", test_gpa_mode);
+        add(machines[i], "bad-config", test_bad_config);
+        add(machines[i], "msix", test_msix);
+        add(machines[i], "msi-window", test_msi_window);
+        add(machines[i], "limits", test_limits);
+        add(machines[i], "batch", test_batch);
+        add(machines[i], "reset-bypass", test_reset_bypass);
+        add(machines[i], "no-migration", test_no_migration);
+        add(machines[i], "balloon", test_balloon);
+        add(machines[i], "balloon-memfd", test_balloon_memfd);
+        add(machines[i], "balloon-64m-of-512m", test_overcommit);
     }
     return g_test_run();
 }

@@ -9,15 +9,113 @@
 #define HW_IOMMU_EMUL_H
 
 #include "hw/pci/pci_device.h"
+#include "exec/memory.h"
+#include "qemu/iova-tree.h"
+#include "qemu/notify.h"
+#include "qemu/thread.h"
 #include "qom/object.h"
+#include "system/ram-discard-veto.h"
 
 #define TYPE_IOMMU_EMUL "iommu-emul"
 OBJECT_DECLARE_SIMPLE_TYPE(IOMMUEmulState, IOMMU_EMUL)
 
+#define TYPE_IOMMU_EMUL_MEMORY_REGION "iommu-emul-iommu-memory-region"
+
+/* Faults recorded by translate() before they reach the fault ring */
+#define IOMMU_EMUL_PENDING_FAULTS 64
+
+/* One mapping of a requester: [bus, bus + len) -> [gpa, gpa + len) */
+typedef struct IOMMUEmulMapping {
+    uint64_t bus;
+    uint64_t gpa;
+    uint64_t len;
+    IOMMUAccessFlags perm;
+    uintptr_t *hosts;           /* the pinned host page of each page */
+} IOMMUEmulMapping;
+
+/* One requester (PCIBus *, devfn): its address space and its domain */
+typedef struct IOMMUEmulDev {
+    IOMMUEmulState *s;
+    PCIBus *bus;
+    int devfn;
+    bool translate;
+    MemoryRegion root;
+    MemoryRegion bypass_mr;
+    IOMMUMemoryRegion iommu_mr;
+    AddressSpace as;
+    GPtrArray *maps;            /* of IOMMUEmulMapping *, under s->mutex */
+    IOVATree *iova;             /* bus-addr=iova allocator, under s->mutex */
+} IOMMUEmulDev;
+
+typedef struct IOMMUEmulBus {
+    PCIBus *bus;
+    IOMMUEmulDev *dev[PCI_DEVFN_MAX];
+} IOMMUEmulBus;
+
+typedef struct IOMMUEmulFault {
+    uint16_t requester;
+    uint8_t access;
+    uint8_t reason;
+    uint32_t count;
+    uint64_t addr;
+} IOMMUEmulFault;
+
 struct IOMMUEmulState {
     PCIDevice parent_obj;
 
+    /* Properties */
+    char *bus_addr;
+    uint64_t max_pinned;
+    uint32_t max_mappings;
+    uint8_t cmdq_max_log2;
+    uint8_t faultq_max_log2;
+    uint8_t aperture_bits;
+
+    /* Internal state */
     MemoryRegion regs;
+    QemuMutex mutex;            /* translation state, pins, pending faults */
+    GHashTable *as_by_bus;      /* PCIBus * -> IOMMUEmulBus */
+    GHashTable *pins;           /* host page address -> pin count */
+    unsigned mode;              /* IOMMU_EMUL_BUS_ADDR_* */
+    bool msix;
+    uint64_t aperture_start;
+    uint64_t aperture_end;
+    Notifier machine_done;
+    QEMUBH *fault_bh;
+    RamDiscardVeto discard_veto;
+
+    /* Registers (BQL) */
+    uint32_t ctrl;
+    bool cmdq_on;
+    bool faultq_on;
+    uint32_t cmdq_error;
+    uint32_t faultq_error;
+    uint64_t cmdq_base;
+    uint32_t cmdq_size;
+    uint32_t cmdq_head;
+    uint32_t cmdq_tail;
+    uint64_t faultq_base;
+    uint32_t faultq_size;
+    uint32_t faultq_head;
+    uint32_t faultq_tail;
+    uint32_t fault_overflow;    /* under mutex */
+
+    /* Pending faults (under mutex) */
+    IOMMUEmulFault pending[IOMMU_EMUL_PENDING_FAULTS];
+    unsigned npending;
+    uint64_t fault_seq;
+    int64_t log_window;
+    unsigned log_count;
+
+    /* Counters, read-only QOM properties */
+    uint64_t mappings;
+    uint64_t pinned_pages;
+    uint64_t pinned_bytes;
+    uint64_t maps;
+    uint64_t unmaps;
+    uint64_t faults;
+    uint64_t invalidations;
+    uint64_t vetoed_discards;
 };
 
 #endif

@@ -1,0 +1,46 @@
+/*
+ * Discard vetoes: let a device keep pages it pins out of RAM discards
+ *
+ * Copyright (c) 2026 qemu-zc developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef SYSTEM_RAM_DISCARD_VETO_H
+#define SYSTEM_RAM_DISCARD_VETO_H
+
+#include "qemu/queue.h"
+
+typedef struct RamDiscardVeto RamDiscardVeto;
+
+/*
+ * A device that temporarily pins guest pages (for DMA that bypasses the
+ * memory API, or that must not see a page replaced under it) registers a
+ * veto. ram_block_discard_range() then refuses ranges that contain a
+ * vetoed page, and ram_block_discard_range_unvetoed() discards only the
+ * pages nobody vetoes. Unlike ram_block_discard_disable(), this keeps
+ * memory overcommit working for every page that is not pinned.
+ */
+struct RamDiscardVeto {
+    /*
+     * Returns true if the host pages [@host, @host + @length) of @rb, one
+     * page of @rb's page size, must not be discarded now. May be called
+     * without the BQL: it must do its own locking.
+     */
+    bool (*vetoed)(RamDiscardVeto *veto, RAMBlock *rb, void *host,
+                   size_t length);
+    QLIST_ENTRY(RamDiscardVeto) next;
+};
+
+/* Register and unregister a veto; with the BQL held */
+void ram_block_discard_veto_add(RamDiscardVeto *veto);
+void ram_block_discard_veto_remove(RamDiscardVeto *veto);
+
+/*
+ * Like ram_block_discard_range(), but skip the pages that are vetoed and
+ * discard the others. For callers where discarding is only advice (balloon
+ * inflation, free page reporting). Returns 0 or the first error.
+ */
+int ram_block_discard_range_unvetoed(RAMBlock *rb, uint64_t start,
+                                     size_t length);
+
+#endif
