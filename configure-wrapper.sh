@@ -486,21 +486,28 @@ do_demo() {
     /usr/bin/python3 "$TOP/wrapper/qmp-demo.py" "$qemu"
 }
 
+# qtests are named without their qtest-ARCH/ prefix; unit tests (test-*)
+# by their meson name.
 UPSTREAM_TESTS="device-introspect-test qom-test qmp-cmd-test intel-iommu-test amd-iommu-test virtio-balloon-test qos-test"
-PROJECT_TESTS="iommu-emul-test virtio-zc-test"
+PROJECT_TESTS="iommu-emul-test virtio-zc-test test-page-offline"
 
 do_test() {
-    local arch=${target_list%%-*} t names=()
+    local arch=${target_list%%-*} t names=() rebuild=()
     if [ ${#test_args[@]} -gt 0 ]; then
+        # meson test rebuilds just what the named tests need
         names=("${test_args[@]}")
     else
         for t in $PROJECT_TESTS $UPSTREAM_TESTS; do
-            names+=("qtest-$arch/$t")
+            case "$t" in
+            test-*) names+=("$t") ;;
+            *) names+=("qtest-$arch/$t") ;;
+            esac
         done
+        build
+        rebuild=(--no-rebuild)
     fi
-    build
     local rc=0
-    (cd "$B" && ./pyvenv/bin/meson test --no-rebuild -t 4 --print-errorlogs \
+    (cd "$B" && ./pyvenv/bin/meson test "${rebuild[@]}" -t 4 --print-errorlogs \
         --num-processes "${MESON_TESTTHREADS:-2}" "${names[@]}") || rc=$?
     /usr/bin/python3 "$TOP/wrapper/tap-summary.py" "$B/meson-logs/testlog.json" || rc=1
     return $rc

@@ -1,39 +1,814 @@
 /*
  * virtio-zc: zero-copy transmit with reclaim by page offlining
  *
- * Not functional yet: the device realizes with one transmit queue and
- * returns every buffer the guest posts unprocessed (used length 0), so
- * that no buffer is ever lost. See docs/specs/virtio-zc.rst.
+ * The guest posts requests (header, data, status byte). The device sends
+ * each request's data as one framed message on a TCP stream with
+ * MSG_ZEROCOPY, straight from the guest's pages, and completes the
+ * request when the kernel no longer references them. A request whose
+ * timeout expires first gets its pages offlined (fresh pages with the
+ * same contents replace them; the kernel keeps the old ones) and
+ * completes as reclaimed. See docs/specs/virtio-zc.rst.
+ *
+ * Everything runs in the main loop under the BQL.
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
+#include "hw/qdev-properties.h"
 #include "hw/virtio/virtio.h"
 #include "hw/virtio-zc/virtio-zc.h"
 #include "migration/vmstate.h"
 #include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qemu/bswap.h"
+#include "qemu/iov.h"
+#include "qemu/log.h"
+#include "qemu/main-loop.h"
+#include "qemu/sockets.h"
+#include "qemu/timer.h"
+#include "system/ram-offline.h"
 #include "trace.h"
 
-#define VIRTIO_ZC_QUEUE_SIZE 256
+#ifdef CONFIG_LINUX
+#include <linux/errqueue.h>
+#include <netinet/tcp.h>
+#endif
+
+#if defined(CONFIG_LINUX) && defined(SO_ZEROCOPY) && defined(MSG_ZEROCOPY)
+#define VIRTIO_ZC_HAVE_MSG_ZEROCOPY 1
+#else
+#define VIRTIO_ZC_HAVE_MSG_ZEROCOPY 0
+#define MSG_ZEROCOPY 0
+#endif
+
+#define VIRTIO_ZC_QUEUE_SIZE        256
+#define VIRTIO_ZC_MAX_TIMEOUT_MS    3600000u    /* one hour */
+#define VIRTIO_ZC_MAX_DATA_LEN      (64u << 20)
+#define VIRTIO_ZC_RETRY_MS          100         /* after a refused offline */
+
+/*
+ * One message of the destination stream. It belongs to a request (elem
+ * set) or, after the request was reclaimed mid-message, it is an orphan
+ * tail that owns a copy of the bytes still to send (bounce set).
+ */
+struct VirtIOZCReq {
+    VirtIOZC *s;
+    VirtQueueElement *elem;
+    struct virtio_zc_frame_hdr frame;   /* little-endian */
+    struct iovec *iov;                  /* data: guest RAM or bounce */
+    unsigned int iov_cnt;
+    size_t data_len;
+    size_t sent;                        /* frame + data bytes written */
+    char *bounce;
+    QEMUTimer *timer;
+    uint32_t zc_pending;                /* MSG_ZEROCOPY sendmsgs in flight */
+    bool zc;                            /* data goes with MSG_ZEROCOPY */
+    bool copied;                        /* part of it went by copy */
+    bool queued;                        /* on sendq */
+    bool started;                       /* frame sequence number taken */
+    bool expired;                       /* timed out, reclaim pending */
+    QTAILQ_ENTRY(VirtIOZCReq) link;     /* on reqs (requests only) */
+    QTAILQ_ENTRY(VirtIOZCReq) sendq_link;
+};
+
+/* One successful MSG_ZEROCOPY sendmsg */
+typedef struct VirtIOZCSend {
+    uint32_t id;
+    VirtIOZCReq *req;                   /* NULL once reclaimed */
+} VirtIOZCSend;
+
+static void virtio_zc_flush(VirtIOZC *s);
+static void virtio_zc_disconnect(VirtIOZC *s, const char *why, bool detach);
+
+static size_t virtio_zc_msg_len(VirtIOZCReq *req)
+{
+    return sizeof(req->frame) + req->data_len;
+}
+
+static void virtio_zc_req_free(VirtIOZCReq *req)
+{
+    if (req->timer) {
+        timer_free(req->timer);
+    }
+    g_free(req->iov);
+    g_free(req->bounce);
+    g_free(req);
+}
+
+static void virtio_zc_sendq_remove(VirtIOZC *s, VirtIOZCReq *req)
+{
+    if (req->queued) {
+        QTAILQ_REMOVE(&s->sendq, req, sendq_link);
+        req->queued = false;
+    }
+}
+
+/* Forget the zero-copy sendmsgs of @req: their completions are ignored */
+static void virtio_zc_forget_sends(VirtIOZC *s, VirtIOZCReq *req)
+{
+    GList *l;
+
+    for (l = s->zc_sends.head; l && req->zc_pending; l = l->next) {
+        VirtIOZCSend *snd = l->data;
+
+        if (snd->req == req) {
+            snd->req = NULL;
+            req->zc_pending--;
+        }
+    }
+    req->zc_pending = 0;
+}
+
+/*
+ * Return a request to the driver with @status, exactly once. @detach is
+ * for reset, when the rings are about to be reset: the status byte is
+ * written but nothing goes on the used ring.
+ */
+static void virtio_zc_complete(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
+                               bool detach)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    VirtQueueElement *elem = req->elem;
+
+    virtio_zc_sendq_remove(s, req);
+    virtio_zc_forget_sends(s, req);
+    QTAILQ_REMOVE(&s->reqs, req, link);
+    s->stat_inflight--;
+    s->stat_completed++;
+    switch (status) {
+    case VIRTIO_ZC_S_RECLAIMED:
+        s->stat_reclaimed++;
+        break;
+    case VIRTIO_ZC_S_COPIED:
+        s->stat_copied++;
+        break;
+    case VIRTIO_ZC_S_DEST_ERROR:
+        s->stat_dest_errors++;
+        break;
+    }
+    trace_virtio_zc_complete(req, le64_to_cpu(req->frame.tag), status,
+                             detach);
+
+    iov_from_buf(elem->in_sg, elem->in_num, 0, &status, 1);
+    if (detach) {
+        virtqueue_detach_element(s->txq, elem, 1);
+    } else {
+        virtqueue_push(s->txq, elem, 1);
+        virtio_notify(vdev, s->txq);
+        /* Room for one more request */
+        qemu_bh_schedule(s->bh);
+    }
+    g_free(elem);
+    virtio_zc_req_free(req);
+}
+
+/* A request whose message is fully written may be done */
+static void virtio_zc_maybe_complete(VirtIOZC *s, VirtIOZCReq *req)
+{
+    if (req->queued || req->zc_pending) {
+        return;
+    }
+    if (!req->elem) {
+        virtio_zc_req_free(req);
+        return;
+    }
+    virtio_zc_complete(s, req, req->copied ? VIRTIO_ZC_S_COPIED :
+                       VIRTIO_ZC_S_OK, false);
+}
+
+/*
+ * Offline the guest pages under a request's data. Returns 0, -EBUSY if
+ * refused for now, or another negative errno.
+ */
+static int virtio_zc_offline(VirtIOZC *s, VirtIOZCReq *req)
+{
+    PageOfflineMethod used = PAGE_OFFLINE_AUTO;
+    unsigned int i;
+    int ret;
+
+    for (i = 0; i < req->iov_cnt; i++) {
+        ret = ram_offline_host_range(req->iov[i].iov_base,
+                                     req->iov[i].iov_len, s->offline_method,
+                                     &used);
+        if (ret) {
+            if (ret == -EBUSY) {
+                s->stat_offline_refused++;
+            } else {
+                s->stat_offline_failed++;
+            }
+            trace_virtio_zc_offline_error(req, i, ret);
+            return ret;
+        }
+        s->stat_offlined_bytes += req->iov[i].iov_len;
+    }
+    trace_virtio_zc_offline(req, req->data_len,
+                            page_offline_method_name(used));
+    return 0;
+}
+
+/*
+ * Turn the unsent rest of a started message into an orphan tail that owns
+ * a copy of those bytes, so that the stream stays well-framed and carries
+ * the bytes the message had at this moment.
+ */
+static void virtio_zc_orphan_tail(VirtIOZC *s, VirtIOZCReq *req)
+{
+    VirtIOZCReq *tail = g_new0(VirtIOZCReq, 1);
+    size_t total = virtio_zc_msg_len(req);
+    size_t rest = total - req->sent;
+    size_t hdr_sent = MIN(req->sent, sizeof(req->frame));
+    size_t data_off = req->sent - hdr_sent;
+    size_t n = sizeof(req->frame) - hdr_sent;
+
+    tail->s = s;
+    tail->bounce = g_malloc(rest);
+    memcpy(tail->bounce, (char *)&req->frame + hdr_sent, n);
+    iov_to_buf(req->iov, req->iov_cnt, data_off, tail->bounce + n, rest - n);
+    /* An orphan is all data: its "frame" is already fully sent */
+    tail->sent = sizeof(tail->frame);
+    tail->started = true;
+    tail->data_len = rest;
+    tail->iov = g_new(struct iovec, 1);
+    tail->iov[0].iov_base = tail->bounce;
+    tail->iov[0].iov_len = rest;
+    tail->iov_cnt = 1;
+    tail->queued = true;
+    QTAILQ_INSERT_AFTER(&s->sendq, req, tail, sendq_link);
+    trace_virtio_zc_orphan_tail(req, rest);
+}
+
+/*
+ * Take a request back from the destination. Its pages are offlined if the
+ * kernel may still reference them. Returns 0 once the request completed
+ * with @status, or a negative errno (-EBUSY: refused for now) with the
+ * request untouched.
+ */
+static int virtio_zc_reclaim(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
+                             bool detach)
+{
+    int ret;
+
+    if (req->zc_pending) {
+        ret = virtio_zc_offline(s, req);
+        if (ret) {
+            return ret;
+        }
+    }
+    if (req->queued && req->started) {
+        if (req->sent == 0) {
+            /*
+             * Numbered but not one byte written: it is the last message
+             * that took a sequence number, so give the number back and
+             * send nothing.
+             */
+            s->seq--;
+        } else if (req->sent < virtio_zc_msg_len(req)) {
+            virtio_zc_orphan_tail(s, req);
+        }
+    }
+    virtio_zc_complete(s, req, status, detach);
+    return 0;
+}
+
+/*
+ * The timer only marks the request: the reclaim runs from the bottom
+ * half, because offlining may pause the vCPUs, which cannot be done from
+ * a QEMU_CLOCK_VIRTUAL timer callback.
+ */
+static void virtio_zc_timeout(void *opaque)
+{
+    VirtIOZCReq *req = opaque;
+
+    trace_virtio_zc_timeout(req, req->zc_pending, req->sent);
+    req->expired = true;
+    qemu_bh_schedule(req->s->bh);
+}
+
+static void virtio_zc_reclaim_expired(VirtIOZC *s)
+{
+    VirtIOZCReq *req, *tmp;
+    int ret;
+
+    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+        if (!req->expired) {
+            continue;
+        }
+        req->expired = false;
+        ret = virtio_zc_reclaim(s, req, VIRTIO_ZC_S_RECLAIMED, false);
+        if (ret == -EBUSY) {
+            /* Refused for now (postcopy, snapshot, pinned): it waits */
+            timer_mod(req->timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+                      VIRTIO_ZC_RETRY_MS);
+        } else if (ret) {
+            /*
+             * The pages cannot be offlined: give up on the destination
+             * rather than on the guest's memory.
+             */
+            virtio_zc_disconnect(s, "offline failed", false);
+            break;
+        }
+    }
+    virtio_zc_flush(s);
+}
+
+/* Zero-copy completions [lo, hi] arrived */
+static void virtio_zc_zc_done(VirtIOZC *s, uint32_t lo, uint32_t hi,
+                              bool copied)
+{
+    GList *l, *next;
+
+    trace_virtio_zc_zc_done(lo, hi, copied);
+    if (copied) {
+        s->stat_kernel_copied++;
+    }
+    for (l = s->zc_sends.head; l; l = next) {
+        VirtIOZCSend *snd = l->data;
+        VirtIOZCReq *req = snd->req;
+
+        next = l->next;
+        if ((uint32_t)(snd->id - lo) > (uint32_t)(hi - lo)) {
+            continue;
+        }
+        g_queue_delete_link(&s->zc_sends, l);
+        g_free(snd);
+        if (req) {
+            req->zc_pending--;
+            virtio_zc_maybe_complete(s, req);
+        }
+    }
+}
+
+#if VIRTIO_ZC_HAVE_MSG_ZEROCOPY
+static void virtio_zc_reap(VirtIOZC *s)
+{
+    char control[CMSG_SPACE(sizeof(struct sock_extended_err)) + 64];
+    struct msghdr msg;
+    struct cmsghdr *cm;
+    int ret;
+
+    while (s->fd >= 0) {
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof(control);
+        ret = recvmsg(s->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
+        if (ret < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return;
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            struct sock_extended_err serr;
+
+            if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
+                  (cm->cmsg_level == SOL_IPV6 &&
+                   cm->cmsg_type == IPV6_RECVERR))) {
+                continue;
+            }
+            memcpy(&serr, CMSG_DATA(cm), sizeof(serr));
+            if (serr.ee_origin != SO_EE_ORIGIN_ZEROCOPY || serr.ee_errno) {
+                continue;
+            }
+            virtio_zc_zc_done(s, serr.ee_info, serr.ee_data,
+                              serr.ee_code & SO_EE_CODE_ZEROCOPY_COPIED);
+        }
+    }
+}
+#else
+static void virtio_zc_reap(VirtIOZC *s)
+{
+}
+#endif
+
+static void virtio_zc_fd_write(void *opaque)
+{
+    VirtIOZC *s = opaque;
+
+    virtio_zc_flush(s);
+}
+
+static void virtio_zc_fd_read(void *opaque);
+
+static void virtio_zc_set_fd_handlers(VirtIOZC *s)
+{
+    qemu_set_fd_handler(s->fd, virtio_zc_fd_read,
+                        s->want_write ? virtio_zc_fd_write : NULL, s);
+}
+
+static void virtio_zc_update_handlers(VirtIOZC *s, bool want_write)
+{
+    if (s->fd >= 0 && want_write != s->want_write) {
+        s->want_write = want_write;
+        virtio_zc_set_fd_handlers(s);
+    }
+}
+
+/*
+ * The destination never sends: drain and drop what it does, and notice
+ * end-of-stream and errors. Also runs on G_IO_ERR, i.e. when zero-copy
+ * completions wait on the error queue.
+ *
+ * Errors are checked before completions: a reset connection frees the
+ * unsent buffers, which produces zero-copy completions for data that
+ * never reached the destination; those requests must complete with
+ * DEST_ERROR, not OK.
+ */
+static void virtio_zc_fd_read(void *opaque)
+{
+    VirtIOZC *s = opaque;
+    char buf[512];
+    ssize_t n;
+
+    while (s->fd >= 0) {
+        n = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0) {
+            continue;
+        }
+        if (n == 0) {
+            virtio_zc_disconnect(s, "end of stream", false);
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            virtio_zc_disconnect(s, strerror(errno), false);
+        }
+        break;
+    }
+    virtio_zc_reap(s);
+    virtio_zc_flush(s);
+}
+
+/* Write as much of the send queue as the socket takes */
+static void virtio_zc_flush(VirtIOZC *s)
+{
+    struct iovec iov[VIRTQUEUE_MAX_SIZE + 1];
+    VirtIOZCReq *req;
+    struct msghdr msg;
+    unsigned int cnt;
+    size_t off;
+    ssize_t n;
+    int flags;
+
+    while (s->fd >= 0 && (req = QTAILQ_FIRST(&s->sendq))) {
+        if (!req->started) {
+            req->frame.seq = cpu_to_le64(s->seq++);
+            req->started = true;
+        }
+        memset(&msg, 0, sizeof(msg));
+        flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+        if (req->sent < sizeof(req->frame)) {
+            /*
+             * The frame header is never sent with zero copy: it lives in
+             * device memory that is freed when the request completes.
+             */
+            iov[0].iov_base = (char *)&req->frame + req->sent;
+            iov[0].iov_len = sizeof(req->frame) - req->sent;
+            cnt = 1;
+            if (!req->zc) {
+                cnt += iov_copy(iov + 1, ARRAY_SIZE(iov) - 1, req->iov,
+                                req->iov_cnt, 0, req->data_len);
+            }
+        } else {
+            off = req->sent - sizeof(req->frame);
+            cnt = iov_copy(iov, ARRAY_SIZE(iov), req->iov, req->iov_cnt,
+                           off, req->data_len - off);
+            if (req->zc) {
+                flags |= MSG_ZEROCOPY;
+            }
+        }
+        msg.msg_iov = iov;
+        msg.msg_iovlen = cnt;
+        n = sendmsg(s->fd, &msg, flags);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                virtio_zc_update_handlers(s, true);
+                return;
+            }
+            if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
+                /* optmem or RLIMIT_MEMLOCK exhausted: copy the rest */
+                trace_virtio_zc_zc_refused(req, errno);
+                req->zc = false;
+                req->copied = true;
+                continue;
+            }
+            virtio_zc_disconnect(s, strerror(errno), false);
+            return;
+        }
+        if ((flags & MSG_ZEROCOPY) && n > 0) {
+            VirtIOZCSend *snd = g_new(VirtIOZCSend, 1);
+
+            snd->id = s->zc_next_id++;
+            snd->req = req;
+            g_queue_push_tail(&s->zc_sends, snd);
+            req->zc_pending++;
+        }
+        off = req->sent;
+        req->sent += n;
+        if (req->sent > sizeof(req->frame)) {
+            s->stat_bytes += req->sent - MAX(off, sizeof(req->frame));
+        }
+        trace_virtio_zc_sendmsg(req, n, !!(flags & MSG_ZEROCOPY), req->sent);
+        if (req->sent == virtio_zc_msg_len(req)) {
+            virtio_zc_sendq_remove(s, req);
+            if (req->elem) {
+                s->stat_sent++;
+            }
+            virtio_zc_maybe_complete(s, req);
+        }
+    }
+    virtio_zc_update_handlers(s, false);
+}
+
+/*
+ * The destination is gone (or had to be given up): every request held
+ * completes with DEST_ERROR, after its pages are offlined if the kernel
+ * may still reference them.
+ */
+static void virtio_zc_disconnect(VirtIOZC *s, const char *why, bool detach)
+{
+    VirtIOZCReq *req, *tmp;
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    VirtIOZCSend *snd;
+
+    if (s->fd < 0) {
+        return;
+    }
+    trace_virtio_zc_disconnect(why);
+    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+        if (req->zc_pending) {
+            /* Best effort: the socket is aborted right after */
+            virtio_zc_offline(s, req);
+        }
+    }
+    qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+    /* Abortive close: drop unsent data instead of lingering with it */
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(s->fd);
+    s->fd = -1;
+    s->want_write = false;
+    while ((snd = g_queue_pop_head(&s->zc_sends))) {
+        g_free(snd);
+    }
+    QTAILQ_FOREACH_SAFE(req, &s->sendq, sendq_link, tmp) {
+        if (!req->elem) {
+            virtio_zc_sendq_remove(s, req);
+            virtio_zc_req_free(req);
+        }
+    }
+    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+        req->zc_pending = 0;
+        virtio_zc_complete(s, req, VIRTIO_ZC_S_DEST_ERROR, detach);
+    }
+    virtio_notify_config(vdev);
+}
+
+static bool virtio_zc_data_offlinable(VirtIOZCReq *req)
+{
+    unsigned int i;
+
+    for (i = 0; i < req->iov_cnt; i++) {
+        if (ram_offline_host_support(req->iov[i].iov_base,
+                                     req->iov[i].iov_len) != RAM_OFFLINE_OK) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Validate a request; returns the status to complete it with, or -1 */
+static int virtio_zc_parse(VirtIOZC *s, VirtIOZCReq *req)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    VirtQueueElement *elem = req->elem;
+    struct virtio_zc_req_hdr hdr;
+    size_t out_len = iov_size(elem->out_sg, elem->out_num);
+    size_t in_len = iov_size(elem->in_sg, elem->in_num);
+    uint32_t flags, timeout;
+    unsigned int nseg;
+
+    if (in_len != 1) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: %zu device-writable bytes, "
+                      "expected 1 status byte\n", __func__, in_len);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    if (out_len < sizeof(hdr)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: short header (%zu bytes)\n",
+                      __func__, out_len);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    iov_to_buf(elem->out_sg, elem->out_num, 0, &hdr, sizeof(hdr));
+    flags = le32_to_cpu(hdr.flags);
+    timeout = le32_to_cpu(hdr.timeout_ms);
+    req->frame.tag = hdr.tag;
+    if (flags) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: unknown flags 0x%" PRIx32 "\n",
+                      __func__, flags);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    if (timeout && !virtio_vdev_has_feature(vdev, VIRTIO_ZC_F_TIMEOUT)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: timeout without "
+                      "VIRTIO_ZC_F_TIMEOUT\n", __func__);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    if (timeout > s->max_timeout_ms) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: timeout %" PRIu32 " ms above "
+                      "the maximum %" PRIu32 " ms\n", __func__, timeout,
+                      s->max_timeout_ms);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    req->data_len = out_len - sizeof(hdr);
+    if (req->data_len == 0 || req->data_len > s->max_data_len) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: data length %zu not in 1..%"
+                      PRIu32 "\n", __func__, req->data_len, s->max_data_len);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    req->iov = g_new(struct iovec, elem->out_num);
+    nseg = iov_copy(req->iov, elem->out_num, elem->out_sg, elem->out_num,
+                    sizeof(hdr), req->data_len);
+    req->iov_cnt = nseg;
+    if (nseg > s->max_segments) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: %u data segments, maximum %"
+                      PRIu32 "\n", __func__, nseg, s->max_segments);
+        return VIRTIO_ZC_S_BAD_REQUEST;
+    }
+    if (s->fd < 0) {
+        return VIRTIO_ZC_S_DEST_ERROR;
+    }
+    req->zc = s->zerocopy && s->zc_enabled && virtio_zc_data_offlinable(req);
+    req->copied = !req->zc;
+    req->timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, virtio_zc_timeout, req);
+    timer_mod(req->timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+              (timeout ? timeout : s->timeout_ms));
+    return -1;
+}
 
 static void virtio_zc_handle_tx(VirtIODevice *vdev, VirtQueue *vq)
 {
+    VirtIOZC *s = VIRTIO_ZC(vdev);
     VirtQueueElement *elem;
+    VirtIOZCReq *req;
+    int status;
 
-    while ((elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
-        trace_virtio_zc_handle_tx(elem->out_num, elem->in_num);
-        virtqueue_push(vq, elem, 0);
-        g_free(elem);
+    if (!virtio_device_started(vdev, vdev->status)) {
+        return;
     }
-    virtio_notify(vdev, vq);
+    while (s->stat_inflight < s->max_inflight &&
+           (elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
+        trace_virtio_zc_handle_tx(elem->out_num, elem->in_num);
+        s->stat_requests++;
+        if (iov_size(elem->in_sg, elem->in_num) == 0) {
+            qemu_log_mask(LOG_GUEST_ERROR, "%s: request without a status "
+                          "byte, returned unprocessed\n", __func__);
+            s->stat_bad_requests++;
+            virtqueue_push(vq, elem, 0);
+            virtio_notify(vdev, vq);
+            g_free(elem);
+            continue;
+        }
+        req = g_new0(VirtIOZCReq, 1);
+        req->s = s;
+        req->elem = elem;
+        req->frame.magic = cpu_to_le32(VIRTIO_ZC_FRAME_MAGIC);
+        QTAILQ_INSERT_TAIL(&s->reqs, req, link);
+        s->stat_inflight++;
+        status = virtio_zc_parse(s, req);
+        if (status >= 0) {
+            if (status == VIRTIO_ZC_S_BAD_REQUEST) {
+                s->stat_bad_requests++;
+            }
+            virtio_zc_complete(s, req, status, false);
+            continue;
+        }
+        req->frame.len = cpu_to_le32(req->data_len);
+        req->queued = true;
+        QTAILQ_INSERT_TAIL(&s->sendq, req, sendq_link);
+        trace_virtio_zc_request(req, le64_to_cpu(req->frame.tag),
+                                req->data_len, req->iov_cnt, req->zc);
+    }
+    virtio_zc_flush(s);
+}
+
+static void virtio_zc_bh(void *opaque)
+{
+    VirtIOZC *s = opaque;
+
+    virtio_zc_reclaim_expired(s);
+    virtio_zc_handle_tx(VIRTIO_DEVICE(s), s->txq);
+}
+
+/*
+ * Reset: every request the device holds completes now, reclaimed. The
+ * destination is never waited for. If an offline is refused or fails, the
+ * destination is given up (abortive close) so that no guest page stays
+ * referenced, and the remaining requests complete with DEST_ERROR.
+ */
+static void virtio_zc_reclaim_all(VirtIOZC *s, bool detach)
+{
+    VirtIOZCReq *req, *tmp;
+
+    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+        if (virtio_zc_reclaim(s, req, VIRTIO_ZC_S_RECLAIMED, detach)) {
+            virtio_zc_disconnect(s, "offline refused during reset", detach);
+            break;
+        }
+    }
+    /* With the destination gone the rest were completed by disconnect */
+    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+        virtio_zc_complete(s, req, VIRTIO_ZC_S_DEST_ERROR, detach);
+    }
+}
+
+static void virtio_zc_reset(VirtIODevice *vdev)
+{
+    VirtIOZC *s = VIRTIO_ZC(vdev);
+
+    trace_virtio_zc_reset(s->stat_inflight);
+    qemu_bh_cancel(s->bh);
+    virtio_zc_reclaim_all(s, true);
+    virtio_zc_flush(s);
+}
+
+static void virtio_zc_queue_reset(VirtIODevice *vdev, uint32_t queue_index)
+{
+    VirtIOZC *s = VIRTIO_ZC(vdev);
+
+    if (queue_index == VIRTIO_ZC_TXQ) {
+        trace_virtio_zc_reset(s->stat_inflight);
+        virtio_zc_reclaim_all(s, true);
+        virtio_zc_flush(s);
+    }
+}
+
+static void virtio_zc_get_config(VirtIODevice *vdev, uint8_t *config)
+{
+    VirtIOZC *s = VIRTIO_ZC(vdev);
+    struct virtio_zc_config cfg = {
+        .max_inflight = cpu_to_le32(s->max_inflight),
+        .max_segments = cpu_to_le32(s->max_segments),
+        .max_data_len = cpu_to_le32(s->max_data_len),
+        .default_timeout_ms = cpu_to_le32(s->timeout_ms),
+        .max_timeout_ms = cpu_to_le32(s->max_timeout_ms),
+        .dest_state = cpu_to_le32(s->fd >= 0 ? VIRTIO_ZC_DEST_CONNECTED :
+                                  VIRTIO_ZC_DEST_DISCONNECTED),
+    };
+
+    memcpy(config, &cfg, sizeof(cfg));
 }
 
 static uint64_t virtio_zc_get_features(VirtIODevice *vdev, uint64_t features,
                                        Error **errp)
 {
+    virtio_add_feature(&features, VIRTIO_ZC_F_TIMEOUT);
     return features;
+}
+
+static bool virtio_zc_connect(VirtIOZC *s, Error **errp)
+{
+    SocketAddress *addr;
+    int one = 1;
+    int fd;
+
+    addr = socket_parse(s->dest, errp);
+    if (!addr) {
+        return false;
+    }
+    if (addr->type != SOCKET_ADDRESS_TYPE_INET) {
+        error_setg(errp, "virtio-zc: dest must be host:port");
+        qapi_free_SocketAddress(addr);
+        return false;
+    }
+    fd = socket_connect(addr, errp);
+    qapi_free_SocketAddress(addr);
+    if (fd < 0) {
+        return false;
+    }
+    qemu_socket_set_nonblock(fd);
+#ifdef CONFIG_LINUX
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+#endif
+    if (s->sndbuf &&
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s->sndbuf, sizeof(s->sndbuf))) {
+        error_setg_errno(errp, errno, "virtio-zc: cannot set SO_SNDBUF");
+        close(fd);
+        return false;
+    }
+    s->zc_enabled = false;
+#if VIRTIO_ZC_HAVE_MSG_ZEROCOPY
+    if (s->zerocopy &&
+        setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0) {
+        s->zc_enabled = true;
+    }
+#endif
+    s->fd = fd;
+    s->want_write = false;
+    virtio_zc_set_fd_handlers(s);
+    trace_virtio_zc_connect(s->dest, s->zc_enabled);
+    return true;
 }
 
 static void virtio_zc_realize(DeviceState *dev, Error **errp)
@@ -41,22 +816,144 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOZC *s = VIRTIO_ZC(dev);
 
-    virtio_init(vdev, VIRTIO_ID_ZC, 0);
+    if (s->max_inflight < 1 || s->max_inflight > VIRTIO_ZC_QUEUE_SIZE) {
+        error_setg(errp, "virtio-zc: max-inflight must be in 1..%d",
+                   VIRTIO_ZC_QUEUE_SIZE);
+        return;
+    }
+    if (s->max_segments < 1 || s->max_segments > VIRTIO_ZC_QUEUE_SIZE - 2) {
+        error_setg(errp, "virtio-zc: max-segments must be in 1..%d",
+                   VIRTIO_ZC_QUEUE_SIZE - 2);
+        return;
+    }
+    if (s->max_data_len < 1 || s->max_data_len > VIRTIO_ZC_MAX_DATA_LEN) {
+        error_setg(errp, "virtio-zc: max-data-len must be in 1..%u",
+                   VIRTIO_ZC_MAX_DATA_LEN);
+        return;
+    }
+    if (s->max_timeout_ms < 1 || s->max_timeout_ms > VIRTIO_ZC_MAX_TIMEOUT_MS) {
+        error_setg(errp, "virtio-zc: max-timeout-ms must be in 1..%u",
+                   VIRTIO_ZC_MAX_TIMEOUT_MS);
+        return;
+    }
+    if (s->timeout_ms < 1 || s->timeout_ms > s->max_timeout_ms) {
+        error_setg(errp, "virtio-zc: timeout-ms must be in 1..%" PRIu32
+                   " (max-timeout-ms)", s->max_timeout_ms);
+        return;
+    }
+    if (s->sndbuf > INT_MAX) {
+        error_setg(errp, "virtio-zc: sndbuf too large");
+        return;
+    }
+    s->offline_method = PAGE_OFFLINE_AUTO;
+    if (s->offline_method_str) {
+        int m;
+
+        for (m = 0; m < PAGE_OFFLINE__MAX; m++) {
+            if (!strcmp(s->offline_method_str, page_offline_method_name(m))) {
+                break;
+            }
+        }
+        if (m == PAGE_OFFLINE__MAX) {
+            error_setg(errp, "virtio-zc: x-offline-method must be auto, "
+                       "uffd-move, uffd-wp or copy");
+            return;
+        }
+        s->offline_method = m;
+    }
+    s->fd = -1;
+    if (s->dest && *s->dest && !virtio_zc_connect(s, errp)) {
+        return;
+    }
+
+    virtio_init(vdev, VIRTIO_ID_ZC, sizeof(struct virtio_zc_config));
     s->txq = virtio_add_queue(vdev, VIRTIO_ZC_QUEUE_SIZE, virtio_zc_handle_tx);
+    s->bh = qemu_bh_new_guarded(virtio_zc_bh, s, &dev->mem_reentrancy_guard);
 }
 
 static void virtio_zc_unrealize(DeviceState *dev)
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOZC *s = VIRTIO_ZC(dev);
+    VirtIOZCReq *req, *tmp;
+    VirtIOZCSend *snd;
 
-    virtio_del_queue(vdev, virtio_get_queue_index(s->txq));
+    virtio_zc_reclaim_all(s, true);
+    QTAILQ_FOREACH_SAFE(req, &s->sendq, sendq_link, tmp) {
+        virtio_zc_sendq_remove(s, req);
+        virtio_zc_req_free(req);
+    }
+    while ((snd = g_queue_pop_head(&s->zc_sends))) {
+        g_free(snd);
+    }
+    if (s->fd >= 0) {
+        qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+        close(s->fd);
+        s->fd = -1;
+    }
+    qemu_bh_delete(s->bh);
+    virtio_del_queue(vdev, VIRTIO_ZC_TXQ);
     virtio_cleanup(vdev);
+}
+
+static void virtio_zc_instance_init(Object *obj)
+{
+    VirtIOZC *s = VIRTIO_ZC(obj);
+
+    s->fd = -1;
+    QTAILQ_INIT(&s->reqs);
+    QTAILQ_INIT(&s->sendq);
+    g_queue_init(&s->zc_sends);
+
+    object_property_add_uint64_ptr(obj, "requests", &s->stat_requests,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "completed", &s->stat_completed,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "sent", &s->stat_sent,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "bytes", &s->stat_bytes,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "reclaimed", &s->stat_reclaimed,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "copied", &s->stat_copied,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "kernel-copied",
+                                   &s->stat_kernel_copied,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "dest-errors", &s->stat_dest_errors,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "bad-requests",
+                                   &s->stat_bad_requests,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "offline-refused",
+                                   &s->stat_offline_refused,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "offline-failed",
+                                   &s->stat_offline_failed,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "offlined-bytes",
+                                   &s->stat_offlined_bytes,
+                                   OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "in-flight", &s->stat_inflight,
+                                   OBJ_PROP_FLAG_READ);
 }
 
 static const VMStateDescription vmstate_virtio_zc = {
     .name = "virtio-zc",
+    /* Not yet: see "Migration" in docs/specs/virtio-zc.rst */
     .unmigratable = 1,
+};
+
+static const Property virtio_zc_properties[] = {
+    DEFINE_PROP_STRING("dest", VirtIOZC, dest),
+    DEFINE_PROP_UINT32("max-inflight", VirtIOZC, max_inflight, 64),
+    DEFINE_PROP_UINT32("max-segments", VirtIOZC, max_segments, 64),
+    DEFINE_PROP_UINT32("max-data-len", VirtIOZC, max_data_len, 1 << 20),
+    DEFINE_PROP_UINT32("timeout-ms", VirtIOZC, timeout_ms, 1000),
+    DEFINE_PROP_UINT32("max-timeout-ms", VirtIOZC, max_timeout_ms, 60000),
+    DEFINE_PROP_UINT32("sndbuf", VirtIOZC, sndbuf, 0),
+    DEFINE_PROP_BOOL("zerocopy", VirtIOZC, zerocopy, true),
+    DEFINE_PROP_STRING("x-offline-method", VirtIOZC, offline_method_str),
 };
 
 static void virtio_zc_class_init(ObjectClass *klass, void *data)
@@ -64,12 +961,16 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
 
-    dc->desc = "Zero-copy transmit device (not functional yet)";
+    dc->desc = "Zero-copy transmit with reclaim by page offlining";
     dc->vmsd = &vmstate_virtio_zc;
+    device_class_set_props(dc, virtio_zc_properties);
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     vdc->realize = virtio_zc_realize;
     vdc->unrealize = virtio_zc_unrealize;
     vdc->get_features = virtio_zc_get_features;
+    vdc->get_config = virtio_zc_get_config;
+    vdc->reset = virtio_zc_reset;
+    vdc->queue_reset = virtio_zc_queue_reset;
 }
 
 static const TypeInfo virtio_zc_types[] = {
@@ -77,6 +978,7 @@ static const TypeInfo virtio_zc_types[] = {
         .name = TYPE_VIRTIO_ZC,
         .parent = TYPE_VIRTIO_DEVICE,
         .instance_size = sizeof(VirtIOZC),
+        .instance_init = virtio_zc_instance_init,
         .class_init = virtio_zc_class_init,
     },
 };

@@ -1,8 +1,11 @@
 /*
  * QTest testcase for virtio-zc
  *
- * virtio-zc is not functional yet: these tests cover its PCI identity,
- * the -device virtio-zc alias and the modern-only rule.
+ * The destination is a TCP receiver that the test runs itself on
+ * loopback: a listening socket exists before QEMU starts, the device
+ * connects to it at realize, and the test accepts the connection. To
+ * stall the destination, the receiver has a tiny SO_RCVBUF and does not
+ * read, while the device's SO_SNDBUF holds everything in flight.
  * See docs/specs/virtio-zc.rst.
  *
  * Copyright (c) 2026 qemu-zc developers
@@ -10,13 +13,287 @@
  */
 
 #include "qemu/osdep.h"
+#include <poll.h>
+#include <sys/syscall.h>
 #include "libqtest.h"
+#include "qemu/bswap.h"
+#include "qemu/timer.h"
 #include "libqos/pci.h"
 #include "libqos/pci-pc.h"
+#include "libqos/malloc-pc.h"
+#include "libqos/virtio.h"
+#include "libqos/virtio-pci.h"
 #include "hw/pci/pci_regs.h"
+#include "qobject/qdict.h"
+#include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_ring.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
 
-#define VIRTIO_ZC_DEVFN  QPCI_DEVFN(6, 0)
+#define VIRTIO_ZC_DEVFN     QPCI_DEVFN(6, 0)
+#define ZC_QOM              "/machine/peripheral/zc/virtio-backend"
+#define WAIT_US             (30 * G_USEC_PER_SEC)   /* liveness only */
+#define STALL_SNDBUF        (8 << 20)
+#define MAX_DESC            16
+
+typedef struct ZC {
+    QTestState *qts;
+    QGuestAllocator alloc;
+    QPCIBus *bus;
+    QVirtioPCIDevice *dev;
+    QVirtQueue *vq;
+    int lfd;                /* listening socket */
+    int rfd;                /* the receiver's end of the connection */
+} ZC;
+
+typedef struct Desc {
+    uint64_t addr;
+    uint32_t len;
+    bool write;
+} Desc;
+
+/* ---- receiver ---------------------------------------------------------- */
+
+static int zc_listen(int rcvbuf, int *port)
+{
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET,
+        .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+    };
+    socklen_t salen = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    if (rcvbuf) {
+        /* Before listen(): the window scale is fixed at the handshake */
+        g_assert(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+                            sizeof(rcvbuf)) == 0);
+    }
+    g_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    g_assert(listen(fd, 1) == 0);
+    g_assert(getsockname(fd, (struct sockaddr *)&sa, &salen) == 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void recv_full(int fd, void *buf, size_t len)
+{
+    size_t off = 0;
+    ssize_t n;
+
+    while (off < len) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+        g_assert_cmpint(poll(&pfd, 1, WAIT_US / 1000), ==, 1);
+        n = recv(fd, (char *)buf + off, len - off, 0);
+        g_assert_cmpint(n, >, 0);
+        off += n;
+    }
+}
+
+/* True if the receiver has nothing more to read right now */
+static bool recv_idle(int fd, int ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+    return poll(&pfd, 1, ms) == 0;
+}
+
+/* Receive one message: checks the frame and returns its payload */
+static uint8_t *recv_msg(ZC *t, uint64_t seq, uint64_t tag, size_t len)
+{
+    struct virtio_zc_frame_hdr fh;
+    uint8_t *buf = g_malloc(len);
+
+    recv_full(t->rfd, &fh, sizeof(fh));
+    g_assert_cmphex(le32_to_cpu(fh.magic), ==, VIRTIO_ZC_FRAME_MAGIC);
+    g_assert_cmpuint(le32_to_cpu(fh.len), ==, len);
+    g_assert_cmpuint(le64_to_cpu(fh.seq), ==, seq);
+    g_assert_cmphex(le64_to_cpu(fh.tag), ==, tag);
+    recv_full(t->rfd, buf, len);
+    return buf;
+}
+
+/* ---- device ------------------------------------------------------------ */
+
+/* The machine of every device test; the memfd test changes it */
+static const char *zc_machine = "-machine pc -m 256M";
+
+static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
+                     const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+
+static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
+                     const char *fmt, ...)
+{
+    g_autofree char *extra = NULL;
+    g_autofree char *dest = NULL;
+    QPCIAddress addr = { .devfn = VIRTIO_ZC_DEVFN };
+    uint64_t features;
+    va_list ap;
+    int port;
+
+    va_start(ap, fmt);
+    extra = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+
+    memset(t, 0, sizeof(*t));
+    t->lfd = t->rfd = -1;
+    if (with_dest) {
+        t->lfd = zc_listen(rcvbuf, &port);
+        dest = g_strdup_printf(",dest=127.0.0.1:%d", port);
+    }
+    t->qts = qtest_initf("%s -device virtio-zc-pci,id=zc,addr=06.0%s%s%s",
+                         zc_machine, dest ? dest : "", *extra ? "," : "",
+                         extra);
+    if (with_dest) {
+        t->rfd = accept(t->lfd, NULL, NULL);
+        g_assert_cmpint(t->rfd, >=, 0);
+    }
+    pc_alloc_init(&t->alloc, t->qts, ALLOC_NO_FLAGS);
+    t->bus = qpci_new_pc(t->qts, NULL);
+    t->dev = virtio_pci_new(t->bus, &addr);
+    g_assert_nonnull(t->dev);
+    g_assert_cmphex(t->dev->vdev.device_type, ==, VIRTIO_ID_ZC);
+    qvirtio_pci_device_enable(t->dev);
+    qvirtio_start_device(&t->dev->vdev);
+    features = qvirtio_get_features(&t->dev->vdev);
+    g_assert(features & (1ull << VIRTIO_ZC_F_TIMEOUT));
+    features &= (1ull << VIRTIO_F_VERSION_1) |
+                (feature_timeout ? 1ull << VIRTIO_ZC_F_TIMEOUT : 0);
+    qvirtio_set_features(&t->dev->vdev, features);
+    t->vq = qvirtqueue_setup(&t->dev->vdev, &t->alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(&t->dev->vdev);
+}
+
+static void zc_stop(ZC *t)
+{
+    qvirtqueue_cleanup(t->dev->vdev.bus, t->vq, &t->alloc);
+    qvirtio_pci_device_disable(t->dev);
+    g_free(t->dev);
+    qpci_free_pc(t->bus);
+    alloc_destroy(&t->alloc);
+    qtest_quit(t->qts);
+    if (t->rfd >= 0) {
+        close(t->rfd);
+    }
+    if (t->lfd >= 0) {
+        close(t->lfd);
+    }
+}
+
+static uint64_t zc_counter(ZC *t, const char *name)
+{
+    QDict *rsp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments': "
+                           "{'path': %s, 'property': %s}}", ZC_QOM, name);
+    uint64_t v;
+
+    g_assert(qdict_haskey(rsp, "return"));
+    v = qdict_get_int(rsp, "return");
+    qobject_unref(rsp);
+    return v;
+}
+
+/* Counters change in QEMU's main loop: wait for a value */
+static void zc_wait_counter(ZC *t, const char *name, uint64_t want)
+{
+    gint64 start = g_get_monotonic_time();
+
+    while (zc_counter(t, name) != want) {
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(1000);
+    }
+}
+
+static uint32_t zc_post(ZC *t, const Desc *d, int n)
+{
+    uint32_t head = 0;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        uint32_t idx = qvirtqueue_add(t->qts, t->vq, d[i].addr, d[i].len,
+                                      d[i].write, i < n - 1);
+
+        if (i == 0) {
+            head = idx;
+        }
+    }
+    qvirtqueue_kick(t->qts, &t->dev->vdev, t->vq, head);
+    return head;
+}
+
+static uint64_t zc_hdr(ZC *t, uint32_t flags, uint32_t timeout_ms,
+                       uint64_t tag)
+{
+    struct virtio_zc_req_hdr h = {
+        .flags = cpu_to_le32(flags),
+        .timeout_ms = cpu_to_le32(timeout_ms),
+        .tag = cpu_to_le64(tag),
+    };
+    uint64_t a = guest_alloc(&t->alloc, sizeof(h));
+
+    qtest_memwrite(t->qts, a, &h, sizeof(h));
+    return a;
+}
+
+static uint64_t zc_status_buf(ZC *t)
+{
+    uint64_t a = guest_alloc(&t->alloc, 1);
+
+    qtest_writeb(t->qts, a, 0xff);
+    return a;
+}
+
+static uint64_t zc_data(ZC *t, size_t len, unsigned seed)
+{
+    g_autofree uint8_t *buf = g_malloc(len);
+    uint64_t a = guest_alloc(&t->alloc, len);
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        buf[i] = seed + i * 13 + (i >> 8);
+    }
+    qtest_memwrite(t->qts, a, buf, len);
+    return a;
+}
+
+static uint8_t *guest_bytes(ZC *t, uint64_t a, size_t len)
+{
+    uint8_t *buf = g_malloc(len);
+
+    qtest_memread(t->qts, a, buf, len);
+    return buf;
+}
+
+/* Wait for the next used element; returns its head and used length */
+static uint32_t zc_wait_used(ZC *t, uint32_t *len)
+{
+    gint64 start = g_get_monotonic_time();
+    uint32_t head;
+
+    while (!qvirtqueue_get_buf(t->qts, t->vq, &head, len)) {
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(200);
+    }
+    return head;
+}
+
+/* Post header + one data buffer + status, wait, return the status */
+static uint8_t zc_simple(ZC *t, uint64_t hdr, uint64_t data, uint32_t len)
+{
+    uint64_t st = zc_status_buf(t);
+    Desc d[] = {
+        { hdr, sizeof(struct virtio_zc_req_hdr), false },
+        { data, len, false },
+        { st, 1, true },
+    };
+    uint32_t head = zc_post(t, d, 3);
+    uint32_t used;
+
+    g_assert_cmpuint(zc_wait_used(t, &used), ==, head);
+    g_assert_cmpuint(used, ==, 1);
+    return qtest_readb(t->qts, st);
+}
+
+/* ---- tests ------------------------------------------------------------- */
 
 static void test_pci_identity(const void *data)
 {
@@ -44,8 +321,9 @@ static void test_pci_identity(const void *data)
 }
 
 /*
- * virtio-zc is modern-only: asking for a legacy-capable device still gives
- * the modern device ID and no legacy I/O BAR.
+ * Modern-only: asking for a legacy device still gives a modern one (the
+ * proxy forces virtio 1, as virtio-nsm-pci does), with the modern device
+ * ID and no legacy I/O BAR.
  */
 static void test_modern_only(const void *data)
 {
@@ -53,23 +331,734 @@ static void test_modern_only(const void *data)
     QTestState *qts;
     QPCIBus *bus;
     QPCIDevice *dev;
-    uint32_t bar0;
 
     qts = qtest_initf("-machine %s -device virtio-zc-pci,addr=06.0,"
                       "disable-modern=on,disable-legacy=off", machine);
     bus = qpci_new_pc(qts, NULL);
     dev = qpci_device_find(bus, VIRTIO_ZC_DEVFN);
     g_assert_nonnull(dev);
-
     g_assert_cmphex(qpci_config_readw(dev, PCI_DEVICE_ID), ==,
                     VIRTIO_ZC_PCI_DEVICE_ID);
-    bar0 = qpci_config_readl(dev, PCI_BASE_ADDRESS_0);
-    g_assert_cmphex(bar0 & PCI_BASE_ADDRESS_SPACE, !=,
-                    PCI_BASE_ADDRESS_SPACE_IO);
-
+    g_assert_cmphex(qpci_config_readl(dev, PCI_BASE_ADDRESS_0), ==, 0);
+    g_assert(qpci_config_readw(dev, PCI_STATUS) & PCI_STATUS_CAP_LIST);
     g_free(dev);
     qpci_free_pc(bus);
     qtest_quit(qts);
+}
+
+/* Bad property values fail realize with an error, not a crash */
+static void test_bad_properties(void)
+{
+    static const struct {
+        const char *name;
+        int64_t value;
+    } bad[] = {
+        { "max-inflight", 0 }, { "max-inflight", 257 },
+        { "max-segments", 0 }, { "max-segments", 255 },
+        { "timeout-ms", 0 }, { "timeout-ms", 70000 },
+        { "max-timeout-ms", 0 }, { "max-timeout-ms", 3600001 },
+        { "max-data-len", 0 }, { "max-data-len", 0x4000001 },
+    };
+    QTestState *qts = qtest_init("-machine pc");
+    QDict *resp, *err;
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(bad); i++) {
+        resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                         " {'driver': 'virtio-zc-pci', %s: %" PRId64 "}}",
+                         bad[i].name, bad[i].value);
+        err = qdict_get_qdict(resp, "error");
+        g_assert_nonnull(err);
+        g_assert_nonnull(strstr(qdict_get_str(err, "desc"), bad[i].name));
+        qobject_unref(resp);
+    }
+    /* Nobody listens on port 1 */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'dest': '127.0.0.1:1'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci',"
+                     "  'x-offline-method': 'mremap'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'dest': 'unix:/x'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
+/* Config space reflects the properties and the destination state */
+static void test_config(void)
+{
+    QVirtioDevice *vd;
+    uint64_t hdr, data;
+    ZC t;
+
+    zc_start(&t, true, 0, true, "max-inflight=7,timeout-ms=1234,"
+             "max-segments=9,max-data-len=65536,max-timeout-ms=5000");
+    vd = &t.dev->vdev;
+    g_assert_cmpuint(qvirtio_config_readl(vd, 0), ==, 7);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 4), ==, 9);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 8), ==, 65536);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 12), ==, 1234);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 16), ==, 5000);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_CONNECTED);
+    zc_stop(&t);
+
+    /* No destination: requests complete with DEST_ERROR */
+    zc_start(&t, false, 0, true, "%s", "");
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+    hdr = zc_hdr(&t, 0, 0, 1);
+    data = zc_data(&t, 100, 1);
+    g_assert_cmpuint(zc_simple(&t, hdr, data, 100), ==,
+                     VIRTIO_ZC_S_DEST_ERROR);
+    g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 1);
+    zc_stop(&t);
+}
+
+/* One request, one data descriptor: exact bytes, status OK */
+static void test_send_single(void)
+{
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *got = NULL;
+    size_t len = 3 * 4096 + 123;
+    uint64_t hdr, data;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "%s", "");
+    hdr = zc_hdr(&t, 0, 0, 0x1122334455667788ull);
+    data = zc_data(&t, len, 7);
+    want = guest_bytes(&t, data, len);
+    g_assert_cmpuint(zc_simple(&t, hdr, data, len), ==, VIRTIO_ZC_S_OK);
+    got = recv_msg(&t, 0, 0x1122334455667788ull, len);
+    g_assert(memcmp(want, got, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "sent"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "bytes"), ==, len);
+    g_assert_cmpuint(zc_counter(&t, "copied"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    zc_stop(&t);
+}
+
+/*
+ * Several requests whose data is scattered over descriptors of odd sizes
+ * (one shares its descriptor with the header): exact bytes, in order.
+ */
+static void test_send_multi(void)
+{
+    static const uint32_t seg[] = { 1, 4095, 4097, 77, 20000 };
+    size_t total = 0;
+    uint64_t addr[ARRAY_SIZE(seg)];
+    Desc d[MAX_DESC];
+    uint32_t heads[3], used;
+    g_autofree uint8_t *want = NULL;
+    int i, r, n;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "%s", "");
+    for (i = 0; i < ARRAY_SIZE(seg); i++) {
+        total += seg[i];
+    }
+    want = g_malloc(total);
+    for (r = 0; r < 3; r++) {
+        uint64_t st = zc_status_buf(&t);
+        size_t off = 0;
+
+        n = 0;
+        d[n++] = (Desc) { zc_hdr(&t, 0, 0, 100 + r), 16, false };
+        for (i = 0; i < ARRAY_SIZE(seg); i++) {
+            addr[i] = zc_data(&t, seg[i], r * 31 + i);
+            d[n++] = (Desc) { addr[i], seg[i], false };
+        }
+        d[n++] = (Desc) { st, 1, true };
+        heads[r] = zc_post(&t, d, n);
+        g_assert_cmpuint(zc_wait_used(&t, &used), ==, heads[r]);
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+        for (i = 0; i < ARRAY_SIZE(seg); i++) {
+            qtest_memread(t.qts, addr[i], want + off, seg[i]);
+            off += seg[i];
+        }
+        {
+            g_autofree uint8_t *got = recv_msg(&t, r, 100 + r, total);
+
+            g_assert(memcmp(want, got, total) == 0);
+        }
+    }
+
+    /* Header and data in one descriptor */
+    {
+        struct virtio_zc_req_hdr h = { .tag = cpu_to_le64(7) };
+        uint64_t a = zc_data(&t, 16 + 500, 9);
+        uint64_t st = zc_status_buf(&t);
+        g_autofree uint8_t *got = NULL;
+
+        qtest_memwrite(t.qts, a, &h, sizeof(h));
+        qtest_memread(t.qts, a + 16, want, 500);
+        d[0] = (Desc) { a, 16 + 500, false };
+        d[1] = (Desc) { st, 1, true };
+        zc_post(&t, d, 2);
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+        got = recv_msg(&t, 3, 7, 500);
+        g_assert(memcmp(want, got, 500) == 0);
+    }
+    g_assert_cmpuint(zc_counter(&t, "sent"), ==, 4);
+    zc_stop(&t);
+}
+
+/* zerocopy=off: the copy path, counted, same bytes, status COPIED */
+static void test_copy_fallback(void)
+{
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *got = NULL;
+    uint64_t hdr, data;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "zerocopy=off");
+    hdr = zc_hdr(&t, 0, 0, 5);
+    data = zc_data(&t, 10000, 3);
+    want = guest_bytes(&t, data, 10000);
+    g_assert_cmpuint(zc_simple(&t, hdr, data, 10000), ==,
+                     VIRTIO_ZC_S_COPIED);
+    got = recv_msg(&t, 0, 5, 10000);
+    g_assert(memcmp(want, got, 10000) == 0);
+    g_assert_cmpuint(zc_counter(&t, "copied"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "sent"), ==, 1);
+    zc_stop(&t);
+}
+
+/*
+ * Shared (memfd) guest RAM is not offlined (another mapper of the file
+ * would see the guest's later writes, or lose them): the device uses the
+ * copy path from the start, and says so.
+ */
+static void test_memfd_copies(void)
+{
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *got = NULL;
+    uint64_t hdr, data;
+    ZC t;
+
+    zc_machine = "-object memory-backend-memfd,id=mem,size=256M,share=on "
+                 "-machine pc,memory-backend=mem -m 256M";
+    zc_start(&t, true, 0, false, "%s", "");
+    zc_machine = "-machine pc -m 256M";
+    hdr = zc_hdr(&t, 0, 0, 3);
+    data = zc_data(&t, 8192, 3);
+    want = guest_bytes(&t, data, 8192);
+    g_assert_cmpuint(zc_simple(&t, hdr, data, 8192), ==,
+                     VIRTIO_ZC_S_COPIED);
+    got = recv_msg(&t, 0, 3, 8192);
+    g_assert(memcmp(want, got, 8192) == 0);
+    g_assert_cmpuint(zc_counter(&t, "copied"), ==, 1);
+    zc_stop(&t);
+}
+
+/*
+ * The receiver stalls; the timeout expires: the request completes as
+ * RECLAIMED, the guest's bytes are unchanged, the guest overwrites them,
+ * and the receiver still drains only the original bytes. The pages stay
+ * usable afterwards.
+ */
+/*
+ * Whether this process (hence QEMU, started by it) may create a
+ * userfaultfd that handles kernel faults too
+ */
+static bool have_userfaultfd(void)
+{
+#ifdef SYS_userfaultfd
+    int fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+
+    if (fd >= 0) {
+        close(fd);
+        return true;
+    }
+    fd = syscall(SYS_userfaultfd, O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return true;
+    }
+#endif
+    return false;
+}
+
+static void test_stall_reclaim(const void *opaque)
+{
+    const char *method = opaque;
+    size_t len = 64 * 1024;
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    g_autofree uint8_t *got = NULL;
+    g_autofree uint8_t *marker = g_malloc(len);
+    uint64_t hdr, data, st;
+    uint32_t used;
+    ZC t;
+
+    if (g_str_has_prefix(method, "uffd") && !have_userfaultfd()) {
+        g_test_skip("no userfaultfd for kernel faults");
+        return;
+    }
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500,"
+             "x-offline-method=%s", STALL_SNDBUF, method);
+    hdr = zc_hdr(&t, 0, 0, 42);
+    data = zc_data(&t, len, 77);
+    want = guest_bytes(&t, data, len);
+    st = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                           { st, 1, true } }, 3);
+
+    /* Stalled: still in flight, whatever the wall clock does */
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "sent"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+
+    /* Past the timeout */
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "offlined-bytes"), >=, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+
+    /* The guest reuses its buffer at once */
+    memset(marker, 0x5a, len);
+    qtest_memwrite(t.qts, data, marker, len);
+
+    /* The receiver drains: the original bytes, never the marker */
+    got = recv_msg(&t, 0, 42, len);
+    g_assert(memcmp(want, got, len) == 0);
+    g_assert(recv_idle(t.rfd, 50));
+
+    /* The reclaimed pages are ordinary guest memory: send them again */
+    g_free(now);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(marker, now, len) == 0);
+    qvirtqueue_reset_pool(t.vq);
+    hdr = zc_hdr(&t, 0, 0, 43);
+    st = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                           { st, 1, true } }, 3);
+    /* The receiver reads this time, so the send completes */
+    g_free(got);
+    got = recv_msg(&t, 1, 43, len);
+    g_assert(memcmp(marker, got, len) == 0);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    zc_stop(&t);
+}
+
+/* The guest's per-request timeout overrides the default */
+static void test_guest_timeout(void)
+{
+    uint64_t hdr, data, st;
+    uint32_t used;
+    ZC t;
+
+    zc_start(&t, true, 4096, true, "sndbuf=%d,timeout-ms=60000",
+             STALL_SNDBUF);
+    hdr = zc_hdr(&t, 0, 20, 1);
+    data = zc_data(&t, 64 * 1024, 1);
+    st = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, 64 * 1024, false },
+                           { st, 1, true } }, 3);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    qtest_clock_step(t.qts, 30 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    zc_stop(&t);
+}
+
+/*
+ * Reset with 64 stalled 64 KiB buffers: every one comes back at once,
+ * exactly once, unchanged; the receiver then drains only whole messages
+ * with the original bytes; the device works again after re-init.
+ */
+static void test_reset_stalled(void)
+{
+    enum { N = 64, LEN = 64 * 1024 };
+    uint64_t data[N], st[N];
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    uint64_t sent;
+    gint64 t0;
+    size_t got_msgs = 0;
+    int i;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,max-inflight=%d",
+             STALL_SNDBUF, N);
+    for (i = 0; i < N; i++) {
+        uint64_t hdr = zc_hdr(&t, 0, 0, 1000 + i);
+
+        data[i] = zc_data(&t, LEN, i);
+        qtest_memread(t.qts, data[i], want + (size_t)i * LEN, LEN);
+        st[i] = zc_status_buf(&t);
+        zc_post(&t, (Desc[]) { { hdr, 16, false }, { data[i], LEN, false },
+                               { st[i], 1, true } }, 3);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+    sent = zc_counter(&t, "sent");
+
+    /* Reported, never asserted: timings depend on the machine */
+    t0 = g_get_monotonic_time();
+    qvirtio_reset(&t.dev->vdev);
+    g_test_message("reset with %d stalled %d KiB buffers (%" PRIu64
+                   " fully written): %" PRId64 " us wall, including the"
+                   " qtest round trips", N, LEN / 1024, sent,
+                   g_get_monotonic_time() - t0);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, N);
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
+
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+        g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
+        /* The guest reuses the memory */
+        qtest_memset(t.qts, data[i], 0xa5, LEN);
+    }
+
+    /*
+     * Whole messages only, original bytes only, in order: every message
+     * the device had fully written, plus at most one whose unsent tail the
+     * device finished from a copy.
+     */
+    while (got_msgs < sent || (got_msgs == sent && got_msgs < N &&
+                               !recv_idle(t.rfd, 500))) {
+        g_autofree uint8_t *got = recv_msg(&t, got_msgs, 1000 + got_msgs,
+                                           LEN);
+
+        g_assert(memcmp(want + got_msgs * LEN, got, LEN) == 0);
+        got_msgs++;
+    }
+    g_assert(recv_idle(t.rfd, 100));
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
+
+    /* Re-initialise and send again */
+    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
+    qvirtio_start_device(&t.dev->vdev);
+    qvirtio_set_features(&t.dev->vdev, 1ull << VIRTIO_F_VERSION_1);
+    t.vq = qvirtqueue_setup(&t.dev->vdev, &t.alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(&t.dev->vdev);
+    {
+        uint64_t hdr = zc_hdr(&t, 0, 0, 9);
+        uint64_t s0 = zc_status_buf(&t);
+        g_autofree uint8_t *now = guest_bytes(&t, data[0], LEN);
+        g_autofree uint8_t *got = NULL;
+        uint32_t used;
+
+        zc_post(&t, (Desc[]) { { hdr, 16, false }, { data[0], LEN, false },
+                               { s0, 1, true } }, 3);
+        got = recv_msg(&t, got_msgs, 9, LEN);
+        g_assert(memcmp(now, got, LEN) == 0);
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, s0), ==, VIRTIO_ZC_S_OK);
+    }
+    zc_stop(&t);
+}
+
+/*
+ * Hot-unplug with stalled buffers: unrealize takes every buffer back
+ * (offlining its pages) and does not wait for the destination; the
+ * receiver still drains only whole messages with the original bytes.
+ */
+static void test_unplug_stalled(void)
+{
+    enum { N = 8, LEN = 64 * 1024 };
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    uint64_t data[N];
+    QDict *rsp;
+    uint64_t sent;
+    size_t got_msgs = 0;
+    int i;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d", STALL_SNDBUF);
+    for (i = 0; i < N; i++) {
+        uint64_t hdr = zc_hdr(&t, 0, 0, i);
+        uint64_t st = zc_status_buf(&t);
+
+        data[i] = zc_data(&t, LEN, 50 + i);
+        qtest_memread(t.qts, data[i], want + (size_t)i * LEN, LEN);
+        zc_post(&t, (Desc[]) { { hdr, 16, false }, { data[i], LEN, false },
+                               { st, 1, true } }, 3);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+    sent = zc_counter(&t, "sent");
+
+    qpci_unplug_acpi_device_test(t.qts, "zc", 6);
+    rsp = qtest_qmp(t.qts, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(rsp, "return"));
+    qobject_unref(rsp);
+
+    /* The guest rewrites its memory; the receiver sees the old bytes */
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
+
+        g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
+        qtest_memset(t.qts, data[i], 0xee, LEN);
+    }
+    while (got_msgs < sent || (got_msgs == sent && got_msgs < N &&
+                               !recv_idle(t.rfd, 500))) {
+        g_autofree uint8_t *got = recv_msg(&t, got_msgs, got_msgs, LEN);
+
+        g_assert(memcmp(want + got_msgs * LEN, got, LEN) == 0);
+        got_msgs++;
+    }
+    /* The device is gone: the connection closes after the last message */
+    g_free(t.dev);
+    qpci_free_pc(t.bus);
+    alloc_destroy(&t.alloc);
+    qtest_quit(t.qts);
+    close(t.rfd);
+    close(t.lfd);
+}
+
+/* The receiver goes away mid-flight: DEST_ERROR, then DEST_ERROR again */
+static void test_disconnect(void)
+{
+    size_t len = 64 * 1024;
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    uint64_t hdr, data, st;
+    uint32_t used;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d", STALL_SNDBUF);
+    hdr = zc_hdr(&t, 0, 0, 1);
+    data = zc_data(&t, len, 1);
+    want = guest_bytes(&t, data, len);
+    st = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                           { st, 1, true } }, 3);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+
+    /* Unread data makes this an abortive close (RST) */
+    close(t.rfd);
+    t.rfd = -1;
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 1);
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, len), ==,
+                     VIRTIO_ZC_S_DEST_ERROR);
+    g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 2);
+    zc_stop(&t);
+}
+
+/* max-inflight bounds the requests the device takes from the ring */
+static void test_max_inflight(void)
+{
+    uint64_t st[4];
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,max-inflight=2,"
+             "timeout-ms=100", STALL_SNDBUF);
+    for (i = 0; i < 4; i++) {
+        uint64_t hdr = zc_hdr(&t, 0, 0, i);
+        uint64_t data = zc_data(&t, 64 * 1024, i);
+
+        st[i] = zc_status_buf(&t);
+        zc_post(&t, (Desc[]) { { hdr, 16, false },
+                               { data, 64 * 1024, false },
+                               { st[i], 1, true } }, 3);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 2);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 2);
+    /* The first two time out; the next two are taken */
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    zc_wait_used(&t, &used);
+    zc_wait_counter(&t, "requests", 4);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 2);
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    zc_wait_used(&t, &used);
+    for (i = 0; i < 4; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+    }
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 4);
+    zc_stop(&t);
+}
+
+/* Malformed headers: each completes with BAD_REQUEST, nothing is sent */
+static void test_bad_header(void)
+{
+    struct {
+        uint32_t flags, timeout;
+        uint32_t hdr_len, data_len;
+    } cases[] = {
+        { 0, 0, 8, 0 },             /* short header, no data */
+        { 0, 0, 15, 0 },            /* short header */
+        { 1, 0, 16, 100 },          /* unknown flag */
+        { 0x80000000, 0, 16, 100 }, /* unknown flag */
+        { 0, 0, 16, 0 },            /* zero-length data */
+        { 0, 5001, 16, 100 },       /* above max-timeout-ms */
+        { 0, 0xffffffff, 16, 100 }, /* huge timeout */
+        { 0, 0, 16, 70000 },        /* above max-data-len */
+    };
+    uint64_t data, hdr, st;
+    uint32_t used;
+    Desc d[3];
+    int i, n;
+    ZC t;
+
+    zc_start(&t, true, 0, true, "max-timeout-ms=5000,max-data-len=65536");
+    data = zc_data(&t, 70000, 1);
+    for (i = 0; i < ARRAY_SIZE(cases); i++) {
+        hdr = zc_hdr(&t, cases[i].flags, cases[i].timeout, i);
+        st = zc_status_buf(&t);
+        n = 0;
+        d[n++] = (Desc) { hdr, cases[i].hdr_len, false };
+        if (cases[i].data_len) {
+            d[n++] = (Desc) { data, cases[i].data_len, false };
+        }
+        d[n++] = (Desc) { st, 1, true };
+        zc_post(&t, d, n);
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(used, ==, 1);
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==,
+                         VIRTIO_ZC_S_BAD_REQUEST);
+    }
+    g_assert_cmpuint(zc_counter(&t, "bad-requests"), ==, ARRAY_SIZE(cases));
+    g_assert_cmpuint(zc_counter(&t, "sent"), ==, 0);
+
+    /* A timeout of 0 means the default: accepted and sent */
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 99), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 0, 99, 100));
+    zc_stop(&t);
+
+    /* Without VIRTIO_ZC_F_TIMEOUT, a non-zero timeout is a bad request */
+    zc_start(&t, true, 0, false, "%s", "");
+    data = zc_data(&t, 100, 1);
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 10, 1), data, 100), ==,
+                     VIRTIO_ZC_S_BAD_REQUEST);
+    zc_stop(&t);
+}
+
+/* Descriptors in the wrong place, or too many of them */
+static void test_bad_layout(void)
+{
+    uint64_t hdr, data, st, st2;
+    uint32_t used, head;
+    Desc d[MAX_DESC];
+    int i, n;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "max-segments=4");
+    hdr = zc_hdr(&t, 0, 0, 1);
+    data = zc_data(&t, 4096, 1);
+
+    /* No device-writable byte: returned with used length 0 */
+    head = zc_post(&t, (Desc[]) { { hdr, 16, false },
+                                  { data, 100, false } }, 2);
+    g_assert_cmpuint(zc_wait_used(&t, &used), ==, head);
+    g_assert_cmpuint(used, ==, 0);
+
+    /*
+     * Data in a device-writable descriptor: the status goes to the first
+     * device-writable byte, here the first data byte
+     */
+    st = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, 100, true },
+                           { st, 1, true } }, 3);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(used, ==, 1);
+    g_assert_cmpuint(qtest_readb(t.qts, data), ==, VIRTIO_ZC_S_BAD_REQUEST);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+
+    /* Header in a device-writable descriptor */
+    st = zc_status_buf(&t);
+    hdr = zc_hdr(&t, 0, 0, 1);
+    zc_post(&t, (Desc[]) { { hdr, 16, true }, { st, 1, true } }, 2);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, hdr), ==, VIRTIO_ZC_S_BAD_REQUEST);
+    hdr = zc_hdr(&t, 0, 0, 1);
+
+    /* Two status bytes */
+    st = zc_status_buf(&t);
+    st2 = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, 100, false },
+                           { st, 1, true }, { st2, 1, true } }, 4);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_BAD_REQUEST);
+
+    /* Over-long chain: more data segments than max-segments */
+    st = zc_status_buf(&t);
+    n = 0;
+    d[n++] = (Desc) { hdr, 16, false };
+    for (i = 0; i < 6; i++) {
+        d[n++] = (Desc) { data + i * 8, 8, false };
+    }
+    d[n++] = (Desc) { st, 1, true };
+    zc_post(&t, d, n);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_BAD_REQUEST);
+
+    g_assert_cmpuint(zc_counter(&t, "bad-requests"), ==, 5);
+    g_assert_cmpuint(zc_counter(&t, "sent"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+
+    /* Still works */
+    qvirtqueue_reset_pool(t.vq);
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 0, 2, 100));
+    zc_stop(&t);
+}
+
+/*
+ * Data outside RAM. A small buffer on unassigned space is bounce-buffered
+ * by the DMA layer: it goes by the copy path. A buffer too big for the
+ * bounce buffer makes the virtio core mark the device broken
+ * (NEEDS_RESET); a reset recovers. QEMU survives both.
+ */
+static void test_outside_ram(void)
+{
+    uint64_t far = 0x4000000000ull;   /* 256 GiB: nothing there */
+    uint64_t hdr, data, st;
+    uint32_t used;
+    uint8_t status;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "%s", "");
+    hdr = zc_hdr(&t, 0, 0, 1);
+    g_assert_cmpuint(zc_simple(&t, hdr, far, 64), ==, VIRTIO_ZC_S_COPIED);
+    g_free(recv_msg(&t, 0, 1, 64));
+
+    st = zc_status_buf(&t);
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { far, 65536, false },
+                           { st, 1, true } }, 3);
+    status = t.dev->vdev.bus->get_status(&t.dev->vdev);
+    g_assert(status & VIRTIO_CONFIG_S_NEEDS_RESET);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+
+    /* QEMU is alive and the device recovers after a reset */
+    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
+    qvirtio_start_device(&t.dev->vdev);
+    qvirtio_set_features(&t.dev->vdev, 1ull << VIRTIO_F_VERSION_1);
+    t.vq = qvirtqueue_setup(&t.dev->vdev, &t.alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(&t.dev->vdev);
+    data = zc_data(&t, 100, 1);
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 1, 2, 100));
+    zc_stop(&t);
 }
 
 int main(int argc, char **argv)
@@ -86,5 +1075,32 @@ int main(int argc, char **argv)
         qtest_add_data_func(p1, machines[i], test_pci_identity);
         qtest_add_data_func(p2, machines[i], test_modern_only);
     }
+    qtest_add_func("/virtio-zc/bad-properties", test_bad_properties);
+    qtest_add_func("/virtio-zc/config", test_config);
+    qtest_add_func("/virtio-zc/send/single", test_send_single);
+    qtest_add_func("/virtio-zc/send/multi", test_send_multi);
+    qtest_add_func("/virtio-zc/send/copy-fallback", test_copy_fallback);
+    if (qtest_has_machine("pc")) {
+        qtest_add_func("/virtio-zc/send/memfd-copies", test_memfd_copies);
+    }
+    /*
+     * auto: UFFDIO_MOVE, or the write-protect method where the kernel
+     * refuses to move a referenced huge page; copy: the fallback without
+     * userfaultfd, with the vCPUs paused
+     */
+    qtest_add_data_func("/virtio-zc/stall/reclaim", "auto",
+                        test_stall_reclaim);
+    qtest_add_data_func("/virtio-zc/stall/reclaim-uffd-wp", "uffd-wp",
+                        test_stall_reclaim);
+    qtest_add_data_func("/virtio-zc/stall/reclaim-paused-copy", "copy",
+                        test_stall_reclaim);
+    qtest_add_func("/virtio-zc/stall/guest-timeout", test_guest_timeout);
+    qtest_add_func("/virtio-zc/stall/reset", test_reset_stalled);
+    qtest_add_func("/virtio-zc/stall/disconnect", test_disconnect);
+    qtest_add_func("/virtio-zc/stall/unplug", test_unplug_stalled);
+    qtest_add_func("/virtio-zc/stall/max-inflight", test_max_inflight);
+    qtest_add_func("/virtio-zc/bad/header", test_bad_header);
+    qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
+    qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);
     return g_test_run();
 }

@@ -10,15 +10,59 @@
 
 #include "hw/virtio/virtio.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
+#include "qemu/page-offline.h"
+#include "qemu/queue.h"
 #include "qom/object.h"
 
 #define TYPE_VIRTIO_ZC "virtio-zc-device"
 OBJECT_DECLARE_SIMPLE_TYPE(VirtIOZC, VIRTIO_ZC)
 
+typedef struct VirtIOZCReq VirtIOZCReq;
+
 struct VirtIOZC {
     VirtIODevice parent_obj;
 
+    /* Properties */
+    char *dest;
+    uint32_t max_inflight;
+    uint32_t max_segments;
+    uint32_t max_data_len;
+    uint32_t timeout_ms;
+    uint32_t max_timeout_ms;
+    uint32_t sndbuf;
+    bool zerocopy;
+    char *offline_method_str;
+    PageOfflineMethod offline_method;
+
     VirtQueue *txq;
+    QEMUBH *bh;
+
+    /* Destination */
+    int fd;                     /* -1: none or disconnected */
+    bool zc_enabled;            /* SO_ZEROCOPY accepted */
+    bool want_write;            /* write handler installed */
+    uint64_t seq;               /* next frame sequence number */
+    uint32_t zc_next_id;        /* id of the next MSG_ZEROCOPY sendmsg */
+    GQueue zc_sends;            /* VirtIOZCSend, in id order */
+
+    /* Requests and orphaned message tails */
+    QTAILQ_HEAD(, VirtIOZCReq) reqs;    /* every request the device holds */
+    QTAILQ_HEAD(, VirtIOZCReq) sendq;   /* messages with bytes to send */
+
+    /* Counters (read-only QOM properties) */
+    uint64_t stat_requests;
+    uint64_t stat_completed;
+    uint64_t stat_sent;
+    uint64_t stat_bytes;
+    uint64_t stat_reclaimed;
+    uint64_t stat_copied;
+    uint64_t stat_kernel_copied;
+    uint64_t stat_dest_errors;
+    uint64_t stat_bad_requests;
+    uint64_t stat_offline_refused;
+    uint64_t stat_offline_failed;
+    uint64_t stat_offlined_bytes;
+    uint64_t stat_inflight;
 };
 
 #endif

@@ -1,0 +1,72 @@
+/*
+ * Offlining guest RAM: replace the host pages under a range of guest RAM
+ * with fresh pages holding the same contents (see qemu/page-offline.h)
+ *
+ * Copyright (c) 2026 qemu-zc developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef SYSTEM_RAM_OFFLINE_H
+#define SYSTEM_RAM_OFFLINE_H
+
+#include "exec/cpu-common.h"
+#include "qemu/page-offline.h"
+
+typedef enum RamOfflineSupport {
+    /* The block can be offlined (private anonymous, host page size) */
+    RAM_OFFLINE_OK,
+    /* fd-backed or shared (memfd, memory-backend-file, share=on) */
+    RAM_OFFLINE_NO_SHARED,
+    /* hugetlbfs or another page size larger than the host's */
+    RAM_OFFLINE_NO_HUGEPAGE,
+    /* Someone relies on the pages staying put (VFIO, ...) */
+    RAM_OFFLINE_NO_DISCARD,
+    /* Not guest RAM at all (bounce buffer, MMIO) */
+    RAM_OFFLINE_NO_RAM,
+} RamOfflineSupport;
+
+/*
+ * A veto: return true if any page of @rb in [@offset, @offset + @len)
+ * must not be replaced now (for instance because iommu-emul has pinned
+ * it for DMA). Called with the BQL held.
+ */
+typedef bool (*RamOfflineVeto)(RAMBlock *rb, ram_addr_t offset,
+                               ram_addr_t len, void *opaque);
+
+void ram_offline_add_veto(RamOfflineVeto veto, void *opaque);
+void ram_offline_remove_veto(RamOfflineVeto veto, void *opaque);
+
+/*
+ * ram_offline_host_support: whether the guest RAM at host address @host
+ * (@len bytes, within one RAMBlock) is of a type that can be offlined.
+ * A caller that gets anything but RAM_OFFLINE_OK must not expect
+ * ram_offline_host_range() to work, now or later, and should copy.
+ */
+RamOfflineSupport ram_offline_host_support(void *host, size_t len);
+
+/*
+ * ram_offline_refused: a reason why no offline may happen right now
+ * (postcopy, background snapshot), or NULL.
+ */
+const char *ram_offline_refused(void);
+
+/*
+ * ram_offline_host_range: offline the guest pages under [@host, @host +
+ * @len), which must lie in one RAMBlock. Called with the BQL held.
+ * @method is normally PAGE_OFFLINE_AUTO; another value forces a method
+ * (tests, debugging).
+ *
+ * Returns 0, -EBUSY when refused for now (postcopy, background snapshot,
+ * a veto: try again later), -ENOTSUP for a RAM type that cannot be
+ * offlined, or another negative errno. *@used receives the method.
+ *
+ * With PAGE_OFFLINE_COPY, or with AUTO where userfaultfd is unavailable,
+ * the vCPUs are paused around a plain copy and swap (or left paused if
+ * they already are, as during a system reset). Do not call it from a
+ * QEMU_CLOCK_VIRTUAL timer callback (pausing the vCPUs waits for those
+ * timers): defer to a bottom half.
+ */
+int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
+                           PageOfflineMethod *used);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * Offlining guest RAM
+ *
+ * The generic part (how to swap pages) is util/page-offline.c; this file
+ * decides which guest RAM may be offlined at all, and when:
+ *
+ * - private anonymous RAM (the default -m, memory-backend-ram): yes;
+ * - fd-backed or shared RAM (memfd, memory-backend-file, share=on): no,
+ *   a peer mapping the same file would see later guest writes or lose
+ *   them; callers copy instead;
+ * - hugetlbfs RAM: no, callers copy instead;
+ * - while something needs the pages to stay put (discard disabled, for
+ *   example by VFIO): no;
+ * - during postcopy migration or a background snapshot (both register
+ *   guest RAM with their own userfaultfd): refused for now (-EBUSY);
+ * - when a veto says so (pages that iommu-emul has pinned): refused for
+ *   now (-EBUSY).
+ *
+ * Copyright (c) 2026 qemu-zc developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "exec/memory.h"
+#include "exec/ramblock.h"
+#include "migration/misc.h"
+#include "migration/client-options.h"
+#include "qemu/main-loop.h"
+#include "system/cpus.h"
+#include "hw/core/cpu.h"
+#include "system/ram-offline.h"
+#include "trace.h"
+
+typedef struct RamOfflineVetoEntry {
+    RamOfflineVeto veto;
+    void *opaque;
+    QLIST_ENTRY(RamOfflineVetoEntry) next;
+} RamOfflineVetoEntry;
+
+static QLIST_HEAD(, RamOfflineVetoEntry) ram_offline_vetoes =
+    QLIST_HEAD_INITIALIZER(ram_offline_vetoes);
+
+void ram_offline_add_veto(RamOfflineVeto veto, void *opaque)
+{
+    RamOfflineVetoEntry *e = g_new0(RamOfflineVetoEntry, 1);
+
+    e->veto = veto;
+    e->opaque = opaque;
+    QLIST_INSERT_HEAD(&ram_offline_vetoes, e, next);
+}
+
+void ram_offline_remove_veto(RamOfflineVeto veto, void *opaque)
+{
+    RamOfflineVetoEntry *e, *tmp;
+
+    QLIST_FOREACH_SAFE(e, &ram_offline_vetoes, next, tmp) {
+        if (e->veto == veto && e->opaque == opaque) {
+            QLIST_REMOVE(e, next);
+            g_free(e);
+        }
+    }
+}
+
+static RamOfflineSupport ram_offline_block_support(RAMBlock *rb,
+                                                   ram_addr_t offset,
+                                                   size_t len)
+{
+    if (!rb || offset + len < offset ||
+        offset + len > qemu_ram_get_used_length(rb)) {
+        return RAM_OFFLINE_NO_RAM;
+    }
+    if (qemu_ram_get_fd(rb) >= 0 || qemu_ram_is_shared(rb) ||
+        (rb->flags & RAM_PREALLOC)) {
+        return RAM_OFFLINE_NO_SHARED;
+    }
+    if (qemu_ram_pagesize(rb) != qemu_real_host_page_size()) {
+        return RAM_OFFLINE_NO_HUGEPAGE;
+    }
+    if (ram_block_discard_is_disabled()) {
+        return RAM_OFFLINE_NO_DISCARD;
+    }
+    return RAM_OFFLINE_OK;
+}
+
+RamOfflineSupport ram_offline_host_support(void *host, size_t len)
+{
+    ram_addr_t offset;
+    RAMBlock *rb;
+
+    RCU_READ_LOCK_GUARD();
+    rb = qemu_ram_block_from_host(host, false, &offset);
+    return ram_offline_block_support(rb, offset, len);
+}
+
+const char *ram_offline_refused(void)
+{
+    if (migration_in_bg_snapshot()) {
+        return "background snapshot";
+    }
+    if (migration_in_incoming_postcopy() ||
+        migration_incoming_postcopy_advised()) {
+        return "incoming postcopy";
+    }
+    if (migrate_postcopy_ram() && migration_is_running()) {
+        return "postcopy migration";
+    }
+    return NULL;
+}
+
+static bool ram_offline_all_vcpus_stopped(void)
+{
+    CPUState *cpu;
+
+    CPU_FOREACH(cpu) {
+        if (!cpu_is_stopped(cpu)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Must not run inside a QEMU_CLOCK_VIRTUAL timer callback:
+ * pause_all_vcpus() disables that clock and waits for its timers to
+ * finish. Callers defer to a bottom half.
+ */
+static int ram_offline_paused_copy(void *host, size_t len)
+{
+    bool pause;
+    int ret;
+
+    /*
+     * Inside a system reset the vCPUs are already paused by the main
+     * loop, and must stay paused: resuming is left to the caller of the
+     * reset. Likewise while the VM is stopped.
+     */
+    pause = !ram_offline_all_vcpus_stopped();
+    if (pause) {
+        pause_all_vcpus();
+    }
+    ret = page_offline_range(host, len, PAGE_OFFLINE_COPY, NULL);
+    if (pause) {
+        resume_all_vcpus();
+    }
+    return ret;
+}
+
+int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
+                           PageOfflineMethod *used)
+{
+    RamOfflineVetoEntry *e;
+    RamOfflineSupport sup;
+    const char *why;
+    ram_addr_t offset;
+    RAMBlock *rb;
+    int ret;
+
+    RCU_READ_LOCK_GUARD();
+    rb = qemu_ram_block_from_host(host, false, &offset);
+    sup = ram_offline_block_support(rb, offset, len);
+    if (sup != RAM_OFFLINE_OK) {
+        trace_ram_offline_unsupported(host, len, sup);
+        return -ENOTSUP;
+    }
+    why = ram_offline_refused();
+    if (why) {
+        trace_ram_offline_refused(host, len, why);
+        return -EBUSY;
+    }
+    QLIST_FOREACH(e, &ram_offline_vetoes, next) {
+        if (e->veto(rb, offset, len, e->opaque)) {
+            trace_ram_offline_refused(host, len, "veto");
+            return -EBUSY;
+        }
+    }
+
+    if (method == PAGE_OFFLINE_COPY ||
+        (method == PAGE_OFFLINE_AUTO &&
+         !page_offline_available(PAGE_OFFLINE_UFFD_WP))) {
+        ret = ram_offline_paused_copy(host, len);
+        method = PAGE_OFFLINE_COPY;
+    } else {
+        ret = page_offline_range(host, len, method, &method);
+    }
+    if (used) {
+        *used = method;
+    }
+    trace_ram_offline_host_range(host, len, page_offline_method_name(method),
+                                 ret);
+    return ret;
+}

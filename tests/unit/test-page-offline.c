@@ -1,0 +1,355 @@
+/*
+ * Unit tests for the page offline engine (util/page-offline.c)
+ *
+ * Copyright (c) 2026 qemu-zc developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/page-offline.h"
+#include "qemu/thread.h"
+#include "qemu/atomic.h"
+#include <sys/uio.h>
+
+#define NPAGES 64
+
+typedef struct Area {
+    char *base;
+    size_t len;
+    size_t psize;
+} Area;
+
+static void area_new(Area *a, size_t npages)
+{
+    a->psize = qemu_real_host_page_size();
+    a->len = npages * a->psize;
+    a->base = mmap(NULL, a->len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_assert(a->base != MAP_FAILED);
+}
+
+static void area_free(Area *a)
+{
+    munmap(a->base, a->len);
+}
+
+static void fill(char *p, size_t len, unsigned seed)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        p[i] = (char)(seed + i * 7 + (i >> 12));
+    }
+}
+
+static bool method_ok(PageOfflineMethod m)
+{
+    if (!page_offline_available(m)) {
+        g_test_skip("userfaultfd or UFFD_FEATURE_MOVE unavailable");
+        return false;
+    }
+    return true;
+}
+
+/* Contents of the range and of its neighbours survive, unaligned range */
+static void test_contents(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    g_autofree char *ref = NULL;
+    PageOfflineMethod used;
+    Area a;
+    int i;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, NPAGES);
+    ref = g_malloc(a.len);
+    fill(a.base, a.len, 3);
+    memcpy(ref, a.base, a.len);
+    for (i = 0; i < 3; i++) {
+        g_assert_cmpint(page_offline_range(a.base + a.psize + 123,
+                                           (NPAGES - 4) * a.psize + 5, m,
+                                           &used), ==, 0);
+        g_assert(memcmp(ref, a.base, a.len) == 0);
+    }
+    if (m != PAGE_OFFLINE_AUTO) {
+        g_assert_cmpint(used, ==, m);
+    }
+    /* The pages are still ordinary writable memory */
+    fill(a.base, a.len, 99);
+    memcpy(ref, a.base, a.len);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    area_free(&a);
+}
+
+/*
+ * A pipe that got the pages with vmsplice() (no SPLICE_F_GIFT) references
+ * them as a stalled zero-copy socket does: after the offline, the reader
+ * gets the original bytes, never what was written afterwards.
+ */
+static void test_reference_kept(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    g_autofree char *ref = NULL;
+    g_autofree char *got = NULL;
+    size_t len, off = 0;
+    int fds[2];
+    struct iovec iov;
+    ssize_t n;
+    Area a;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, 8);
+    len = a.len;
+    ref = g_malloc(len);
+    got = g_malloc(len);
+    fill(a.base, len, 11);
+    memcpy(ref, a.base, len);
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, (int)len) >= (int)len);
+    iov.iov_base = a.base;
+    iov.iov_len = len;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, len);
+
+    g_assert_cmpint(page_offline_range(a.base, len, m, NULL), ==, 0);
+    g_assert(memcmp(ref, a.base, len) == 0);
+    memset(a.base, 0x5a, len);
+
+    while (off < len) {
+        n = read(fds[0], got + off, len - off);
+        g_assert_cmpint(n, >, 0);
+        off += n;
+    }
+    g_assert(memcmp(ref, got, len) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    area_free(&a);
+}
+
+/* Pages never touched stay readable as zeroes, without a hang */
+static void test_holes(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    size_t i;
+    Area a;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, NPAGES);
+    /* Touch every other page: the others are holes */
+    for (i = 0; i < NPAGES; i += 2) {
+        a.base[i * a.psize] = 1;
+    }
+    g_assert_cmpint(page_offline_range(a.base, a.len, m, NULL), ==, 0);
+    for (i = 0; i < NPAGES; i++) {
+        g_assert_cmpint(a.base[i * a.psize], ==, (i % 2) ? 0 : 1);
+        g_assert_cmpint(a.base[i * a.psize + 17], ==, 0);
+    }
+    area_free(&a);
+}
+
+/* Transparent huge pages get split, contents kept */
+static void test_thp(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    size_t huge = 2 * 1024 * 1024;
+    g_autofree char *ref = NULL;
+    char *raw, *p;
+    int fds[2];
+    struct iovec iov;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    raw = mmap(NULL, 2 * huge, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_assert(raw != MAP_FAILED);
+    p = (char *)ROUND_UP((uintptr_t)raw, huge);
+    madvise(p, huge, MADV_HUGEPAGE);
+    ref = g_malloc(huge);
+    fill(p, huge, 5);
+    memcpy(ref, p, huge);
+
+    /* Keep a reference on part of the huge page, as a stalled send does */
+    g_assert(pipe(fds) == 0);
+    iov.iov_base = p + 8192;
+    iov.iov_len = 4096;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, 4096);
+
+    g_assert_cmpint(page_offline_range(p + 4096, 3 * 4096, m, NULL), ==, 0);
+    g_assert(memcmp(ref, p, huge) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    munmap(raw, 2 * huge);
+}
+
+/* Number of VMAs that intersect [@start, @start + @len) */
+static int count_vmas(char *start, size_t len)
+{
+    g_autofree char *maps = NULL;
+    g_auto(GStrv) lines = NULL;
+    uintptr_t lo, hi;
+    int i, n = 0;
+
+    g_assert(g_file_get_contents("/proc/self/maps", &maps, NULL, NULL));
+    lines = g_strsplit(maps, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (sscanf(lines[i], "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2 &&
+            lo < (uintptr_t)start + len && hi > (uintptr_t)start) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/*
+ * Offlining many times leaves the range in the VMAs it had (mremap-based
+ * swaps split it until the process runs out of map count)
+ */
+static void test_no_vma_growth(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    size_t i;
+    int before;
+    Area a;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, NPAGES);
+    fill(a.base, a.len, 1);
+    before = count_vmas(a.base, a.len);
+    for (i = 0; i < 500; i++) {
+        g_assert_cmpint(page_offline_range(a.base + (i % NPAGES) * a.psize,
+                                           a.psize, m, NULL), ==, 0);
+    }
+    g_assert_cmpint(count_vmas(a.base, a.len), ==, before);
+    area_free(&a);
+}
+
+typedef struct Racer {
+    Area *a;
+    uint64_t *last;          /* last value written per slot */
+    size_t nslots;
+    bool stop;
+    uint64_t lost;
+    uint64_t writes;
+} Racer;
+
+/* Writes increasing values and reads each back at once */
+static void *racer_fn(void *opaque)
+{
+    Racer *r = opaque;
+    uint64_t *slots = (uint64_t *)r->a->base;
+    uint64_t v = 1;
+    size_t s;
+
+    while (!qatomic_read(&r->stop)) {
+        for (s = 0; s < r->nslots; s++) {
+            /* one slot per 512 bytes: several per page */
+            size_t idx = s * 64;
+
+            qatomic_set(&slots[idx], v);
+            r->last[s] = v;
+            if (qatomic_read(&slots[idx]) != v) {
+                r->lost++;
+            }
+            v++;
+        }
+        r->writes += r->nslots;
+    }
+    return NULL;
+}
+
+/* A concurrent writer races the offline: no write is lost or zeroed */
+static void test_concurrent_writer(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    uint64_t *slots;
+    QemuThread th;
+    Racer r = { 0 };
+    Area a;
+    size_t s;
+    int i;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, 16);
+    r.a = &a;
+    r.nslots = a.len / 512;
+    r.last = g_new0(uint64_t, r.nslots);
+    slots = (uint64_t *)a.base;
+    qemu_thread_create(&th, "racer", racer_fn, &r, QEMU_THREAD_JOINABLE);
+    for (i = 0; i < 2000; i++) {
+        g_assert_cmpint(page_offline_range(a.base + (i % 4) * a.psize,
+                                           (i % 13 + 1) * a.psize / 2, m,
+                                           NULL), ==, 0);
+    }
+    qatomic_set(&r.stop, true);
+    qemu_thread_join(&th);
+    g_assert_cmpuint(r.lost, ==, 0);
+    g_assert_cmpuint(r.writes, >, 0);
+    for (s = 0; s < r.nslots; s++) {
+        g_assert_cmpuint(slots[s * 64], ==, r.last[s]);
+    }
+    g_free(r.last);
+    area_free(&a);
+}
+
+static void test_args(void)
+{
+    PageOfflineMethod used = PAGE_OFFLINE_COPY;
+    char c = 0;
+
+    g_assert_cmpint(page_offline_range(&c, 0, PAGE_OFFLINE_AUTO, &used),
+                    ==, 0);
+    g_assert_cmpint(page_offline_range(NULL, 4096, PAGE_OFFLINE_AUTO, NULL),
+                    ==, -EINVAL);
+    g_assert_cmpint(page_offline_range((void *)(uintptr_t)-4096, 8192,
+                                       PAGE_OFFLINE_AUTO, NULL), ==, -EINVAL);
+    g_assert_cmpint(page_offline_range(&c, 1, PAGE_OFFLINE__MAX, NULL),
+                    ==, -EINVAL);
+    g_assert_cmpstr(page_offline_method_name(PAGE_OFFLINE_UFFD_MOVE), ==,
+                    "uffd-move");
+}
+
+static void add(const char *name, GTestDataFunc fn, PageOfflineMethod m)
+{
+    g_autofree char *path = g_strdup_printf("/page-offline/%s/%s",
+                                            page_offline_method_name(m),
+                                            name);
+
+    g_test_add_data_func(path, GINT_TO_POINTER(m), fn);
+}
+
+int main(int argc, char **argv)
+{
+    static const PageOfflineMethod all[] = {
+        PAGE_OFFLINE_AUTO, PAGE_OFFLINE_UFFD_MOVE, PAGE_OFFLINE_UFFD_WP,
+        PAGE_OFFLINE_COPY,
+    };
+    int i;
+
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/page-offline/args", test_args);
+    for (i = 0; i < ARRAY_SIZE(all); i++) {
+        add("contents", test_contents, all[i]);
+        add("reference-kept", test_reference_kept, all[i]);
+        add("holes", test_holes, all[i]);
+        add("no-vma-growth", test_no_vma_growth, all[i]);
+        if (all[i] != PAGE_OFFLINE_COPY) {
+            /* The copy method is only correct with writers stopped */
+            add("concurrent-writer", test_concurrent_writer, all[i]);
+        }
+        if (all[i] != PAGE_OFFLINE_UFFD_MOVE) {
+            /* UFFDIO_MOVE alone may refuse a referenced THP (-EBUSY) */
+            add("thp", test_thp, all[i]);
+        }
+    }
+    return g_test_run();
+}
