@@ -13,8 +13,8 @@
  *   example by VFIO): no;
  * - during postcopy migration or a background snapshot (both register
  *   guest RAM with their own userfaultfd): refused for now (-EBUSY);
- * - when a veto says so (pages that iommu-emul has pinned): refused for
- *   now (-EBUSY).
+ * - when a discard veto holds a page (iommu-emul has pinned it for DMA,
+ *   see system/ram-discard-veto.h): refused for now (-EBUSY).
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -28,38 +28,9 @@
 #include "qemu/main-loop.h"
 #include "system/cpus.h"
 #include "hw/core/cpu.h"
+#include "system/ram-discard-veto.h"
 #include "system/ram-offline.h"
 #include "trace.h"
-
-typedef struct RamOfflineVetoEntry {
-    RamOfflineVeto veto;
-    void *opaque;
-    QLIST_ENTRY(RamOfflineVetoEntry) next;
-} RamOfflineVetoEntry;
-
-static QLIST_HEAD(, RamOfflineVetoEntry) ram_offline_vetoes =
-    QLIST_HEAD_INITIALIZER(ram_offline_vetoes);
-
-void ram_offline_add_veto(RamOfflineVeto veto, void *opaque)
-{
-    RamOfflineVetoEntry *e = g_new0(RamOfflineVetoEntry, 1);
-
-    e->veto = veto;
-    e->opaque = opaque;
-    QLIST_INSERT_HEAD(&ram_offline_vetoes, e, next);
-}
-
-void ram_offline_remove_veto(RamOfflineVeto veto, void *opaque)
-{
-    RamOfflineVetoEntry *e, *tmp;
-
-    QLIST_FOREACH_SAFE(e, &ram_offline_vetoes, next, tmp) {
-        if (e->veto == veto && e->opaque == opaque) {
-            QLIST_REMOVE(e, next);
-            g_free(e);
-        }
-    }
-}
 
 static RamOfflineSupport ram_offline_block_support(RAMBlock *rb,
                                                    ram_addr_t offset,
@@ -148,7 +119,6 @@ static int ram_offline_paused_copy(void *host, size_t len)
 int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
                            PageOfflineMethod *used)
 {
-    RamOfflineVetoEntry *e;
     RamOfflineSupport sup;
     const char *why;
     ram_addr_t offset;
@@ -167,11 +137,9 @@ int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
         trace_ram_offline_refused(host, len, why);
         return -EBUSY;
     }
-    QLIST_FOREACH(e, &ram_offline_vetoes, next) {
-        if (e->veto(rb, offset, len, e->opaque)) {
-            trace_ram_offline_refused(host, len, "veto");
-            return -EBUSY;
-        }
+    if (ram_block_discard_range_vetoed(rb, offset, len)) {
+        trace_ram_offline_refused(host, len, "veto");
+        return -EBUSY;
     }
 
     if (method == PAGE_OFFLINE_COPY ||

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 DEVICES = {
@@ -19,6 +20,32 @@ DEVICES = {
     "iommu0": ("iommu-emul", 0x1af4, 0x10f0),
     "zc0": ("virtio-zc", 0x1af4, 0x107d),
 }
+
+# QOM path and read-only counters to show, per device
+COUNTERS = {
+    "iommu0": ("/machine/peripheral/iommu0",
+               ["mappings", "pinned-bytes", "maps", "faults",
+                "vetoed-discards"]),
+    "zc0": ("/machine/peripheral/zc0/virtio-backend",
+            ["requests", "sent", "completed", "reclaimed", "copied",
+             "in-flight"]),
+}
+
+
+def receiver():
+    """A loopback destination for virtio-zc: accepts, then drains."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+
+    def run():
+        conn, _ = lsock.accept()
+        while conn.recv(65536):
+            pass
+        conn.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return lsock.getsockname()[1]
 
 
 class QMP:
@@ -64,8 +91,9 @@ def main():
         args = [qemu, "-machine", "q35", "-accel", "tcg", "-m", "512",
                 "-display", "none", "-serial", "none", "-monitor", "none",
                 "-qmp", f"unix:{sock},server=on,wait=off"]
-        for qid, (drv, _, _) in DEVICES.items():
-            args += ["-device", f"{drv},id={qid}"]
+        port = receiver()
+        args += ["-device", "iommu-emul,id=iommu0",
+                 "-device", f"virtio-zc,id=zc0,dest=127.0.0.1:{port}"]
         print("launching:", " ".join(args + extra))
         proc = subprocess.Popen(args + extra)
         for _ in range(300):
@@ -100,6 +128,10 @@ def main():
             if (ids["vendor"], ids["device"]) != (vendor, device):
                 print(f"WRONG IDs for {drv}")
                 ok = False
+            path, names = COUNTERS[qid]
+            vals = [f"{n}={qmp.cmd('qom-get', path=path, property=n)}"
+                    for n in names]
+            print(f"{'':12s} counters: {' '.join(vals)}")
         qmp.cmd("quit")
         rc = proc.wait(timeout=30)
         print("QEMU quit with status", rc)

@@ -1,5 +1,6 @@
 /*
  * Discard vetoes: let a device keep pages it pins out of RAM discards
+ * (and out of page offlining)
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -34,6 +35,14 @@ struct RamDiscardVeto {
 /* Register and unregister a veto; with the BQL held */
 void ram_block_discard_veto_add(RamDiscardVeto *veto);
 void ram_block_discard_veto_remove(RamDiscardVeto *veto);
+
+/*
+ * True if a veto holds any page of [@start, @start + @length) of @rb now.
+ * Whoever would replace or drop guest pages behind a pinning device's back
+ * asks this first: the page offline engine does.
+ */
+bool ram_block_discard_range_vetoed(RAMBlock *rb, uint64_t start,
+                                    size_t length);
 
 /*
  * Like ram_block_discard_range(), but skip the pages that are vetoed and

@@ -26,17 +26,6 @@ typedef enum RamOfflineSupport {
 } RamOfflineSupport;
 
 /*
- * A veto: return true if any page of @rb in [@offset, @offset + @len)
- * must not be replaced now (for instance because iommu-emul has pinned
- * it for DMA). Called with the BQL held.
- */
-typedef bool (*RamOfflineVeto)(RAMBlock *rb, ram_addr_t offset,
-                               ram_addr_t len, void *opaque);
-
-void ram_offline_add_veto(RamOfflineVeto veto, void *opaque);
-void ram_offline_remove_veto(RamOfflineVeto veto, void *opaque);
-
-/*
  * ram_offline_host_support: whether the guest RAM at host address @host
  * (@len bytes, within one RAMBlock) is of a type that can be offlined.
  * A caller that gets anything but RAM_OFFLINE_OK must not expect

@@ -28,6 +28,7 @@
 #include "standard-headers/linux/virtio_config.h"
 #include "standard-headers/linux/virtio_ring.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
+#include "hw/iommu-emul/iommu-emul-regs.h"
 
 #define VIRTIO_ZC_DEVFN     QPCI_DEVFN(6, 0)
 #define ZC_QOM              "/machine/peripheral/zc/virtio-backend"
@@ -654,6 +655,115 @@ static void test_stall_reclaim(const void *opaque)
     zc_stop(&t);
 }
 
+/* One iommu-emul command in slot @slot of its ring; returns the status */
+static uint16_t iommu_cmd(ZC *t, QPCIDevice *dev, QPCIBar bar, uint64_t ring,
+                          uint32_t slot, uint16_t op, uint16_t flags,
+                          uint16_t rid, uint64_t addr, uint64_t len,
+                          uint64_t *out_addr)
+{
+    uint64_t ea = ring + (uint64_t)slot * IOMMU_EMUL_CMD_SIZE;
+    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
+    uint16_t status;
+
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
+    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
+    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, rid);
+    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, addr);
+    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, len);
+    qtest_memwrite(t->qts, ea, e, sizeof(e));
+    qpci_io_writel(dev, bar, A_CMDQ_TAIL, slot + 1);
+    qtest_memread(t->qts, ea, e, sizeof(e));
+    status = lduw_le_p(e + IOMMU_EMUL_CMD_STATUS);
+    g_assert_cmphex(status & IOMMU_EMUL_STATUS_DONE, ==,
+                    IOMMU_EMUL_STATUS_DONE);
+    if (out_addr) {
+        *out_addr = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_ADDR);
+    }
+    return status & ~IOMMU_EMUL_STATUS_DONE;
+}
+
+/*
+ * A page that iommu-emul has pinned for DMA is never offlined: a stalled
+ * request over it waits past its timeout (counted in offline-refused)
+ * and is reclaimed once iommu-emul has unmapped the page.
+ */
+static void test_iommu_pinned(void)
+{
+    const char *machine = zc_machine;
+    size_t len = 64 * 1024;
+    uint16_t rid = VIRTIO_ZC_DEVFN;   /* bus 0 */
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    g_autofree uint8_t *got = NULL;
+    uint64_t hdr, data, st, ring, page, bus_addr;
+    QPCIDevice *iommu;
+    QPCIBar bar;
+    uint32_t used;
+    ZC t;
+
+    if (!have_userfaultfd()) {
+        g_test_skip("no userfaultfd for kernel faults");
+        return;
+    }
+    zc_machine = "-machine pc -m 256M -device iommu-emul,addr=05.0";
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
+             STALL_SNDBUF);
+    zc_machine = machine;
+
+    iommu = qpci_device_find(t.bus, QPCI_DEVFN(5, 0));
+    g_assert_nonnull(iommu);
+    qpci_device_enable(iommu);
+    bar = qpci_iomap(iommu, IOMMU_EMUL_REGS_BAR, NULL);
+    ring = guest_alloc(&t.alloc, 4 * IOMMU_EMUL_CMD_SIZE);
+    g_assert_cmphex(ring % IOMMU_EMUL_CMD_SIZE, ==, 0);
+    qpci_io_writeq(iommu, bar, A_CMDQ_BASE, ring);
+    qpci_io_writel(iommu, bar, A_CMDQ_SIZE, 2);
+    qpci_io_writel(iommu, bar, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+
+    hdr = zc_hdr(&t, 0, 0, 7);
+    data = zc_data(&t, len, 31);
+    want = guest_bytes(&t, data, len);
+    st = zc_status_buf(&t);
+
+    /* Pin one page in the middle of the buffer */
+    page = ROUND_UP(data, 4096) + 4096;
+    g_assert_cmphex(iommu_cmd(&t, iommu, bar, ring, 0, IOMMU_EMUL_OP_MAP,
+                              IOMMU_EMUL_MAP_READ, rid, page, 4096,
+                              &bus_addr), ==, IOMMU_EMUL_ST_OK);
+
+    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                           { st, 1, true } }, 3);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+
+    /* Past the timeout: the offline is refused and the request waits */
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_counter(&t, "offline-refused", 1);
+    qtest_clock_step(t.qts, 250 * SCALE_MS);
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), >=, 2);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 0);
+
+    /* Unpinned: the next retry reclaims it */
+    g_assert_cmphex(iommu_cmd(&t, iommu, bar, ring, 1, IOMMU_EMUL_OP_UNMAP,
+                              0, rid, bus_addr, 4096, NULL), ==,
+                    IOMMU_EMUL_ST_OK);
+    qtest_clock_step(t.qts, 250 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 1);
+
+    /* The receiver still gets the original bytes */
+    got = recv_msg(&t, 0, 7, len);
+    g_assert(memcmp(want, got, len) == 0);
+
+    g_free(iommu);
+    zc_stop(&t);
+}
+
 /* The guest's per-request timeout overrides the default */
 static void test_guest_timeout(void)
 {
@@ -1095,6 +1205,7 @@ int main(int argc, char **argv)
     qtest_add_data_func("/virtio-zc/stall/reclaim-paused-copy", "copy",
                         test_stall_reclaim);
     qtest_add_func("/virtio-zc/stall/guest-timeout", test_guest_timeout);
+    qtest_add_func("/virtio-zc/stall/iommu-pinned", test_iommu_pinned);
     qtest_add_func("/virtio-zc/stall/reset", test_reset_stalled);
     qtest_add_func("/virtio-zc/stall/disconnect", test_disconnect);
     qtest_add_func("/virtio-zc/stall/unplug", test_unplug_stalled);
