@@ -13,6 +13,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/lockable.h"
@@ -61,6 +62,17 @@ static bool iommu_emul_do_mlock(void)
     return !should_mlock(mlock_state);
 }
 
+/*
+ * Lock or unlock one page through the system call itself: the sanitizers
+ * intercept mlock() and munlock() and turn them into no-ops, and pinning
+ * is this device's job in every build.
+ */
+static int iommu_emul_mlock(uintptr_t host, bool lock)
+{
+    return syscall(lock ? SYS_mlock : SYS_munlock, (void *)host,
+                   IOMMU_EMUL_PAGE_SIZE);
+}
+
 /* Called with s->mutex held */
 static bool iommu_emul_pin_page(IOMMUEmulState *s, uintptr_t host)
 {
@@ -69,7 +81,7 @@ static bool iommu_emul_pin_page(IOMMUEmulState *s, uintptr_t host)
 
     if (!count) {
         if (iommu_emul_do_mlock() &&
-            mlock((void *)host, IOMMU_EMUL_PAGE_SIZE) != 0) {
+            iommu_emul_mlock(host, true) != 0) {
             trace_iommu_emul_pin_fail(host, errno);
             return false;
         }
@@ -95,7 +107,7 @@ static void iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host)
     }
     g_hash_table_remove(s->pins, key);
     if (iommu_emul_do_mlock()) {
-        munlock((void *)host, IOMMU_EMUL_PAGE_SIZE);
+        iommu_emul_mlock(host, false);
     }
     s->pinned_pages--;
     s->pinned_bytes -= IOMMU_EMUL_PAGE_SIZE;

@@ -169,6 +169,7 @@ static void zc_stop(ZC *t)
 {
     qvirtqueue_cleanup(t->dev->vdev.bus, t->vq, &t->alloc);
     qvirtio_pci_device_disable(t->dev);
+    g_free(t->dev->pdev);
     g_free(t->dev);
     qpci_free_pc(t->bus);
     alloc_destroy(&t->alloc);
@@ -923,6 +924,8 @@ static void test_unplug_stalled(void)
         got_msgs++;
     }
     /* The device is gone: the connection closes after the last message */
+    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
+    g_free(t.dev->pdev);
     g_free(t.dev);
     qpci_free_pc(t.bus);
     alloc_destroy(&t.alloc);
