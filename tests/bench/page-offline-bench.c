@@ -119,7 +119,7 @@ int main(int argc, char **argv)
     };
     unsigned n = 64;
     size_t size = 64 * 1024;
-    double base = 0;
+    double base = 1;
     int opt;
     unsigned i;
 
@@ -153,10 +153,10 @@ int main(int argc, char **argv)
         }
         med = ns[n / 2] / 1000.0;
         if (i == 0) {
-            base = med;
+            base = MAX(med, 0.001);
         }
         printf("%-20s %12.1f %12.1f %14.1f\n", cases[i].name, med,
-               ns[n * 9 / 10] / 1000.0, base > 0 ? med / base : 0);
+               ns[n * 9 / 10] / 1000.0, med / base);
     }
     return 0;
 }
