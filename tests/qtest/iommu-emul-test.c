@@ -13,6 +13,7 @@
 #include "libqtest.h"
 #include "libqos/pci.h"
 #include "libqos/pci-pc.h"
+#include "libqos/iommu-emul.h"
 #include "libqos/malloc-pc.h"
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
@@ -50,15 +51,10 @@ typedef struct Fixture {
     QPCIDevice *edu;
     QPCIBar regs;
     QPCIBar edu_bar;
-    uint32_t tail;
+    QIOMMUEmulRing ring;
 } Fixture;
 
-typedef struct CmdOut {
-    uint32_t flags;
-    uint64_t addr;
-    uint64_t base;
-    uint64_t length;
-} CmdOut;
+typedef QIOMMUEmulCmdOut CmdOut;
 
 static uint32_t rd32(Fixture *f, uint32_t reg)
 {
@@ -119,14 +115,12 @@ static bool all_eq(Fixture *f, uint64_t gpa, uint8_t byte, size_t len)
 
 static void rings_on(Fixture *f)
 {
-    wr64(f, A_CMDQ_BASE, CMDQ_GPA);
-    wr32(f, A_CMDQ_SIZE, CMDQ_LOG2);
     wr64(f, A_FAULTQ_BASE, FAULTQ_GPA);
     wr32(f, A_FAULTQ_SIZE, FAULTQ_LOG2);
-    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    qiommu_emul_cmdq_start(&f->ring, f->iommu, f->regs, CMDQ_GPA, CMDQ_LOG2,
+                           R_CTRL_FAULTQ_EN_MASK);
     g_assert_cmphex(rd32(f, A_STATUS), ==,
                     R_STATUS_CMDQ_ON_MASK | R_STATUS_FAULTQ_ON_MASK);
-    f->tail = 0;
 }
 
 /* @props, @edu_props: extra properties of iommu-emul and edu (and more) */
@@ -171,32 +165,12 @@ static void fx_free(Fixture *f)
 static uint16_t cmd(Fixture *f, uint16_t op, uint16_t flags, uint16_t rid,
                     uint64_t addr, uint64_t len, uint64_t limit, CmdOut *out)
 {
-    uint64_t ea = CMDQ_GPA + (uint64_t)f->tail * IOMMU_EMUL_CMD_SIZE;
-    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
-    uint16_t status;
+    QIOMMUEmulCmd c = {
+        .opcode = op, .flags = flags, .requester = rid,
+        .addr = addr, .length = len, .dma_limit = limit,
+    };
 
-    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
-    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
-    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, rid);
-    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, addr);
-    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, len);
-    stq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT, limit);
-    qtest_memwrite(f->qts, ea, e, sizeof(e));
-    f->tail = (f->tail + 1) % (1u << CMDQ_LOG2);
-    wr32(f, A_CMDQ_TAIL, f->tail);
-    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, f->tail);
-
-    qtest_memread(f->qts, ea, e, sizeof(e));
-    status = lduw_le_p(e + IOMMU_EMUL_CMD_STATUS);
-    g_assert_cmphex(status & IOMMU_EMUL_STATUS_DONE, ==,
-                    IOMMU_EMUL_STATUS_DONE);
-    if (out) {
-        out->flags = ldl_le_p(e + IOMMU_EMUL_CMD_OUT_FLAGS);
-        out->addr = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_ADDR);
-        out->base = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_BASE);
-        out->length = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_LENGTH);
-    }
-    return status & ~IOMMU_EMUL_STATUS_DONE;
+    return qiommu_emul_cmd(&f->ring, &c, out);
 }
 
 static uint64_t map(Fixture *f, uint64_t gpa, uint64_t len, uint16_t perm)

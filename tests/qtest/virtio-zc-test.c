@@ -23,6 +23,7 @@
 #include "libqos/malloc-pc.h"
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
+#include "libqos/iommu-emul.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "standard-headers/linux/virtio_config.h"
@@ -656,33 +657,6 @@ static void test_stall_reclaim(const void *opaque)
     zc_stop(&t);
 }
 
-/* One iommu-emul command in slot @slot of its ring; returns the status */
-static uint16_t iommu_cmd(ZC *t, QPCIDevice *dev, QPCIBar bar, uint64_t ring,
-                          uint32_t slot, uint16_t op, uint16_t flags,
-                          uint16_t rid, uint64_t addr, uint64_t len,
-                          uint64_t *out_addr)
-{
-    uint64_t ea = ring + (uint64_t)slot * IOMMU_EMUL_CMD_SIZE;
-    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
-    uint16_t status;
-
-    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
-    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
-    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, rid);
-    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, addr);
-    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, len);
-    qtest_memwrite(t->qts, ea, e, sizeof(e));
-    qpci_io_writel(dev, bar, A_CMDQ_TAIL, slot + 1);
-    qtest_memread(t->qts, ea, e, sizeof(e));
-    status = lduw_le_p(e + IOMMU_EMUL_CMD_STATUS);
-    g_assert_cmphex(status & IOMMU_EMUL_STATUS_DONE, ==,
-                    IOMMU_EMUL_STATUS_DONE);
-    if (out_addr) {
-        *out_addr = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_ADDR);
-    }
-    return status & ~IOMMU_EMUL_STATUS_DONE;
-}
-
 /*
  * A page that iommu-emul has pinned for DMA is never offlined: a stalled
  * request over it waits past its timeout (counted in offline-refused)
@@ -696,9 +670,10 @@ static void test_iommu_pinned(void)
     g_autofree uint8_t *want = NULL;
     g_autofree uint8_t *now = NULL;
     g_autofree uint8_t *got = NULL;
-    uint64_t hdr, data, st, ring, page, bus_addr;
+    uint64_t hdr, data, st, page;
+    QIOMMUEmulCmdOut out;
+    QIOMMUEmulRing ring;
     QPCIDevice *iommu;
-    QPCIBar bar;
     uint32_t used;
     ZC t;
 
@@ -714,12 +689,10 @@ static void test_iommu_pinned(void)
     iommu = qpci_device_find(t.bus, QPCI_DEVFN(5, 0));
     g_assert_nonnull(iommu);
     qpci_device_enable(iommu);
-    bar = qpci_iomap(iommu, IOMMU_EMUL_REGS_BAR, NULL);
-    ring = guest_alloc(&t.alloc, 4 * IOMMU_EMUL_CMD_SIZE);
-    g_assert_cmphex(ring % IOMMU_EMUL_CMD_SIZE, ==, 0);
-    qpci_io_writeq(iommu, bar, A_CMDQ_BASE, ring);
-    qpci_io_writel(iommu, bar, A_CMDQ_SIZE, 2);
-    qpci_io_writel(iommu, bar, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    qiommu_emul_cmdq_start(&ring, iommu,
+                           qpci_iomap(iommu, IOMMU_EMUL_REGS_BAR, NULL),
+                           guest_alloc(&t.alloc, 4 * IOMMU_EMUL_CMD_SIZE),
+                           2, 0);
 
     hdr = zc_hdr(&t, 0, 0, 7);
     data = zc_data(&t, len, 31);
@@ -728,9 +701,11 @@ static void test_iommu_pinned(void)
 
     /* Pin one page in the middle of the buffer */
     page = ROUND_UP(data, 4096) + 4096;
-    g_assert_cmphex(iommu_cmd(&t, iommu, bar, ring, 0, IOMMU_EMUL_OP_MAP,
-                              IOMMU_EMUL_MAP_READ, rid, page, 4096,
-                              &bus_addr), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(qiommu_emul_cmd(&ring, &(QIOMMUEmulCmd) {
+                        .opcode = IOMMU_EMUL_OP_MAP,
+                        .flags = IOMMU_EMUL_MAP_READ,
+                        .requester = rid, .addr = page, .length = 4096,
+                    }, &out), ==, IOMMU_EMUL_ST_OK);
 
     zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, len, false },
                            { st, 1, true } }, 3);
@@ -747,9 +722,10 @@ static void test_iommu_pinned(void)
     g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 0);
 
     /* Unpinned: the next retry reclaims it */
-    g_assert_cmphex(iommu_cmd(&t, iommu, bar, ring, 1, IOMMU_EMUL_OP_UNMAP,
-                              0, rid, bus_addr, 4096, NULL), ==,
-                    IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(qiommu_emul_cmd(&ring, &(QIOMMUEmulCmd) {
+                        .opcode = IOMMU_EMUL_OP_UNMAP,
+                        .requester = rid, .addr = out.addr, .length = 4096,
+                    }, NULL), ==, IOMMU_EMUL_ST_OK);
     qtest_clock_step(t.qts, 250 * SCALE_MS);
     zc_wait_used(&t, &used);
     g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);

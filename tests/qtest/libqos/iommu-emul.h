@@ -1,0 +1,53 @@
+/*
+ * libqos helpers for iommu-emul (docs/specs/iommu-emul.rst)
+ *
+ * Copyright (c) 2026 qemu-zc developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef LIBQOS_IOMMU_EMUL_H
+#define LIBQOS_IOMMU_EMUL_H
+
+#include "pci.h"
+
+/* A command ring that the test set up: its guest address and size */
+typedef struct QIOMMUEmulRing {
+    QPCIDevice *dev;
+    QPCIBar bar;            /* BAR 0, the registers */
+    uint64_t base;          /* CMDQ_BASE */
+    uint32_t log2;          /* CMDQ_SIZE */
+    uint32_t tail;          /* the next entry to produce */
+} QIOMMUEmulRing;
+
+typedef struct QIOMMUEmulCmd {
+    uint16_t opcode;
+    uint16_t flags;
+    uint16_t requester;     /* bus << 8 | devfn */
+    uint64_t addr;
+    uint64_t length;
+    uint64_t dma_limit;     /* MAP only */
+} QIOMMUEmulCmd;
+
+typedef struct QIOMMUEmulCmdOut {
+    uint32_t flags;
+    uint64_t addr;
+    uint64_t base;
+    uint64_t length;
+} QIOMMUEmulCmdOut;
+
+/*
+ * Program CMDQ_BASE and CMDQ_SIZE and set CTRL.CMDQ_EN (other CTRL bits
+ * as in @ctrl_extra). The ring must be aligned to the entry size.
+ */
+void qiommu_emul_cmdq_start(QIOMMUEmulRing *r, QPCIDevice *dev, QPCIBar bar,
+                            uint64_t base, uint32_t log2, uint32_t ctrl_extra);
+
+/*
+ * Write @cmd at the tail, ring the doorbell (CMDQ_TAIL), check that the
+ * device consumed it (CMDQ_HEAD) and completed it (STATUS_DONE), and
+ * return its status code. @out, if not NULL, receives the results.
+ */
+uint16_t qiommu_emul_cmd(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmd,
+                         QIOMMUEmulCmdOut *out);
+
+#endif
