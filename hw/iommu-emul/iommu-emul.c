@@ -22,6 +22,7 @@
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "qapi/error.h"
+#include "qapi/visitor.h"
 #include "hw/pci/pci_device.h"
 #include "hw/pci/pci_bus.h"
 #include "hw/pci/pci_ids.h"
@@ -86,7 +87,6 @@ static bool iommu_emul_pin_page(IOMMUEmulState *s, uintptr_t host)
             return false;
         }
         s->pinned_pages++;
-        s->pinned_bytes += IOMMU_EMUL_PAGE_SIZE;
     }
     g_hash_table_insert(s->pins, key, (gpointer)(count + 1));
     return true;
@@ -110,7 +110,6 @@ static void iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host)
         iommu_emul_mlock(host, false);
     }
     s->pinned_pages--;
-    s->pinned_bytes -= IOMMU_EMUL_PAGE_SIZE;
 }
 
 /*
@@ -478,14 +477,14 @@ static void iommu_emul_flush_faults(IOMMUEmulState *s)
     }
 
     for (i = 0; i < n; i++) {
-        uint32_t entries = 1u << s->faultq_size;
+        uint32_t entries = 1u << s->faultq.size;
         uint8_t rec[IOMMU_EMUL_FAULT_SIZE] = { 0 };
         dma_addr_t ea;
 
-        if (!s->faultq_on || s->faultq_error) {
+        if (!s->faultq.on || s->faultq.error) {
             continue;
         }
-        if ((s->faultq_tail + 1) % entries == s->faultq_head) {
+        if ((s->faultq.tail + 1) % entries == s->faultq.head) {
             dropped++;
             continue;
         }
@@ -495,14 +494,14 @@ static void iommu_emul_flush_faults(IOMMUEmulState *s)
         stl_le_p(rec + IOMMU_EMUL_FAULT_COUNT, batch[i].count);
         stq_le_p(rec + IOMMU_EMUL_FAULT_ADDR, batch[i].addr);
         stq_le_p(rec + IOMMU_EMUL_FAULT_SEQ, seq + i + 1);
-        ea = s->faultq_base + (uint64_t)s->faultq_tail * IOMMU_EMUL_FAULT_SIZE;
+        ea = s->faultq.base + (uint64_t)s->faultq.tail * IOMMU_EMUL_FAULT_SIZE;
         if (pci_dma_write(pdev, ea, rec, sizeof(rec)) != MEMTX_OK) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: cannot write fault record at"
                           " 0x%" PRIx64 "\n", __func__, ea);
-            s->faultq_error = IOMMU_EMUL_QERR_DMA;
+            s->faultq.error = IOMMU_EMUL_QERR_DMA;
             continue;
         }
-        s->faultq_tail = (s->faultq_tail + 1) % entries;
+        s->faultq.tail = (s->faultq.tail + 1) % entries;
         written++;
     }
     if (dropped) {
@@ -597,7 +596,7 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
                 fresh++;
             }
         }
-        if (s->pinned_bytes + fresh * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
+        if ((s->pinned_pages + fresh) * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
             goto pin_limit;
         }
     }
@@ -784,11 +783,11 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
 static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
-    uint32_t entries = 1u << s->cmdq_size;
+    uint32_t entries = 1u << s->cmdq.size;
 
-    while (s->cmdq_on && !s->cmdq_error && s->cmdq_head != s->cmdq_tail) {
-        dma_addr_t ea = s->cmdq_base +
-                        (uint64_t)s->cmdq_head * IOMMU_EMUL_CMD_SIZE;
+    while (s->cmdq.on && !s->cmdq.error && s->cmdq.head != s->cmdq.tail) {
+        dma_addr_t ea = s->cmdq.base +
+                        (uint64_t)s->cmdq.head * IOMMU_EMUL_CMD_SIZE;
         uint8_t e[IOMMU_EMUL_CMD_SIZE];
         IOMMUEmulCmd c = { 0 };
         uint16_t status;
@@ -797,7 +796,7 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
         if (pci_dma_read(pdev, ea, e, sizeof(e)) != MEMTX_OK) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: cannot read command at 0x%"
                           PRIx64 "\n", __func__, ea);
-            s->cmdq_error = IOMMU_EMUL_QERR_DMA;
+            s->cmdq.error = IOMMU_EMUL_QERR_DMA;
             break;
         }
         c.opcode = lduw_le_p(e + IOMMU_EMUL_CMD_OPCODE);
@@ -808,12 +807,12 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
         c.dma_limit = ldq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT);
 
         status = iommu_emul_exec(s, &c, &irq);
-        trace_iommu_emul_cmd(s->cmdq_head, c.opcode, c.requester, c.addr,
+        trace_iommu_emul_cmd(s->cmdq.head, c.opcode, c.requester, c.addr,
                              c.length, status);
         if (status != IOMMU_EMUL_ST_OK) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: command %u opcode 0x%x"
                           " failed with status 0x%x\n", __func__,
-                          s->cmdq_head, c.opcode, status);
+                          s->cmdq.head, c.opcode, status);
         }
 
         stl_le_p(e + IOMMU_EMUL_CMD_OUT_FLAGS, c.out_flags);
@@ -830,9 +829,9 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
             /* The command took effect; only its completion was lost */
             qemu_log_mask(LOG_GUEST_ERROR, "%s: cannot complete command at"
                           " 0x%" PRIx64 "\n", __func__, ea);
-            s->cmdq_error = IOMMU_EMUL_QERR_DMA;
+            s->cmdq.error = IOMMU_EMUL_QERR_DMA;
         }
-        s->cmdq_head = (s->cmdq_head + 1) % entries;
+        s->cmdq.head = (s->cmdq.head + 1) % entries;
         if (irq && s->msix && msix_enabled(pdev)) {
             msix_notify(pdev, IOMMU_EMUL_VEC_CMD);
         }
@@ -860,56 +859,50 @@ static uint32_t iommu_emul_check_ring(uint64_t base, uint32_t log2,
     return IOMMU_EMUL_QERR_NONE;
 }
 
+/* CTRL turns a ring on (after checking it) or off */
+static void iommu_emul_queue_enable(IOMMUEmulQueue *q, bool enable,
+                                    uint32_t max_log2, uint32_t entry_size,
+                                    const char *what)
+{
+    if (!enable) {
+        q->on = false;
+        return;
+    }
+    if (q->on) {
+        return;
+    }
+    q->error = iommu_emul_check_ring(q->base, q->size, max_log2, entry_size);
+    if (q->error) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: bad %s ring (error %u)\n",
+                      __func__, what, q->error);
+        return;
+    }
+    q->on = true;
+    q->head = q->tail = 0;
+}
+
 static void iommu_emul_write_ctrl(IOMMUEmulState *s, uint32_t val)
 {
-    bool cmdq = FIELD_EX32(val, CTRL, CMDQ_EN);
-    bool faultq = FIELD_EX32(val, CTRL, FAULTQ_EN);
-
     if (val & ~(R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK)) {
         qemu_log_mask(LOG_GUEST_ERROR, "%s: reserved CTRL bits 0x%x\n",
                       __func__, val);
     }
     s->ctrl = val & (R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
-
-    if (cmdq && !s->cmdq_on) {
-        s->cmdq_error = iommu_emul_check_ring(s->cmdq_base, s->cmdq_size,
-                                              s->cmdq_max_log2,
-                                              IOMMU_EMUL_CMD_SIZE);
-        if (s->cmdq_error) {
-            qemu_log_mask(LOG_GUEST_ERROR, "%s: bad command ring (error %u)\n",
-                          __func__, s->cmdq_error);
-        } else {
-            s->cmdq_on = true;
-            s->cmdq_head = s->cmdq_tail = 0;
-        }
-    } else if (!cmdq) {
-        s->cmdq_on = false;
-    }
-
-    if (faultq && !s->faultq_on) {
-        s->faultq_error = iommu_emul_check_ring(s->faultq_base, s->faultq_size,
-                                                s->faultq_max_log2,
-                                                IOMMU_EMUL_FAULT_SIZE);
-        if (s->faultq_error) {
-            qemu_log_mask(LOG_GUEST_ERROR, "%s: bad fault ring (error %u)\n",
-                          __func__, s->faultq_error);
-        } else {
-            s->faultq_on = true;
-            s->faultq_head = s->faultq_tail = 0;
-        }
-    } else if (!faultq) {
-        s->faultq_on = false;
-    }
+    iommu_emul_queue_enable(&s->cmdq, FIELD_EX32(val, CTRL, CMDQ_EN),
+                            s->cmdq_max_log2, IOMMU_EMUL_CMD_SIZE, "command");
+    iommu_emul_queue_enable(&s->faultq, FIELD_EX32(val, CTRL, FAULTQ_EN),
+                            s->faultq_max_log2, IOMMU_EMUL_FAULT_SIZE,
+                            "fault");
 }
 
 static uint32_t iommu_emul_status(IOMMUEmulState *s)
 {
     uint32_t v = 0;
 
-    v = FIELD_DP32(v, STATUS, CMDQ_ON, s->cmdq_on);
-    v = FIELD_DP32(v, STATUS, FAULTQ_ON, s->faultq_on);
-    v = FIELD_DP32(v, STATUS, CMDQ_ERR, !!s->cmdq_error);
-    v = FIELD_DP32(v, STATUS, FAULTQ_ERR, !!s->faultq_error);
+    v = FIELD_DP32(v, STATUS, CMDQ_ON, s->cmdq.on);
+    v = FIELD_DP32(v, STATUS, FAULTQ_ON, s->faultq.on);
+    v = FIELD_DP32(v, STATUS, CMDQ_ERR, !!s->cmdq.error);
+    v = FIELD_DP32(v, STATUS, FAULTQ_ERR, !!s->faultq.error);
     return v;
 }
 
@@ -934,15 +927,15 @@ static uint64_t iommu_emul_read64(IOMMUEmulState *s, hwaddr addr)
     case A_MAX_PINNED:
         return s->max_pinned;
     case A_PINNED:
-        return s->pinned_bytes;
+        return s->pinned_pages * IOMMU_EMUL_PAGE_SIZE;
     case A_APERTURE_START:
         return s->aperture_start;
     case A_APERTURE_END:
         return s->aperture_end;
     case A_CMDQ_BASE:
-        return s->cmdq_base;
+        return s->cmdq.base;
     case A_FAULTQ_BASE:
-        return s->faultq_base;
+        return s->faultq.base;
     default:
         return 0;
     }
@@ -972,22 +965,22 @@ static uint32_t iommu_emul_read32(IOMMUEmulState *s, hwaddr addr)
         iommu_emul_flush_faults(s);
         return iommu_emul_status(s);
     case A_CMDQ_ERROR:
-        return s->cmdq_error;
+        return s->cmdq.error;
     case A_FAULTQ_ERROR:
-        return s->faultq_error;
+        return s->faultq.error;
     case A_CMDQ_SIZE:
-        return s->cmdq_size;
+        return s->cmdq.size;
     case A_CMDQ_HEAD:
-        return s->cmdq_head;
+        return s->cmdq.head;
     case A_CMDQ_TAIL:
-        return s->cmdq_tail;
+        return s->cmdq.tail;
     case A_FAULTQ_SIZE:
-        return s->faultq_size;
+        return s->faultq.size;
     case A_FAULTQ_HEAD:
-        return s->faultq_head;
+        return s->faultq.head;
     case A_FAULTQ_TAIL:
         iommu_emul_flush_faults(s);
-        return s->faultq_tail;
+        return s->faultq.tail;
     case A_FAULT_OVERFLOW:
         iommu_emul_flush_faults(s);
         WITH_QEMU_LOCK_GUARD(&s->mutex) {
@@ -1034,12 +1027,12 @@ static void iommu_emul_write64(IOMMUEmulState *s, hwaddr addr, uint64_t val,
 
     switch (addr) {
     case A_CMDQ_BASE:
-        reg = &s->cmdq_base;
-        busy = s->cmdq_on;
+        reg = &s->cmdq.base;
+        busy = s->cmdq.on;
         break;
     case A_FAULTQ_BASE:
-        reg = &s->faultq_base;
-        busy = s->faultq_on;
+        reg = &s->faultq.base;
+        busy = s->faultq.on;
         break;
     default:
         qemu_log_mask(LOG_GUEST_ERROR, "%s: write to read-only register 0x%"
@@ -1061,50 +1054,50 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
         iommu_emul_write_ctrl(s, val);
         break;
     case A_CMDQ_ERROR:
-        s->cmdq_error = IOMMU_EMUL_QERR_NONE;
+        s->cmdq.error = IOMMU_EMUL_QERR_NONE;
         iommu_emul_cmdq_drain(s);
         break;
     case A_FAULTQ_ERROR:
-        s->faultq_error = IOMMU_EMUL_QERR_NONE;
+        s->faultq.error = IOMMU_EMUL_QERR_NONE;
         break;
     case A_CMDQ_SIZE:
-        if (s->cmdq_on) {
+        if (s->cmdq.on) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_SIZE written while the"
                           " ring is on\n", __func__);
             break;
         }
-        s->cmdq_size = val;
+        s->cmdq.size = val;
         break;
     case A_FAULTQ_SIZE:
-        if (s->faultq_on) {
+        if (s->faultq.on) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: FAULTQ_SIZE written while the"
                           " ring is on\n", __func__);
             break;
         }
-        s->faultq_size = val;
+        s->faultq.size = val;
         break;
     case A_CMDQ_TAIL:
-        if (!s->cmdq_on) {
+        if (!s->cmdq.on) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_TAIL written while the"
                           " ring is off\n", __func__);
             break;
         }
-        if (val >= (1u << s->cmdq_size)) {
+        if (val >= (1u << s->cmdq.size)) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_TAIL %u out of range\n",
                           __func__, val);
-            s->cmdq_error = IOMMU_EMUL_QERR_BAD_INDEX;
+            s->cmdq.error = IOMMU_EMUL_QERR_BAD_INDEX;
             break;
         }
-        s->cmdq_tail = val;
+        s->cmdq.tail = val;
         iommu_emul_cmdq_drain(s);
         break;
     case A_FAULTQ_HEAD:
-        if (!s->faultq_on || val >= (1u << s->faultq_size)) {
+        if (!s->faultq.on || val >= (1u << s->faultq.size)) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: FAULTQ_HEAD %u ignored\n",
                           __func__, val);
             break;
         }
-        s->faultq_head = val;
+        s->faultq.head = val;
         break;
     default:
         qemu_log_mask(LOG_GUEST_ERROR, "%s: write to read-only or unknown"
@@ -1324,18 +1317,18 @@ static void iommu_emul_reset_hold(Object *obj, ResetType type)
     IOMMUEmulState *s = IOMMU_EMUL(obj);
 
     s->ctrl = 0;
-    s->cmdq_on = false;
-    s->faultq_on = false;
-    s->cmdq_error = 0;
-    s->faultq_error = 0;
-    s->cmdq_base = 0;
-    s->cmdq_size = 0;
-    s->cmdq_head = 0;
-    s->cmdq_tail = 0;
-    s->faultq_base = 0;
-    s->faultq_size = 0;
-    s->faultq_head = 0;
-    s->faultq_tail = 0;
+    s->cmdq.on = false;
+    s->faultq.on = false;
+    s->cmdq.error = 0;
+    s->faultq.error = 0;
+    s->cmdq.base = 0;
+    s->cmdq.size = 0;
+    s->cmdq.head = 0;
+    s->cmdq.tail = 0;
+    s->faultq.base = 0;
+    s->faultq.size = 0;
+    s->faultq.head = 0;
+    s->faultq.tail = 0;
     WITH_QEMU_LOCK_GUARD(&s->mutex) {
         s->fault_overflow = 0;
         s->npending = 0;
@@ -1343,25 +1336,40 @@ static void iommu_emul_reset_hold(Object *obj, ResetType type)
     }
 }
 
-static void iommu_emul_instance_init(Object *obj)
+static void iommu_emul_get_pinned_bytes(Object *obj, Visitor *v,
+                                        const char *name, void *opaque,
+                                        Error **errp)
 {
     IOMMUEmulState *s = IOMMU_EMUL(obj);
+    uint64_t bytes = qatomic_read(&s->pinned_pages) * IOMMU_EMUL_PAGE_SIZE;
 
-    object_property_add_uint64_ptr(obj, "mappings", &s->mappings,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "pinned-pages", &s->pinned_pages,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "pinned-bytes", &s->pinned_bytes,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "maps", &s->maps, OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "unmaps", &s->unmaps,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "faults", &s->faults,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "invalidations", &s->invalidations,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "vetoed-discards",
-                                   &s->vetoed_discards, OBJ_PROP_FLAG_READ);
+    visit_type_uint64(v, name, &bytes, errp);
+}
+
+static void iommu_emul_instance_init(Object *obj)
+{
+    static const struct {
+        const char *name;
+        size_t offset;
+    } counters[] = {
+        { "mappings", offsetof(IOMMUEmulState, mappings) },
+        { "pinned-pages", offsetof(IOMMUEmulState, pinned_pages) },
+        { "maps", offsetof(IOMMUEmulState, maps) },
+        { "unmaps", offsetof(IOMMUEmulState, unmaps) },
+        { "faults", offsetof(IOMMUEmulState, faults) },
+        { "invalidations", offsetof(IOMMUEmulState, invalidations) },
+        { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards) },
+    };
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(counters); i++) {
+        object_property_add_uint64_ptr(obj, counters[i].name,
+                                       (uint64_t *)((char *)obj +
+                                                    counters[i].offset),
+                                       OBJ_PROP_FLAG_READ);
+    }
+    object_property_add(obj, "pinned-bytes", "uint64",
+                        iommu_emul_get_pinned_bytes, NULL, NULL, NULL);
 }
 
 static const Property iommu_emul_properties[] = {

@@ -60,6 +60,16 @@ typedef struct IOMMUEmulFault {
     uint64_t addr;
 } IOMMUEmulFault;
 
+/* A ring in guest memory, as the guest programmed it */
+typedef struct IOMMUEmulQueue {
+    bool on;
+    uint32_t error;         /* IOMMU_EMUL_QERR_*, 0: none */
+    uint64_t base;
+    uint32_t size;          /* log2 of the number of entries */
+    uint32_t head;
+    uint32_t tail;
+} IOMMUEmulQueue;
+
 struct IOMMUEmulState {
     PCIDevice parent_obj;
 
@@ -86,18 +96,8 @@ struct IOMMUEmulState {
 
     /* Registers (BQL) */
     uint32_t ctrl;
-    bool cmdq_on;
-    bool faultq_on;
-    uint32_t cmdq_error;
-    uint32_t faultq_error;
-    uint64_t cmdq_base;
-    uint32_t cmdq_size;
-    uint32_t cmdq_head;
-    uint32_t cmdq_tail;
-    uint64_t faultq_base;
-    uint32_t faultq_size;
-    uint32_t faultq_head;
-    uint32_t faultq_tail;
+    IOMMUEmulQueue cmdq;
+    IOMMUEmulQueue faultq;
     uint32_t fault_overflow;    /* under mutex */
 
     /* Pending faults (under mutex) */
@@ -110,7 +110,6 @@ struct IOMMUEmulState {
     /* Counters, read-only QOM properties */
     uint64_t mappings;
     uint64_t pinned_pages;
-    uint64_t pinned_bytes;
     uint64_t maps;
     uint64_t unmaps;
     uint64_t faults;
