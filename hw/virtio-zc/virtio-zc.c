@@ -898,44 +898,39 @@ static void virtio_zc_unrealize(DeviceState *dev)
 
 static void virtio_zc_instance_init(Object *obj)
 {
+    /* Read-only counters (docs/system/devices/virtio-zc.rst) */
+    static const struct {
+        const char *name;
+        size_t offset;
+    } counters[] = {
+        { "requests", offsetof(VirtIOZC, stat_requests) },
+        { "completed", offsetof(VirtIOZC, stat_completed) },
+        { "sent", offsetof(VirtIOZC, stat_sent) },
+        { "bytes", offsetof(VirtIOZC, stat_bytes) },
+        { "reclaimed", offsetof(VirtIOZC, stat_reclaimed) },
+        { "copied", offsetof(VirtIOZC, stat_copied) },
+        { "kernel-copied", offsetof(VirtIOZC, stat_kernel_copied) },
+        { "dest-errors", offsetof(VirtIOZC, stat_dest_errors) },
+        { "bad-requests", offsetof(VirtIOZC, stat_bad_requests) },
+        { "offline-refused", offsetof(VirtIOZC, stat_offline_refused) },
+        { "offline-failed", offsetof(VirtIOZC, stat_offline_failed) },
+        { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes) },
+        { "in-flight", offsetof(VirtIOZC, stat_inflight) },
+    };
     VirtIOZC *s = VIRTIO_ZC(obj);
+    int i;
 
     s->fd = -1;
     QTAILQ_INIT(&s->reqs);
     QTAILQ_INIT(&s->sendq);
     g_queue_init(&s->zc_sends);
 
-    object_property_add_uint64_ptr(obj, "requests", &s->stat_requests,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "completed", &s->stat_completed,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "sent", &s->stat_sent,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "bytes", &s->stat_bytes,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "reclaimed", &s->stat_reclaimed,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "copied", &s->stat_copied,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "kernel-copied",
-                                   &s->stat_kernel_copied,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "dest-errors", &s->stat_dest_errors,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "bad-requests",
-                                   &s->stat_bad_requests,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "offline-refused",
-                                   &s->stat_offline_refused,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "offline-failed",
-                                   &s->stat_offline_failed,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "offlined-bytes",
-                                   &s->stat_offlined_bytes,
-                                   OBJ_PROP_FLAG_READ);
-    object_property_add_uint64_ptr(obj, "in-flight", &s->stat_inflight,
-                                   OBJ_PROP_FLAG_READ);
+    for (i = 0; i < ARRAY_SIZE(counters); i++) {
+        object_property_add_uint64_ptr(obj, counters[i].name,
+                                       (uint64_t *)((char *)obj +
+                                                    counters[i].offset),
+                                       OBJ_PROP_FLAG_READ);
+    }
 }
 
 static const VMStateDescription vmstate_virtio_zc = {
