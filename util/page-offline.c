@@ -25,42 +25,47 @@
 #include <sys/ioctl.h>
 #include "qemu/userfaultfd.h"
 
+/*
+ * Thin adapters over util/userfaultfd.c that return -errno. A
+ * userfaultfd that cannot be had, or lacks @features, is -ENOSYS.
+ */
 static int po_uffd_new(uint64_t features)
 {
-    struct uffdio_api api = { .api = UFFD_API, .features = features };
-    int fd = uffd_open(O_CLOEXEC | O_NONBLOCK);
-    int ret;
+    int fd = uffd_create_fd(features, true);
 
-    if (fd < 0) {
-        return errno ? -errno : -ENOSYS;
-    }
-    if (ioctl(fd, UFFDIO_API, &api)) {
-        ret = -errno;
-        close(fd);
-        return ret == -EINVAL ? -ENOSYS : ret;
-    }
-    if ((api.features & features) != features) {
-        close(fd);
-        return -ENOSYS;
-    }
-    return fd;
+    return fd < 0 ? -ENOSYS : fd;
 }
 
 static int po_register(int fd, void *addr, size_t len, uint64_t mode)
 {
-    struct uffdio_register reg = {
-        .range = { .start = (uintptr_t)addr, .len = len },
-        .mode = mode,
-    };
-
-    return ioctl(fd, UFFDIO_REGISTER, &reg) ? -errno : 0;
+    return uffd_register_memory(fd, addr, len, mode, NULL) ? -errno : 0;
 }
 
 static int po_unregister(int fd, void *addr, size_t len)
 {
-    struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
+    return uffd_unregister_memory(fd, addr, len) ? -errno : 0;
+}
 
-    return ioctl(fd, UFFDIO_UNREGISTER, &r) ? -errno : 0;
+/*
+ * A userfaultfd with @features and a private anonymous area of @len
+ * bytes (scratch or bounce space). Returns the fd, or -errno.
+ */
+static int po_setup(uint64_t features, size_t len, char **area)
+{
+    int fd = po_uffd_new(features);
+    int ret;
+
+    if (fd < 0) {
+        return fd;
+    }
+    *area = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (*area == MAP_FAILED) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    return fd;
 }
 
 /* UFFDIO_COPY @len bytes from @src into the holes at @dst, then wake */
@@ -115,16 +120,9 @@ static int po_offline_move(char *start, size_t len, size_t *done)
     int fd, ret, ret2;
 
     *done = 0;
-    fd = po_uffd_new(UFFD_FEATURE_MOVE);
+    fd = po_setup(UFFD_FEATURE_MOVE, len, &scratch);
     if (fd < 0) {
         return fd;
-    }
-    scratch = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (scratch == MAP_FAILED) {
-        ret = -errno;
-        close(fd);
-        return ret;
     }
     ret = po_register(fd, start, len, UFFDIO_REGISTER_MODE_MISSING);
     if (ret) {
@@ -192,16 +190,9 @@ static int po_offline_wp(char *start, size_t len, size_t psize)
     char *bounce;
     int fd, ret;
 
-    fd = po_uffd_new(0);
+    fd = po_setup(0, len, &bounce);
     if (fd < 0) {
         return fd;
-    }
-    bounce = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (bounce == MAP_FAILED) {
-        ret = -errno;
-        close(fd);
-        return ret;
     }
     /* No holes once registered: this thread must not fault on them */
     po_touch(start, len, psize);
