@@ -29,6 +29,7 @@
 #include "hw/pci/msix.h"
 #include "hw/qdev-properties.h"
 #include "hw/resettable.h"
+#include "migration/misc.h"
 #include "migration/vmstate.h"
 #include "exec/address-spaces.h"
 #include "system/dma.h"
@@ -110,6 +111,10 @@ static void iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host)
         iommu_emul_mlock(host, false);
     }
     s->pinned_pages--;
+    /* The guest ballooned it while it was pinned: drop it, unlocked */
+    if (g_hash_table_remove(s->discard_pending, key)) {
+        g_array_append_val(s->discard_due, host);
+    }
 }
 
 /*
@@ -186,6 +191,112 @@ static bool iommu_emul_discard_vetoed(RamDiscardVeto *veto, RAMBlock *rb,
         }
     }
     return false;
+}
+
+/*
+ * Deferred discard: balloon inflation hands over the pinned pages it had
+ * to skip; each is discarded when its last mapping goes away, unless the
+ * guest deflated it (or reset the balloon) meanwhile.
+ */
+static void iommu_emul_discard_defer(RamDiscardVeto *veto, RAMBlock *rb,
+                                     void *host, size_t length)
+{
+    IOMMUEmulState *s = container_of(veto, IOMMUEmulState, discard_veto);
+    uintptr_t p = (uintptr_t)host & ~PAGE_MASK_EMUL;
+    uintptr_t end = (uintptr_t)host + length;
+
+    QEMU_LOCK_GUARD(&s->mutex);
+    for (; p < end; p += IOMMU_EMUL_PAGE_SIZE) {
+        if (g_hash_table_contains(s->pins, (gpointer)p)) {
+            g_hash_table_add(s->discard_pending, (gpointer)p);
+        }
+    }
+    trace_iommu_emul_discard_deferred((uintptr_t)host, length);
+}
+
+static gboolean iommu_emul_in_range(gpointer key, gpointer value,
+                                    gpointer range)
+{
+    uintptr_t *r = range;
+
+    return (uintptr_t)key >= r[0] && (uintptr_t)key < r[1];
+}
+
+static void iommu_emul_discard_cancel(RamDiscardVeto *veto, RAMBlock *rb,
+                                      void *host, size_t length)
+{
+    IOMMUEmulState *s = container_of(veto, IOMMUEmulState, discard_veto);
+    uintptr_t range[2] = {
+        (uintptr_t)host & ~PAGE_MASK_EMUL, (uintptr_t)host + length
+    };
+    uintptr_t p;
+
+    trace_iommu_emul_discard_cancelled((uintptr_t)host, length);
+    QEMU_LOCK_GUARD(&s->mutex);
+    if (!rb) {
+        g_hash_table_remove_all(s->discard_pending);
+    } else if (length / IOMMU_EMUL_PAGE_SIZE >
+               g_hash_table_size(s->discard_pending)) {
+        g_hash_table_foreach_remove(s->discard_pending, iommu_emul_in_range,
+                                    range);
+    } else {
+        for (p = range[0]; p < range[1]; p += IOMMU_EMUL_PAGE_SIZE) {
+            g_hash_table_remove(s->discard_pending, (gpointer)p);
+        }
+    }
+}
+
+/*
+ * Discard the pages whose last pin went away while a discard was pending.
+ * Without s->mutex: ram_block_discard_range() asks our veto.
+ */
+static void iommu_emul_flush_discards(IOMMUEmulState *s)
+{
+    g_autoptr(GArray) due = NULL;
+    bool inhibited;
+    unsigned i;
+
+    WITH_QEMU_LOCK_GUARD(&s->mutex) {
+        if (!s->discard_due->len) {
+            return;
+        }
+        due = s->discard_due;
+        s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
+    }
+    /* As for the balloon itself: not while discarding is unsafe */
+    inhibited = ram_block_discard_is_disabled() ||
+                migration_in_incoming_postcopy() ||
+                migration_in_bg_snapshot();
+    for (i = 0; i < due->len && !inhibited; i++) {
+        uintptr_t host = g_array_index(due, uintptr_t, i);
+        ram_addr_t offset;
+        RAMBlock *rb;
+        size_t psize;
+        int ret;
+
+        rb = qemu_ram_block_from_host((void *)host, false, &offset);
+        if (!rb) {
+            continue;
+        }
+        /* A larger host page goes when its last pinned page does */
+        psize = qemu_ram_pagesize(rb);
+        ret = ram_block_discard_range(rb, QEMU_ALIGN_DOWN(offset, psize),
+                                      psize);
+        trace_iommu_emul_discard_late(host, ret);
+        if (ret == 0) {
+            WITH_QEMU_LOCK_GUARD(&s->mutex) {
+                s->deferred_discards++;
+            }
+        }
+    }
+}
+
+/* Forget every deferred discard, without discarding */
+static void iommu_emul_drop_discards(IOMMUEmulState *s)
+{
+    QEMU_LOCK_GUARD(&s->mutex);
+    g_hash_table_remove_all(s->discard_pending);
+    g_array_set_size(s->discard_due, 0);
 }
 
 /* IOMMU notifications */
@@ -807,6 +918,7 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
         c.dma_limit = ldq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT);
 
         status = iommu_emul_exec(s, &c, &irq);
+        iommu_emul_flush_discards(s);
         trace_iommu_emul_cmd(s->cmdq.head, c.opcode, c.requester, c.addr,
                              c.length, status);
         if (status != IOMMU_EMUL_ST_OK) {
@@ -1171,6 +1283,11 @@ static void iommu_emul_release_all(IOMMUEmulState *s)
             iommu_emul_switch_as(d);
         }
     }
+    /*
+     * Reset and exit: the guest that restarts owns all its memory again
+     * (the balloon forgets its pages too), so nothing is discarded late.
+     */
+    iommu_emul_drop_discards(s);
 }
 
 static void iommu_emul_machine_done(Notifier *n, void *opaque)
@@ -1253,10 +1370,14 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     qemu_mutex_init(&s->mutex);
     s->as_by_bus = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     s->pins = g_hash_table_new(NULL, NULL);
+    s->discard_pending = g_hash_table_new(NULL, NULL);
+    s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
     s->fault_bh = qemu_bh_new_guarded(iommu_emul_fault_bh, s,
                                       &DEVICE(s)->mem_reentrancy_guard);
 
     s->discard_veto.vetoed = iommu_emul_discard_vetoed;
+    s->discard_veto.defer = iommu_emul_discard_defer;
+    s->discard_veto.cancel = iommu_emul_discard_cancel;
     ram_block_discard_veto_add(&s->discard_veto);
     s->machine_done.notify = iommu_emul_machine_done;
     qemu_add_machine_init_done_notifier(&s->machine_done);
@@ -1297,6 +1418,8 @@ static void iommu_emul_exit(PCIDevice *pdev)
         msix_uninit_exclusive_bar(pdev);
     }
     g_hash_table_destroy(s->pins);
+    g_hash_table_destroy(s->discard_pending);
+    g_array_free(s->discard_due, true);
     qemu_mutex_destroy(&s->mutex);
 }
 
@@ -1359,6 +1482,7 @@ static void iommu_emul_instance_init(Object *obj)
         { "faults", offsetof(IOMMUEmulState, faults) },
         { "invalidations", offsetof(IOMMUEmulState, invalidations) },
         { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards) },
+        { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards) },
     };
     int i;
 

@@ -1084,6 +1084,177 @@ static void test_balloon_memfd(const void *data)
     balloon(data, true);
 }
 
+/* A virtio-balloon at 06.0 with its inflate (0) and deflate (1) queues */
+typedef struct Balloon {
+    QGuestAllocator alloc;
+    QVirtioPCIDevice *vb;
+    QVirtQueue *vq[2];
+} Balloon;
+
+static void balloon_start(Fixture *f, Balloon *b)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+
+    pc_alloc_init(&b->alloc, f->qts, ALLOC_NO_FLAGS);
+    b->vb = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(b->vb);
+    qvirtio_pci_device_enable(b->vb);
+    qvirtio_start_device(&b->vb->vdev);
+    qvirtio_set_features(&b->vb->vdev, qvirtio_get_features(&b->vb->vdev) &
+                         (1ull << VIRTIO_F_VERSION_1));
+    b->vq[0] = qvirtqueue_setup(&b->vb->vdev, &b->alloc, 0);
+    b->vq[1] = qvirtqueue_setup(&b->vb->vdev, &b->alloc, 1);
+    qvirtio_set_driver_ok(&b->vb->vdev);
+}
+
+/* Inflate (@q 0) or deflate (@q 1) the pages at @gpas */
+static void balloon_pages(Fixture *f, Balloon *b, int q, const uint64_t *gpas,
+                          int n)
+{
+    uint64_t pfns = guest_alloc(&b->alloc, n * 4);
+    uint32_t head;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        uint8_t le[4];
+
+        stl_le_p(le, gpas[i] >> 12);
+        qtest_memwrite(f->qts, pfns + i * 4, le, 4);
+    }
+    head = qvirtqueue_add(f->qts, b->vq[q], pfns, n * 4, false, false);
+    qvirtqueue_kick(f->qts, &b->vb->vdev, b->vq[q], head);
+    qvirtio_wait_used_elem(f->qts, &b->vb->vdev, b->vq[q], head, NULL,
+                           5 * 1000 * 1000);
+    guest_free(&b->alloc, pfns);
+}
+
+static void balloon_stop(Balloon *b)
+{
+    qvirtqueue_cleanup(b->vb->vdev.bus, b->vq[0], &b->alloc);
+    qvirtqueue_cleanup(b->vb->vdev.bus, b->vq[1], &b->alloc);
+    qvirtio_pci_device_disable(b->vb);
+    g_free(b->vb->pdev);
+    g_free(b->vb);
+    alloc_destroy(&b->alloc);
+}
+
+static void unmap(Fixture *f, uint64_t bus, uint64_t len)
+{
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, len, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+}
+
+/*
+ * Deferred discard: a page ballooned while pinned is discarded when its
+ * last mapping goes away, unless the guest deflated it or reset the
+ * balloon meanwhile.
+ */
+static void test_balloon_deferred(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, " -device virtio-balloon-pci,addr=06.0");
+    uint64_t gpa[8], bus[8];
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 8; i++) {
+        gpa[i] = DATA_GPA + i * PAGE;
+        fill(f, gpa[i], 0x80 + i, PAGE);
+    }
+    /* Even pages are pinned, page 0 twice (two mappings) */
+    for (i = 0; i < 8; i += 2) {
+        bus[i] = map(f, gpa[i], PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    bus[1] = map(f, gpa[0], PAGE, IOMMU_EMUL_MAP_WRITE);
+
+    balloon_start(f, &b);
+    balloon_pages(f, &b, 0, gpa, 8);
+    for (i = 0; i < 8; i++) {
+        if (i % 2) {
+            g_assert_false(present(f, "pc.ram", gpa[i]));
+        } else {
+            g_assert(present(f, "pc.ram", gpa[i]));
+            g_assert(all_eq(f, gpa[i], 0x80 + i, PAGE));
+        }
+    }
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 0);
+
+    /* Page 2: its only mapping goes, so does the page */
+    unmap(f, bus[2], PAGE);
+    g_assert_false(present(f, "pc.ram", gpa[2]));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+
+    /* Page 0: only when its second mapping goes */
+    unmap(f, bus[0], PAGE);
+    g_assert(present(f, "pc.ram", gpa[0]));
+    g_assert(all_eq(f, gpa[0], 0x80, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+    unmap(f, bus[1], PAGE);
+    g_assert_false(present(f, "pc.ram", gpa[0]));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    /* Page 4: deflated before it is unpinned, so it is kept */
+    balloon_pages(f, &b, 1, &gpa[4], 1);
+    unmap(f, bus[4], PAGE);
+    g_assert(present(f, "pc.ram", gpa[4]));
+    g_assert(all_eq(f, gpa[4], 0x84, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    /* Page 6: a balloon reset gives every page back to the guest */
+    qvirtio_reset(&b.vb->vdev);
+    unmap(f, bus[6], PAGE);
+    g_assert(present(f, "pc.ram", gpa[6]));
+    g_assert(all_eq(f, gpa[6], 0x86, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 4);
+
+    balloon_stop(&b);
+    fx_free(f);
+}
+
+/*
+ * DETACH and a system reset: a device reset drops the deferred discards
+ * (the rebooting guest owns its memory), DETACH performs them.
+ */
+static void test_balloon_deferred_detach(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, " -device virtio-balloon-pci,addr=06.0");
+    uint64_t gpa[4];
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 4; i++) {
+        gpa[i] = DATA_GPA + i * PAGE;
+        fill(f, gpa[i], 0x40 + i, PAGE);
+        map(f, gpa[i], PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    balloon_start(f, &b);
+    balloon_pages(f, &b, 0, gpa, 2);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_false(present(f, "pc.ram", gpa[0]));
+    g_assert_false(present(f, "pc.ram", gpa[1]));
+    g_assert(all_eq(f, gpa[2], 0x42, PAGE));
+    g_assert(all_eq(f, gpa[3], 0x43, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    map(f, gpa[2], PAGE, IOMMU_EMUL_MAP_READ);
+    balloon_pages(f, &b, 0, &gpa[2], 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 3);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert(present(f, "pc.ram", gpa[2]));
+    g_assert(all_eq(f, gpa[2], 0x42, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    balloon_stop(&b);
+    fx_free(f);
+}
+
 static uint64_t vmrss_kb(Fixture *f)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/status",
@@ -1278,6 +1449,9 @@ int main(int argc, char **argv)
         add(machines[i], "balloon", test_balloon);
         add(machines[i], "balloon-memfd", test_balloon_memfd);
         add(machines[i], "balloon-64m-of-512m", test_overcommit);
+        add(machines[i], "balloon-deferred", test_balloon_deferred);
+        add(machines[i], "balloon-deferred-detach",
+            test_balloon_deferred_detach);
     }
     return g_test_run();
 }
