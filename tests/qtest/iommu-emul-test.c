@@ -602,6 +602,72 @@ static void test_max_pinned(const void *data)
     fx_free(f);
 }
 
+/*
+ * RLIMIT_MEMLOCK: QEMU runs with a 64 KiB limit and without CAP_IPC_LOCK
+ * (the tests run as root, which would ignore the limit), through
+ * QTEST_QEMU_BINARY-style wrapping: libqtest runs "exec BINARY ARGS" in a
+ * shell, so the binary may carry a command prefix.
+ */
+#define MEMLOCK_WRAP "prlimit --memlock=65536:65536 setpriv" \
+                     " --inh-caps=-ipc_lock --bounding-set=-ipc_lock"
+
+static void test_memlock(const void *data)
+{
+    g_autofree char *wrapped = g_strdup_printf("%s %s", MEMLOCK_WRAP,
+                                               getenv("QTEST_QEMU_BINARY"));
+    g_autofree char *args = g_strdup_printf("-machine %s -m 256M -device"
+                                            " iommu-emul,id=iommu0,addr=04.0"
+                                            " -device edu,addr=05.0",
+                                            (const char *)data);
+    Fixture *f;
+    uint64_t base, bus;
+    int status = -1;
+    CmdOut out;
+
+    if (!g_spawn_command_line_sync(MEMLOCK_WRAP " true", NULL, NULL,
+                                   &status, NULL) ||
+        !WIFEXITED(status) || WEXITSTATUS(status)) {
+        g_test_skip("cannot run QEMU under prlimit/setpriv without"
+                    " CAP_IPC_LOCK here (util-linux missing, or no"
+                    " CAP_SETPCAP)");
+        return;
+    }
+    g_setenv("IOMMU_EMUL_TEST_MEMLOCK_QEMU", wrapped, true);
+    f = g_new0(Fixture, 1);
+    f->qts = qtest_init_with_env("IOMMU_EMUL_TEST_MEMLOCK_QEMU", args, true);
+    f->bus = qpci_new_pc(f->qts, NULL);
+    f->iommu = qpci_device_find(f->bus, IOMMU_DEVFN);
+    f->edu = qpci_device_find(f->bus, EDU_DEVFN);
+    qpci_device_enable(f->iommu);
+    qpci_device_enable(f->edu);
+    f->regs = qpci_iomap(f->iommu, IOMMU_EMUL_REGS_BAR, NULL);
+    f->edu_bar = qpci_iomap(f->edu, 0, NULL);
+    rings_on(f);
+
+    /* max-pinned (1 GiB) is far away: only the 64 KiB limit applies */
+    base = locked_kb(f);
+    bus = map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 8 * PAGE, 16 * PAGE, 0, &out), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(out.addr, ==, 0);
+
+    /* Nothing of the failed MAP is left: pins, locks, mapping, bus range */
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 8);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "maps"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID,
+                        bus + 8 * PAGE, 0, 0, NULL), ==,
+                    IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(map(f, DATA_GPA + 8 * PAGE, 4 * PAGE,
+                        IOMMU_EMUL_MAP_READ), ==, bus + 8 * PAGE);
+    g_assert_cmpuint(locked_kb(f), ==, base + 48);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 12);
+    fx_free(f);
+}
+
 static void test_bad_commands(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
@@ -1435,6 +1501,7 @@ int main(int argc, char **argv)
         add(machines[i], "refcount", test_refcount);
         add(machines[i], "pinned-locked", test_pinned_locked);
         add(machines[i], "max-pinned", test_max_pinned);
+        add(machines[i], "memlock", test_memlock);
         add(machines[i], "bad-commands", test_bad_commands);
         add(machines[i], "bad-rings", test_bad_rings);
         add(machines[i], "fault-ring-full", test_fault_ring_full);
