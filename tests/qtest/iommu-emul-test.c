@@ -14,6 +14,7 @@
 #include "libqos/pci.h"
 #include "libqos/pci-pc.h"
 #include "libqos/iommu-emul.h"
+#include "libqos/qemu-zc-migrate.h"
 #include "libqos/malloc-pc.h"
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
@@ -1009,19 +1010,6 @@ static void test_reset_bypass(const void *data)
     fx_free(f);
 }
 
-/* Migration is refused while the device is present */
-static void test_no_migration(const void *data)
-{
-    Fixture *f = fx_new(data, NULL, NULL);
-    QDict *resp;
-
-    resp = qtest_qmp(f->qts, "{'execute': 'migrate', 'arguments':"
-                     " {'uri': 'exec:cat > /dev/null'}}");
-    g_assert(qdict_haskey(resp, "error"));
-    qobject_unref(resp);
-    fx_free(f);
-}
-
 /* Host address of guest RAM at @gpa (below 4 GiB), from info ramblock */
 static uint64_t host_addr(Fixture *f, const char *block, uint64_t gpa)
 {
@@ -1435,6 +1423,192 @@ static void test_overcommit(const void *data)
     fx_free(f);
 }
 
+/* Is the host page behind @gpa in a VMA locked with mlock (smaps)? */
+static bool page_locked(Fixture *f, const char *block, uint64_t gpa)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps",
+                                            (int)qtest_pid(f->qts));
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t hva = host_addr(f, block, gpa);
+    bool in = false;
+    int i;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        uint64_t lo, hi;
+        char *end;
+
+        /* A VMA header: "start-end perms offset dev inode [path]" */
+        lo = g_ascii_strtoull(lines[i], &end, 16);
+        if (*end == '-' && end != lines[i]) {
+            hi = g_ascii_strtoull(end + 1, NULL, 16);
+            in = hva >= lo && hva < hi;
+        } else if (in && g_str_has_prefix(lines[i], "VmFlags:")) {
+            return strstr(lines[i], " lo") != NULL;
+        }
+    }
+    g_assert_not_reached();
+}
+
+/* A fixture for a QEMU migrated from @src */
+static Fixture *fx_adopt(QTestState *qts, Fixture *src)
+{
+    Fixture *f = g_new0(Fixture, 1);
+
+    f->qts = qts;
+    f->bus = qpci_new_pc(qts, NULL);
+    f->iommu = qpci_device_find(f->bus, IOMMU_DEVFN);
+    f->edu = qpci_device_find(f->bus, EDU_DEVFN);
+    g_assert_nonnull(f->iommu);
+    g_assert_nonnull(f->edu);
+    f->regs.addr = (qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_0) &
+                    ~0xfULL) |
+                   (uint64_t)qpci_config_readl(f->iommu,
+                                               PCI_BASE_ADDRESS_1) << 32;
+    g_assert_cmphex(f->regs.addr, ==, src->regs.addr);
+    /* edu has no migration state: program it as on the source */
+    qpci_config_writel(f->edu, PCI_BASE_ADDRESS_0, src->edu_bar.addr);
+    qpci_device_enable(f->edu);
+    f->edu_bar = src->edu_bar;
+    f->ring = src->ring;
+    f->ring.dev = f->iommu;
+    f->ring.bar = f->regs;
+    return f;
+}
+
+/*
+ * Migration: the domains, mappings, registers, fault state and pending
+ * discards move to the destination, which re-pins the pages; DMA through
+ * an existing mapping works there, unmapped addresses still fault.
+ */
+static void test_migrate(const void *data)
+{
+    g_autofree char *args = g_strdup_printf(
+        "-machine %s -m 256M -device iommu-emul,id=iommu0,addr=04.0"
+        " -device edu,addr=05.0 -device virtio-balloon-pci,addr=06.0",
+        (const char *)data);
+    const uint64_t a = DATA_GPA, b = DATA_GPA + PAGE;
+    const uint64_t c = DATA_GPA + 4 * PAGE, dpage = DATA_GPA + 6 * PAGE;
+    const uint64_t nomap = 0x200000;
+    uint64_t bus_ab, bus_c, bus_d;
+    Fixture *f = fx_start(data, " -device virtio-balloon-pci,addr=06.0");
+    Fixture *t;
+    QTestState *to;
+    Balloon bl;
+    Fault x;
+
+    fill(f, a, 0x11, PAGE);
+    fill(f, b, 0x22, PAGE);
+    fill(f, DATA_GPA + 2 * PAGE, 0x77, PAGE);
+    fill(f, c, 0x33, PAGE);
+    fill(f, dpage, 0x44, PAGE);
+    bus_ab = map(f, a, 2 * PAGE, IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    bus_c = map(f, c, PAGE, IOMMU_EMUL_MAP_READ);
+    bus_d = map(f, dpage, PAGE, IOMMU_EMUL_MAP_READ);
+    translate_on(f);
+    /* A fault before migration: the destination continues the sequence */
+    edu_dma(f, nomap, PAGE, true);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    /* Page D is ballooned while pinned: its discard is pending */
+    balloon_start(f, &bl);
+    balloon_pages(f, &bl, 0, &dpage, 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+
+    to = qzc_migrate(f->qts, args);
+    t = fx_adopt(to, f);
+
+    /* State and counters */
+    g_assert_cmpuint(qom_u64(t, "mappings"), ==, 3);
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, 4);
+    g_assert_cmpuint(qom_u64(t, "maps"), ==, 3);
+    g_assert_cmpuint(qom_u64(t, "faults"), ==, 1);
+    g_assert_cmpuint(qom_u64(t, "vetoed-discards"), ==, 1);
+    g_assert_cmphex(rd32(t, A_CTRL), ==, 3);
+    g_assert_cmphex(rd32(t, A_STATUS), ==,
+                    R_STATUS_CMDQ_ON_MASK | R_STATUS_FAULTQ_ON_MASK);
+    g_assert_cmpuint(rd32(t, A_CMDQ_HEAD), ==, f->ring.tail);
+    g_assert_cmpuint(rd32(t, A_FAULTQ_TAIL), ==, 1);
+
+    /* The pages are locked on the destination, only they */
+    g_assert(page_locked(t, "pc.ram", a));
+    g_assert(page_locked(t, "pc.ram", b));
+    g_assert(page_locked(t, "pc.ram", c));
+    g_assert(page_locked(t, "pc.ram", dpage));
+    g_assert_false(page_locked(t, "pc.ram", DATA_GPA + 2 * PAGE));
+    g_assert_cmpuint(locked_kb(t), >=, 16);
+
+    /* DMA through the existing mapping, both ways: A -> edu -> B */
+    edu_dma(t, bus_ab, PAGE, false);
+    edu_dma(t, bus_ab + PAGE, PAGE, true);
+    g_assert(all_eq(t, b, 0x11, PAGE));
+    g_assert(all_eq(t, a, 0x11, PAGE));
+    g_assert(all_eq(t, DATA_GPA + 2 * PAGE, 0x77, PAGE));
+    /* QUERY finds the mappings */
+    g_assert_cmphex(cmd(t, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus_c, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+
+    /* Read-only stays read-only; unmapped still faults, sequence 2, 3 */
+    edu_dma(t, bus_c, PAGE, true);
+    g_assert(all_eq(t, c, 0x33, PAGE));
+    edu_dma(t, nomap, PAGE, true);
+    g_assert_cmpuint(rd32(t, A_FAULTQ_TAIL), ==, 3);
+    x = fault_at(t, 1);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmphex(x.addr, ==, bus_c);
+    g_assert_cmpuint(x.seq, ==, 2);
+    x = fault_at(t, 2);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(x.addr, ==, nomap);
+    g_assert_cmpuint(x.seq, ==, 3);
+    g_assert_cmpuint(qom_u64(t, "faults"), ==, 3);
+
+    /* The pending discard moved too: unmapping D discards it there */
+    g_assert(present(t, "pc.ram", dpage));
+    unmap(t, bus_d, PAGE);
+    g_assert_false(present(t, "pc.ram", dpage));
+    g_assert_cmpuint(qom_u64(t, "deferred-discards"), ==, 1);
+
+    /* New mappings go on from the migrated allocator state */
+    g_assert_cmphex(map(t, DATA_GPA + 8 * PAGE, PAGE, IOMMU_EMUL_MAP_READ),
+                    ==, bus_d);
+    unmap(t, bus_ab, 2 * PAGE);
+    g_assert_false(page_locked(t, "pc.ram", a));
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, 2);
+
+    fx_free(t);
+    balloon_stop(&bl);
+    fx_free(f);
+}
+
+/* A destination whose max-pinned is too small refuses the stream */
+static void test_migrate_refused(const void *data)
+{
+    g_autofree char *dir = g_dir_make_tmp("iommu-emul-mig-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "sock", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    Fixture *f = fx_start(data, NULL);
+    QTestState *to;
+
+    map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    to = qtest_initf("-machine %s -m 256M -device iommu-emul,id=iommu0,"
+                     "addr=04.0,max-pinned=8K -device edu,addr=05.0"
+                     " -incoming %s", (const char *)data, uri);
+    qtest_set_expected_status(to, EXIT_FAILURE);
+    qtest_qmp_assert_success(f->qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    qtest_wait_qemu(to);
+    qtest_quit(to);
+    /* The source is unharmed: it still has its mapping */
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+    unlink(sock);
+    rmdir(dir);
+    fx_free(f);
+}
+
 /* Run QEMU to completion and expect it to fail with @msg on stderr */
 static void expect_fail(const char *args, const char *msg)
 {
@@ -1512,13 +1686,14 @@ int main(int argc, char **argv)
         add(machines[i], "limits", test_limits);
         add(machines[i], "batch", test_batch);
         add(machines[i], "reset-bypass", test_reset_bypass);
-        add(machines[i], "no-migration", test_no_migration);
         add(machines[i], "balloon", test_balloon);
         add(machines[i], "balloon-memfd", test_balloon_memfd);
         add(machines[i], "balloon-64m-of-512m", test_overcommit);
         add(machines[i], "balloon-deferred", test_balloon_deferred);
         add(machines[i], "balloon-deferred-detach",
             test_balloon_deferred_detach);
+        add(machines[i], "migrate", test_migrate);
+        add(machines[i], "migrate-refused", test_migrate_refused);
     }
     return g_test_run();
 }
