@@ -1962,7 +1962,8 @@ static const VMStateDescription iommu_emul_vmstate = {
     .fields = (const VMStateField[]) {
         VMSTATE_PCI_DEVICE(parent_obj, IOMMUEmulState),
         VMSTATE_MSIX(parent_obj, IOMMUEmulState),
-        VMSTATE_UINT32_EQUAL(mode, IOMMUEmulState, NULL),
+        VMSTATE_UINT32_EQUAL(mode, IOMMUEmulState,
+                             "bus-addr differs from the source"),
         VMSTATE_UINT32(ctrl, IOMMUEmulState),
         VMSTATE_STRUCT(cmdq, IOMMUEmulState, 1, iommu_emul_queue_vmstate,
                        IOMMUEmulQueue),

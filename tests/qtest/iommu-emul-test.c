@@ -1583,19 +1583,23 @@ static void test_migrate(const void *data)
     fx_free(f);
 }
 
-/* A destination whose max-pinned is too small refuses the stream */
-static void test_migrate_refused(const void *data)
+/*
+ * A destination that cannot take the state refuses the stream and exits;
+ * @dest_props: its iommu-emul properties, @dest_edu: its edu device.
+ */
+static void migrate_refused(const char *machine, const char *dest_props,
+                            const char *dest_edu)
 {
     g_autofree char *dir = g_dir_make_tmp("iommu-emul-mig-XXXXXX", NULL);
     g_autofree char *sock = g_build_filename(dir, "sock", NULL);
     g_autofree char *uri = g_strdup_printf("unix:%s", sock);
-    Fixture *f = fx_start(data, NULL);
+    Fixture *f = fx_start(machine, NULL);
     QTestState *to;
 
     map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
     to = qtest_initf("-machine %s -m 256M -device iommu-emul,id=iommu0,"
-                     "addr=04.0,max-pinned=8K -device edu,addr=05.0"
-                     " -incoming %s", (const char *)data, uri);
+                     "addr=04.0%s %s -incoming %s", machine, dest_props,
+                     dest_edu, uri);
     qtest_set_expected_status(to, EXIT_FAILURE);
     qtest_qmp_assert_success(f->qts, "{'execute': 'migrate',"
                              " 'arguments': {'uri': %s}}", uri);
@@ -1607,6 +1611,16 @@ static void test_migrate_refused(const void *data)
     unlink(sock);
     rmdir(dir);
     fx_free(f);
+}
+
+static void test_migrate_refused(const void *data)
+{
+    /* Too small a max-pinned */
+    migrate_refused(data, ",max-pinned=8K", "-device edu,addr=05.0");
+    /* Another bus-address mode */
+    migrate_refused(data, ",bus-addr=gpa", "-device edu,addr=05.0");
+    /* The requester does not exist there */
+    migrate_refused(data, "", "-device edu,addr=06.0");
 }
 
 /* Run QEMU to completion and expect it to fail with @msg on stderr */
