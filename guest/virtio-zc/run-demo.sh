@@ -1,0 +1,172 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# virtio-zc demo in a real VM: stall -> reclaim -> rewrite -> drain.
+#
+# Builds the guest driver and vzc-tool against a Debian 6.1 kernel, packs a
+# busybox initramfs, starts receiver.py stalled, boots a q35 TCG VM with
+# -device virtio-zc pointing at it, runs guest-init.sh inside, lets the
+# receiver drain when the guest prints VZC-DRAIN, and checks both sides.
+# Exit 0 only if every check passed.
+#
+# Environment:
+#   QEMU       qemu-system-x86_64 with virtio-zc
+#              (default: build/qemu/build/qemu-system-x86_64 of the repo)
+#   QEMU_DATA  firmware directory for -L
+#              (default: build/qemu/build/qemu-bundle/usr/local/share/qemu)
+#   KVER       guest kernel version (default: newest 6.1 with headers)
+#   DEMO_TIMEOUT  seconds for the whole VM run (default 300)
+#   QEMU_ZC_CACHE  cache root (default ~/.cache/qemu-zc); this script uses
+#              $QEMU_ZC_CACHE/guest-vzc
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+QEMU=${QEMU:-$ROOT/build/qemu/build/qemu-system-x86_64}
+QEMU_DATA=${QEMU_DATA:-$ROOT/build/qemu/build/qemu-bundle/usr/local/share/qemu}
+CACHE=${QEMU_ZC_CACHE:-$HOME/.cache/qemu-zc}/guest-vzc
+DEMO_TIMEOUT=${DEMO_TIMEOUT:-300}
+
+say() { echo "run-demo: $*"; }
+die() { echo "run-demo: error: $*" >&2; exit 1; }
+
+find_kver() {
+    local d
+    for d in $(ls -d /lib/modules/6.1.* 2>/dev/null | sort -V -r); do
+        if [ -e "$d/build/Makefile" ] && [ -e "/boot/vmlinuz-${d##*/}" ]; then
+            echo "${d##*/}"
+            return
+        fi
+    done
+}
+
+KVER=${KVER:-$(find_kver)}
+if [ -z "$KVER" ] || ! command -v busybox >/dev/null || ! command -v cpio >/dev/null; then
+    pkgs="linux-image-amd64 linux-headers-amd64 busybox-static cpio"
+    [ "$(id -u)" = 0 ] || die "missing packages: run apt-get install $pkgs"
+    say "installing $pkgs"
+    apt-get install -y $pkgs >/dev/null
+    KVER=${KVER:-$(find_kver)}
+fi
+[ -n "$KVER" ] || die "no Debian 6.1 kernel with headers"
+[ -x "$QEMU" ] || die "no QEMU at $QEMU (set QEMU=)"
+[ -d "$QEMU_DATA" ] || die "no firmware directory $QEMU_DATA (set QEMU_DATA=)"
+BUSYBOX=$(command -v busybox)
+file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
+    [ -x /bin/busybox ] || die "need busybox-static"
+
+# ---- build (out of the source tree) ----
+B=$CACHE/build-$KVER
+mkdir -p "$B"
+cp "$HERE"/virtio_zc.c "$HERE"/virtio_zc_user.h "$HERE"/vzc-tool.c \
+   "$HERE"/Makefile "$B"/
+say "building virtio_zc.ko for $KVER and vzc-tool in $B"
+make -s -C "/lib/modules/$KVER/build" M="$B" modules > "$B/build.log" 2>&1 ||
+    { cat "$B/build.log"; die "module build failed"; }
+if grep -qi 'warning' "$B/build.log"; then
+    cat "$B/build.log"; die "module build has warnings"
+fi
+make -s -C "$B" tool > "$B/tool.log" 2>&1 ||
+    { cat "$B/tool.log"; die "vzc-tool build failed"; }
+
+# ---- initramfs ----
+I=$B/initramfs
+rm -rf "$I"
+mkdir -p "$I"/{bin,lib/modules,proc,sys,dev,tmp}
+cp "$BUSYBOX" "$I/bin/busybox"
+for a in sh mount insmod sleep echo cat grep readlink basename poweroff sync; do
+    ln -s busybox "$I/bin/$a"
+done
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci; do
+    f=$(find "/lib/modules/$KVER/kernel/drivers/virtio" -name "$m.ko*" | head -1)
+    [ -n "$f" ] || die "no $m module in /lib/modules/$KVER"
+    case "$f" in
+    *.xz) xz -dc "$f" > "$I/lib/modules/$m.ko" ;;
+    *.zst) zstd -qdc "$f" > "$I/lib/modules/$m.ko" ;;
+    *) cp "$f" "$I/lib/modules/$m.ko" ;;
+    esac
+done
+cp "$B/virtio_zc.ko" "$I/lib/modules/"
+cp "$B/vzc-tool" "$I/bin/"
+cp "$HERE/guest-init.sh" "$I/init"
+chmod +x "$I/init"
+(cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$B/initramfs.gz"
+
+# ---- run ----
+RUN=$(mktemp -d "$CACHE/run.XXXXXX")
+RX_LOG=$RUN/receiver.log
+SERIAL=$RUN/serial.log
+QEMU_LOG=$RUN/qemu.log
+RX_PID=
+QEMU_PID=
+cleanup() {
+    [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
+    [ -n "$RX_PID" ] && kill "$RX_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Tags 1 and 2 must arrive exactly once; 3, 4 and 5 may (a message the
+# device takes back before writing its first byte is never sent).
+python3 "$HERE/receiver.py" --stall --port 0 --port-file "$RUN/port" \
+    --expect 1:300000,2:200000 --maybe 3:65536,4:131072,5:131072 \
+    --timeout "$DEMO_TIMEOUT" > "$RX_LOG" 2>&1 &
+RX_PID=$!
+for _ in $(seq 100); do
+    [ -s "$RUN/port" ] && break
+    sleep 0.1
+done
+[ -s "$RUN/port" ] || { cat "$RX_LOG"; die "receiver did not start"; }
+PORT=$(cat "$RUN/port")
+say "receiver stalled on 127.0.0.1:$PORT, logs in $RUN"
+
+: > "$SERIAL"
+timeout "$DEMO_TIMEOUT" "$QEMU" -L "$QEMU_DATA" -accel tcg -M q35 -m 512M \
+    -smp 1 -display none -monitor none -no-reboot \
+    -serial "file:$SERIAL" \
+    -kernel "/boot/vmlinuz-$KVER" -initrd "$B/initramfs.gz" \
+    -append "console=ttyS0 panic=-1 loglevel=4" \
+    -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-segments=254,max-data-len=4194304,sndbuf=4194304" \
+    > "$QEMU_LOG" 2>&1 &
+QEMU_PID=$!
+
+drained=0
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+    if [ $drained = 0 ] && grep -q '^VZC-DRAIN' "$SERIAL"; then
+        say "guest asked for the drain: signalling the receiver"
+        kill -USR1 "$RX_PID"
+        drained=1
+    fi
+    sleep 0.2
+done
+qemu_rc=0
+wait "$QEMU_PID" || qemu_rc=$?
+QEMU_PID=
+if [ $drained = 0 ]; then
+    kill -USR1 "$RX_PID" 2>/dev/null || true
+fi
+rx_rc=0
+wait "$RX_PID" || rx_rc=$?
+RX_PID=
+
+echo "----- guest (serial) -----"
+tr -d '\r' < "$SERIAL" | grep -E '^(VZC-|info:|fill|verify:|send:|wait:|reset:)|virtio_zc|virtio-zc' || true
+echo "----- receiver -----"
+cat "$RX_LOG"
+if [ -s "$QEMU_LOG" ]; then
+    echo "----- qemu -----"
+    cat "$QEMU_LOG"
+fi
+echo "-----"
+
+ok=1
+[ $qemu_rc = 0 ] || { say "FAIL: QEMU exit status $qemu_rc (124 = timeout)"; ok=0; }
+grep -q '^VZC-RESULT PASS' "$SERIAL" || { say "FAIL: guest checks"; ok=0; }
+[ $drained = 1 ] || { say "FAIL: the guest never asked for the drain"; ok=0; }
+[ $rx_rc = 0 ] || { say "FAIL: receiver"; ok=0; }
+if [ $ok = 1 ]; then
+    say "PASS (stall -> reclaim -> rewrite -> drain; reset; unbind; plain send)"
+    exit 0
+fi
+say "FAIL (logs in $RUN)"
+exit 1
