@@ -12,7 +12,13 @@
 #     waiting process when the driver is unbound; the driver is rebound.
 #  Then "VZC-DRAIN" asks the host to let the receiver drain, and
 #  D. plain send: tag 2 with a per-request timeout completes OK.
+#  Then "VZC-CLOSE" asks the host to close the receiver, and
+#  E. destination loss: dest_state drops to 0, tag 6 completes DEST_ERROR.
 # The receiver checks that it saw only the original bytes.
+#
+# With vzc.mode=negative on the kernel command line it instead breaks the
+# driver contract on purpose (rewrites tag 1 while the device holds it), so
+# that run-demo.sh --negative can show the receiver catching the change.
 
 export PATH=/bin
 mount -t proc proc /proc
@@ -28,6 +34,30 @@ check() {
 		echo "VZC-CHECK-FAILED: $*"
 		fail=1
 	fi
+}
+# The driver must refuse what the spec forbids a driver to post.
+mustfail() {
+	echo "VZC-STEP (must fail) $*"
+	if "$T" "$@"; then
+		echo "VZC-CHECK-FAILED: accepted: $*"
+		fail=1
+	fi
+}
+finish() {
+	dmesg > /tmp/dmesg
+	grep -E 'virtio_zc|virtio-zc' /tmp/dmesg | sed 's/^/VZC-DMESG /'
+	if grep -qE 'WARNING:|BUG:|Oops|general protection|Call Trace' /tmp/dmesg; then
+		sed 's/^/VZC-DMESG /' /tmp/dmesg | tail -60
+		echo "VZC-CHECK-FAILED: kernel warning"
+		fail=1
+	fi
+	if [ $fail = 0 ]; then
+		echo "VZC-RESULT PASS"
+	else
+		echo "VZC-RESULT FAIL"
+	fi
+	sync
+	poweroff -f
 }
 
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
@@ -45,6 +75,22 @@ wait_dev() {
 }
 wait_dev
 check info
+
+if grep -q 'vzc.mode=negative' /proc/cmdline; then
+	# Rewrite while the device holds the request: this may reach the
+	# destination (the spec forbids it), and the receiver must notice.
+	check fill 4096 300000 1 , send 4096 300000 1 30000 , sleep 300
+	check fill 4096 300000 1001
+	echo "VZC-DRAIN"
+	check wait 1 60000 OK
+	echo "VZC-CLOSE"
+	finish
+fi
+
+mustfail send 0 0 7				# no data
+mustfail send 4190000 8192 7			# beyond the pool
+mustfail send 0 4096 7 60001			# above max_timeout_ms
+mustfail send 0 300 7 0 1			# 300 segments > 254
 
 # A. stall -> reclaim -> rewrite
 OFF1=4196; LEN1=300000		# unaligned start and end
@@ -99,12 +145,12 @@ check fill $OFF2 $LEN2 2
 check send $OFF2 $LEN2 2 30000
 check wait 2 60000 OK
 check verify $OFF2 $LEN2 2
-check info
 
-if [ $fail = 0 ]; then
-	echo "VZC-RESULT PASS"
-else
-	echo "VZC-RESULT FAIL"
-fi
-sync
-poweroff -f
+echo "VZC-CLOSE"
+
+# E. destination loss
+check waitdest 0 20000
+OFF6=1310720; LEN6=4096
+check fill $OFF6 $LEN6 6 , send $OFF6 $LEN6 6 , wait 6 60000 DEST_ERROR
+check info
+finish

@@ -8,6 +8,8 @@ stream of docs/specs/virtio-zc.rst ("Destination stream"): 24-byte header
 
 With --stall it accepts but does not read (and its receive buffer is tiny)
 until it gets SIGUSR1 or the --control file appears; then it drains.
+SIGUSR2 asks it to finish: once nothing has arrived for a second it closes
+the connection (the device sees its destination go away) and reports.
 
 Every message is checked against this receiver's own pattern for its tag
 (the pattern vzc-tool writes: splitmix64 seeded per tag), and every differing
@@ -18,6 +20,7 @@ message), every message matched, and the --expect / --maybe rules held.
 
 import argparse
 import os
+import select
 import signal
 import socket
 import struct
@@ -57,24 +60,41 @@ def parse_tags(spec):
     return tags
 
 
+class Finished(Exception):
+    """SIGUSR2 and the stream went quiet; args[0]: inside a message"""
+
+
 class Receiver:
     def __init__(self, args):
         self.args = args
         self.drain = not args.stall
+        self.finish = False
+        self.deadline = time.monotonic() + args.timeout
         self.errors = []
         self.seen = {}
         self.next_seq = 0
 
     def on_signal(self, signum, frame):
+        if signum == signal.SIGUSR2:
+            self.finish = True
         self.drain = True
 
     def fail(self, msg):
         self.errors.append(msg)
         log('ERROR', msg)
 
-    def recv_exact(self, conn, n):
+    def recv_exact(self, conn, n, boundary=False):
         buf = bytearray()
+        idle = 0.0
         while len(buf) < n:
+            if not select.select([conn], [], [], 0.2)[0]:
+                idle += 0.2
+                if time.monotonic() > self.deadline:
+                    raise socket.timeout()
+                if self.finish and idle >= 1.0:
+                    raise Finished(len(buf) > 0 or not boundary)
+                continue
+            idle = 0.0
             chunk = conn.recv(min(n - len(buf), 1 << 20))
             if not chunk:
                 return bytes(buf)
@@ -106,7 +126,7 @@ class Receiver:
 
     def run(self):
         args = self.args
-        deadline = time.monotonic() + args.timeout
+        deadline = self.deadline
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if args.stall:
@@ -135,9 +155,12 @@ class Receiver:
             return self.result()
         log('draining')
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        conn.settimeout(max(1.0, deadline - time.monotonic()))
         try:
             self.read_stream(conn)
+        except Finished as e:
+            log('closing the connection on request')
+            if e.args[0]:
+                self.fail('closed in the middle of a message')
         except socket.timeout:
             self.fail('timed out while draining')
         except OSError as e:
@@ -147,7 +170,7 @@ class Receiver:
 
     def read_stream(self, conn):
         while True:
-            hdr = self.recv_exact(conn, HDR.size)
+            hdr = self.recv_exact(conn, HDR.size, boundary=True)
             if not hdr:
                 log('end of stream')
                 return
@@ -218,6 +241,7 @@ def main():
         return 0
     rx = Receiver(args)
     signal.signal(signal.SIGUSR1, rx.on_signal)
+    signal.signal(signal.SIGUSR2, rx.on_signal)
     return rx.run()
 
 

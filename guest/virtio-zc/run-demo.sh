@@ -9,6 +9,10 @@
 # receiver drain when the guest prints VZC-DRAIN, and checks both sides.
 # Exit 0 only if every check passed.
 #
+# run-demo.sh --negative: a self-check of the checker.  The guest rewrites
+# a buffer while the device still holds it (what the spec forbids), and
+# the demo passes only if the receiver reports the changed bytes.
+#
 # Environment:
 #   QEMU       qemu-system-x86_64 with virtio-zc
 #              (default: build/qemu/build/qemu-system-x86_64 of the repo)
@@ -27,6 +31,12 @@ QEMU=${QEMU:-$ROOT/build/qemu/build/qemu-system-x86_64}
 QEMU_DATA=${QEMU_DATA:-$ROOT/build/qemu/build/qemu-bundle/usr/local/share/qemu}
 CACHE=${QEMU_ZC_CACHE:-$HOME/.cache/qemu-zc}/guest-vzc
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-300}
+MODE=normal
+case "${1:-}" in
+"") ;;
+--negative) MODE=negative ;;
+*) echo "usage: $0 [--negative]" >&2; exit 2 ;;
+esac
 
 say() { echo "run-demo: $*"; }
 die() { echo "run-demo: error: $*" >&2; exit 1; }
@@ -75,7 +85,7 @@ I=$B/initramfs
 rm -rf "$I"
 mkdir -p "$I"/{bin,lib/modules,proc,sys,dev,tmp}
 cp "$BUSYBOX" "$I/bin/busybox"
-for a in sh mount insmod sleep echo cat grep readlink basename poweroff sync; do
+for a in sh mount insmod sleep echo cat grep sed tail readlink basename dmesg poweroff sync; do
     ln -s busybox "$I/bin/$a"
 done
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci; do
@@ -108,9 +118,13 @@ trap cleanup EXIT
 
 # Tags 1 and 2 must arrive exactly once; 3, 4 and 5 may (a message the
 # device takes back before writing its first byte is never sent).
+if [ $MODE = normal ]; then
+    rx_args=(--expect 1:300000,2:200000 --maybe 3:65536,4:131072,5:131072)
+else
+    rx_args=(--expect 1:300000)
+fi
 python3 "$HERE/receiver.py" --stall --port 0 --port-file "$RUN/port" \
-    --expect 1:300000,2:200000 --maybe 3:65536,4:131072,5:131072 \
-    --timeout "$DEMO_TIMEOUT" > "$RX_LOG" 2>&1 &
+    "${rx_args[@]}" --timeout "$DEMO_TIMEOUT" > "$RX_LOG" 2>&1 &
 RX_PID=$!
 for _ in $(seq 100); do
     [ -s "$RUN/port" ] && break
@@ -125,17 +139,23 @@ timeout "$DEMO_TIMEOUT" "$QEMU" -L "$QEMU_DATA" -accel tcg -M q35 -m 512M \
     -smp 1 -display none -monitor none -no-reboot \
     -serial "file:$SERIAL" \
     -kernel "/boot/vmlinuz-$KVER" -initrd "$B/initramfs.gz" \
-    -append "console=ttyS0 panic=-1 loglevel=4" \
+    -append "console=ttyS0 panic=-1 loglevel=4 vzc.mode=$MODE" \
     -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-segments=254,max-data-len=4194304,sndbuf=4194304" \
     > "$QEMU_LOG" 2>&1 &
 QEMU_PID=$!
 
 drained=0
+closed=0
 while kill -0 "$QEMU_PID" 2>/dev/null; do
     if [ $drained = 0 ] && grep -q '^VZC-DRAIN' "$SERIAL"; then
         say "guest asked for the drain: signalling the receiver"
         kill -USR1 "$RX_PID"
         drained=1
+    fi
+    if [ $closed = 0 ] && grep -q '^VZC-CLOSE' "$SERIAL"; then
+        say "guest asked to close the destination"
+        kill -USR2 "$RX_PID"
+        closed=1
     fi
     sleep 0.2
 done
@@ -150,7 +170,8 @@ wait "$RX_PID" || rx_rc=$?
 RX_PID=
 
 echo "----- guest (serial) -----"
-tr -d '\r' < "$SERIAL" | grep -E '^(VZC-|info:|fill|verify:|send:|wait:|reset:)|virtio_zc|virtio-zc' || true
+tr -d '\r' < "$SERIAL" |
+    grep -E '^(VZC-|info:|fill|verify:|send:|wait:|waitdest:|reset:)' || true
 echo "----- receiver -----"
 cat "$RX_LOG"
 if [ -s "$QEMU_LOG" ]; then
@@ -159,7 +180,17 @@ if [ -s "$QEMU_LOG" ]; then
 fi
 echo "-----"
 
+if [ $MODE = negative ]; then
+    if grep -q '^VZC-RESULT PASS' "$SERIAL" && [ $rx_rc != 0 ] &&
+       grep -q 'tag=1 len=300000 MISMATCH' "$RX_LOG"; then
+        say "PASS (negative): the receiver caught the bytes written while the device held the buffer"
+        exit 0
+    fi
+    say "FAIL (negative): the receiver did not catch the rewrite (logs in $RUN)"
+    exit 1
+fi
 ok=1
+[ $closed = 1 ] || { say "FAIL: the guest never asked to close"; ok=0; }
 [ $qemu_rc = 0 ] || { say "FAIL: QEMU exit status $qemu_rc (124 = timeout)"; ok=0; }
 grep -q '^VZC-RESULT PASS' "$SERIAL" || { say "FAIL: guest checks"; ok=0; }
 [ $drained = 1 ] || { say "FAIL: the guest never asked for the drain"; ok=0; }

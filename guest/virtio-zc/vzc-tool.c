@@ -41,6 +41,7 @@ static void usage(void)
 "                                    forever); fail unless STATUS (name or\n"
 "                                    number) if given\n"
 "  reset                             device reset (VZC_IOC_RESET)\n"
+"  waitdest STATE TMO                poll until dest_state is STATE (0 or 1)\n"
 "  sleep MS\n"
 "  pattern SEED LEN                  print the pattern as hex\n"
 "pattern: byte i of SEED is byte i%%8 (little-endian) of the (i/8+1)-th\n"
@@ -178,6 +179,32 @@ static int cmd_info(void)
 	       i.status_count[3], i.status_count[4], i.status_count[5],
 	       i.resets);
 	return 0;
+}
+
+static int cmd_waitdest(uint64_t state, uint64_t tmo)
+{
+	struct vzc_info i;
+	uint64_t waited = 0;
+
+	open_dev();
+	for (;;) {
+		if (ioctl(fd, VZC_IOC_INFO, &i)) {
+			perror("vzc-tool: VZC_IOC_INFO");
+			return 1;
+		}
+		if (i.dest_state == state) {
+			printf("waitdest: dest_state=%u after %" PRIu64 " ms\n",
+			       i.dest_state, waited);
+			return 0;
+		}
+		if (waited >= tmo) {
+			printf("waitdest: FAIL dest_state=%u after %" PRIu64
+			       " ms\n", i.dest_state, waited);
+			return 1;
+		}
+		usleep(50000);
+		waited += 50;
+	}
 }
 
 static int cmd_verify(uint64_t off, uint64_t len, const uint8_t *want,
@@ -324,6 +351,8 @@ int main(int argc, char **argv)
 				printf("%02x", buf[k]);
 			printf("\n");
 			free(buf);
+		} else if (!strcmp(cmd, "waitdest") && n == 2) {
+			rc |= cmd_waitdest(num(a[0]), num(a[1]));
 		} else if (!strcmp(cmd, "sleep") && n == 1) {
 			usleep(num(a[0]) * 1000);
 		} else {
