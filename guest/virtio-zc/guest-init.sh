@@ -8,6 +8,8 @@
 #     bytes and the guard bytes around them; then it rewrites them.
 #  B. reset: tag 4 (long timeout) is taken back by VZC_IOC_RESET: RECLAIMED,
 #     flagged as completed by the reset; then rewritten.
+#  B2. 80 requests, more than max_inflight, then a reset: each completes
+#     once, RECLAIMED or (still in the ring) CANCELED.
 #  C. unbind with a request in flight: tag 5 (long timeout) completes for a
 #     waiting process when the driver is unbound; the driver is rebound.
 #  Then "VZC-DRAIN" asks the host to let the receiver drain, and
@@ -118,6 +120,17 @@ check send $OFF4 $LEN4 4 30000
 check sleep 200 , reset
 check wait 4 0 RECLAIMED
 check fill $OFF4 $LEN4 1004
+
+# B2. more requests than max_inflight (32), then a reset: every one
+# completes exactly once, RECLAIMED if the device held it (at most 32),
+# CANCELED if it was still in the ring.
+OFFM=2097152
+check fillmany $OFFM 4096 100 80
+"$T" sendmany $OFFM 4096 100 80 30000 > /tmp/sendmany || {
+	cat /tmp/sendmany; echo "VZC-CHECK-FAILED: sendmany"; fail=1; }
+check sleep 300 , info , reset
+check collect 100 80 0 RECLAIMED,CANCELED 32
+check fillmany $OFFM 4096 1100 80
 
 # C. unbind with a request in flight, then bind again
 OFF5=786432; LEN5=131072

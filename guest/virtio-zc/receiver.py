@@ -52,11 +52,13 @@ def log(*args):
 
 
 def parse_tags(spec):
-    """'TAG:LEN,TAG:LEN' -> {tag: len}"""
+    """'TAG:LEN,FIRST-LAST:LEN,...' -> {tag: len}"""
     tags = {}
     for item in filter(None, (spec or '').split(',')):
         tag, _, length = item.partition(':')
-        tags[int(tag, 0)] = int(length, 0)
+        first, _, last = tag.partition('-')
+        for t in range(int(first, 0), int(last or first, 0) + 1):
+            tags[t] = int(length, 0)
     return tags
 
 
@@ -229,7 +231,7 @@ def main():
     ap.add_argument('--control', help='drain once this file exists')
     ap.add_argument('--rcvbuf', type=int, default=4096,
                     help='SO_RCVBUF while stalled (default 4096)')
-    ap.add_argument('--expect', help='TAG:LEN,... must arrive exactly once')
+    ap.add_argument('--expect', help='TAG:LEN,FIRST-LAST:LEN,... must arrive exactly once')
     ap.add_argument('--maybe', help='TAG:LEN,... may arrive (at most once)')
     ap.add_argument('--timeout', type=float, default=300,
                     help='give up after this many seconds')

@@ -116,10 +116,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Tags 1 and 2 must arrive exactly once; 3, 4 and 5 may (a message the
+# Tags 1 and 2 must arrive exactly once; 3, 4, 5 and 100-179 may (a message the
 # device takes back before writing its first byte is never sent).
 if [ $MODE = normal ]; then
-    rx_args=(--expect 1:300000,2:200000 --maybe 3:65536,4:131072,5:131072)
+    rx_args=(--expect 1:300000,2:200000
+             --maybe 3:65536,4:131072,5:131072,100-179:4096)
 else
     rx_args=(--expect 1:300000)
 fi
@@ -140,7 +141,7 @@ timeout "$DEMO_TIMEOUT" "$QEMU" -L "$QEMU_DATA" -accel tcg -M q35 -m 512M \
     -serial "file:$SERIAL" \
     -kernel "/boot/vmlinuz-$KVER" -initrd "$B/initramfs.gz" \
     -append "console=ttyS0 panic=-1 loglevel=4 vzc.mode=$MODE" \
-    -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-segments=254,max-data-len=4194304,sndbuf=4194304" \
+    -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-inflight=32,max-segments=254,max-data-len=4194304,sndbuf=4194304" \
     > "$QEMU_LOG" 2>&1 &
 QEMU_PID=$!
 
@@ -171,7 +172,7 @@ RX_PID=
 
 echo "----- guest (serial) -----"
 tr -d '\r' < "$SERIAL" |
-    grep -E '^(VZC-|info:|fill|verify:|send:|wait:|waitdest:|reset:)' || true
+    grep -E '^(VZC-|info:|fill|verify:|send:|wait:|waitdest:|reset:|collect:)' || true
 echo "----- receiver -----"
 cat "$RX_LOG"
 if [ -s "$QEMU_LOG" ]; then

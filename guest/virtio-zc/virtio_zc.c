@@ -278,6 +278,7 @@ static void vzc_quiesce(struct vzc_dev *vzc, u32 flags)
 static void vzc_config_work(struct work_struct *work)
 {
 	struct vzc_dev *vzc = container_of(work, struct vzc_dev, config_work);
+	bool needs_reset;
 	u32 old, state;
 
 	mutex_lock(&vzc->lock);
@@ -289,12 +290,14 @@ static void vzc_config_work(struct work_struct *work)
 	virtio_cread_le(vzc->vdev, struct virtio_zc_config, dest_state,
 			&state);
 	vzc->cfg.dest_state = state;
+	needs_reset = vzc->vdev->config->get_status(vzc->vdev) &
+		      VIRTIO_CONFIG_S_NEEDS_RESET;
 	mutex_unlock(&vzc->lock);
 	if (old != state)
 		dev_info(&vzc->vdev->dev, "destination %s\n",
 			 state == 1 ? "connected" : "disconnected");
-	if (vzc->vdev->config->get_status(vzc->vdev) &
-	    VIRTIO_CONFIG_S_NEEDS_RESET)
+	/* Requests may never complete now: user space decides to reset. */
+	if (needs_reset)
 		dev_warn(&vzc->vdev->dev,
 			 "device needs reset (VZC_IOC_RESET)\n");
 	wake_up_all(&vzc->wq);

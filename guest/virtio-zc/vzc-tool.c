@@ -41,6 +41,14 @@ static void usage(void)
 "                                    forever); fail unless STATUS (name or\n"
 "                                    number) if given\n"
 "  reset                             device reset (VZC_IOC_RESET)\n"
+"  sendmany OFF LEN TAG0 COUNT [TMO] COUNT requests, tags TAG0.., data at\n"
+"                                    OFF, OFF+LEN, ... (pattern of each tag\n"
+"                                    must be filled by the caller)\n"
+"  collect TAG0 COUNT TMO ALLOWED [MAX]  wait for the COUNT completions of\n"
+"                                    tags TAG0.., each exactly once, with a\n"
+"                                    status in ALLOWED (a,b,...); at most\n"
+"                                    MAX of the first one\n"
+"  fillmany OFF LEN TAG0 COUNT       fill the pattern of each tag\n"
 "  waitdest STATE TMO                poll until dest_state is STATE (0 or 1)\n"
 "  sleep MS\n"
 "  pattern SEED LEN                  print the pattern as hex\n"
@@ -207,6 +215,68 @@ static int cmd_waitdest(uint64_t state, uint64_t tmo)
 	}
 }
 
+static int cmd_collect(uint64_t tag0, uint64_t count, int64_t tmo,
+		       char *allowed, int64_t max_first)
+{
+	uint32_t ok_st[8];
+	uint64_t seen_n[8] = { 0 }, got = 0, i;
+	unsigned int n_ok = 0, k;
+	uint8_t *seen = calloc(count ? count : 1, 1);
+	char *tok, *save = NULL;
+	int rc = 0;
+
+	if (!seen)
+		return 1;
+	for (tok = strtok_r(allowed, ",", &save); tok && n_ok < 8;
+	     tok = strtok_r(NULL, ",", &save))
+		ok_st[n_ok++] = st_parse(tok);
+	open_dev();
+	while (got < count) {
+		struct vzc_wait w = { .timeout_ms = tmo };
+
+		if (ioctl(fd, VZC_IOC_WAIT, &w)) {
+			printf("collect: FAIL after %" PRIu64 " of %" PRIu64
+			       ": %s\n", got, count, strerror(errno));
+			rc = 1;
+			break;
+		}
+		got++;
+		if (w.c.tag < tag0 || w.c.tag - tag0 >= count ||
+		    seen[w.c.tag - tag0]++) {
+			printf("collect: FAIL tag %llu unexpected or twice\n",
+			       w.c.tag);
+			rc = 1;
+			continue;
+		}
+		for (k = 0; k < n_ok && ok_st[k] != w.c.status; k++)
+			;
+		if (k == n_ok) {
+			printf("collect: FAIL tag %llu status %s\n", w.c.tag,
+			       st_name(w.c.status));
+			rc = 1;
+			continue;
+		}
+		seen_n[k]++;
+	}
+	for (i = 0; i < count; i++)
+		if (!seen[i]) {
+			printf("collect: FAIL no completion for tag %" PRIu64
+			       "\n", tag0 + i);
+			rc = 1;
+		}
+	printf("collect: %" PRIu64 " completions:", got);
+	for (k = 0; k < n_ok; k++)
+		printf(" %s=%" PRIu64, st_name(ok_st[k]), seen_n[k]);
+	printf("\n");
+	if (max_first >= 0 && n_ok && seen_n[0] > (uint64_t)max_first) {
+		printf("collect: FAIL more than %" PRId64 " %s\n", max_first,
+		       st_name(ok_st[0]));
+		rc = 1;
+	}
+	free(seen);
+	return rc;
+}
+
 static int cmd_verify(uint64_t off, uint64_t len, const uint8_t *want,
 		      const char *what)
 {
@@ -351,6 +421,24 @@ int main(int argc, char **argv)
 				printf("%02x", buf[k]);
 			printf("\n");
 			free(buf);
+		} else if (!strcmp(cmd, "sendmany") && (n == 4 || n == 5)) {
+			uint64_t off = num(a[0]), len = num(a[1]), k;
+
+			for (k = 0; k < num(a[3]); k++)
+				rc |= cmd_send(off + k * len, len, num(a[2]) + k,
+					       n > 4 ? num(a[4]) : 0, 0);
+		} else if (!strcmp(cmd, "fillmany") && n == 4) {
+			uint64_t off = num(a[0]), len = num(a[1]), k;
+
+			for (k = 0; k < num(a[3]); k++)
+				pattern(range(off + k * len, len), len,
+					num(a[2]) + k);
+			printf("fillmany: %s x %s bytes at %s\n", a[3], a[1],
+			       a[0]);
+		} else if (!strcmp(cmd, "collect") && (n == 4 || n == 5)) {
+			rc |= cmd_collect(num(a[0]), num(a[1]),
+					  strtoll(a[2], NULL, 0), a[3],
+					  n > 4 ? (int64_t)num(a[4]) : -1);
 		} else if (!strcmp(cmd, "waitdest") && n == 2) {
 			rc |= cmd_waitdest(num(a[0]), num(a[1]));
 		} else if (!strcmp(cmd, "sleep") && n == 1) {
