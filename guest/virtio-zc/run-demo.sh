@@ -141,7 +141,7 @@ timeout "$DEMO_TIMEOUT" "$QEMU" -L "$QEMU_DATA" -accel tcg -M q35 -m 512M \
     -serial "file:$SERIAL" \
     -kernel "/boot/vmlinuz-$KVER" -initrd "$B/initramfs.gz" \
     -append "console=ttyS0 panic=-1 loglevel=4 vzc.mode=$MODE" \
-    -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-inflight=32,max-segments=254,max-data-len=4194304,sndbuf=4194304" \
+    -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-inflight=32,max-segments=254,max-data-len=1048576,sndbuf=4194304" \
     > "$QEMU_LOG" 2>&1 &
 QEMU_PID=$!
 

@@ -46,15 +46,21 @@ struct virtio_zc_req_hdr {
 
 #define VZC_STATUS_UNSET	0xff	/* never a device status */
 #define VZC_POOL_CHUNK_ORDER	4
+#define VZC_MAX_SEGMENTS	254	/* the spec's largest max_segments */
 
 static unsigned int pool_kb = 4096;
 module_param(pool_kb, uint, 0444);
 MODULE_PARM_DESC(pool_kb, "Buffer pool per device in KiB (default 4096)");
 
+static bool allow_malformed;
+module_param(allow_malformed, bool, 0444);
+MODULE_PARM_DESC(allow_malformed,
+		 "Accept VZC_SEND_F_* flags that post malformed requests (testing)");
+
 struct vzc_req {
 	struct list_head node;
 	struct virtio_zc_req_hdr hdr;	/* device-readable */
-	u8 status;			/* device-writable */
+	u8 status[2];			/* device-writable: status[0] */
 	struct vzc_completion c;
 	ktime_t posted;
 	unsigned int nsegs;
@@ -161,12 +167,12 @@ static void vzc_finish(struct vzc_dev *vzc, struct vzc_req *req,
 
 	if (flags) {
 		/* Not used through the ring: the status byte is all we have. */
-		status = req->status == VZC_STATUS_UNSET ?
-			 VZC_ST_CANCELED : req->status;
+		status = req->status[0] == VZC_STATUS_UNSET ?
+			 VZC_ST_CANCELED : req->status[0];
 	} else if (used_len == 0) {
 		status = VZC_ST_NO_STATUS;
 	} else {
-		status = req->status;
+		status = req->status[0];
 	}
 	req->c.status = status;
 	req->c.used_len = used_len;
@@ -416,27 +422,42 @@ static long vzc_send(struct vzc_dev *vzc, struct vzc_send __user *uarg)
 	struct vzc_send a;
 	struct vzc_req *req;
 	unsigned int nsegs, limit;
+	bool unchecked;
 	int err;
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
 		return -EFAULT;
+	if ((a.flags & ~VZC_SEND_F_ALL) || a.reserved)
+		return -EINVAL;
+	if (a.flags && !allow_malformed)
+		return -EPERM;
+	unchecked = a.flags & VZC_SEND_F_UNCHECKED;
 	if (!a.length || a.offset >= (u64)vzc->npages << PAGE_SHIFT ||
 	    a.length > ((u64)vzc->npages << PAGE_SHIFT) - a.offset)
 		return -EINVAL;
+	/* Early limits (checked again under the lock) bound the allocation. */
+	limit = unchecked ? VZC_MAX_SEGMENTS * 4 : VZC_MAX_SEGMENTS;
+	if ((!unchecked && a.length > READ_ONCE(vzc->cfg.max_data_len)) ||
+	    (a.seg_max && a.length / a.seg_max > limit))
+		return -E2BIG;
 	nsegs = vzc_build_sg(vzc, NULL, a.offset, a.length, a.seg_max);
+	if (nsegs > limit)
+		return -E2BIG;
 	req = kzalloc(struct_size(req, sg, nsegs), GFP_KERNEL);
 	if (!req)
 		return -ENOMEM;
 	sg_init_table(req->sg, nsegs);
 	vzc_build_sg(vzc, req->sg, a.offset, a.length, a.seg_max);
 	req->nsegs = nsegs;
-	req->hdr.flags = cpu_to_le32(0);
+	req->hdr.flags = cpu_to_le32(a.flags & VZC_SEND_F_BAD_FLAGS ? 1 : 0);
 	req->hdr.timeout_ms = cpu_to_le32(a.timeout_ms);
 	req->hdr.tag = cpu_to_le64(a.tag);
-	req->status = VZC_STATUS_UNSET;
+	req->status[0] = VZC_STATUS_UNSET;
+	req->status[1] = VZC_STATUS_UNSET;
 	req->c.tag = a.tag;
 	sg_init_one(&hdr_sg, &req->hdr, sizeof(req->hdr));
-	sg_init_one(&status_sg, &req->status, sizeof(req->status));
+	sg_init_one(&status_sg, req->status,
+		    a.flags & VZC_SEND_F_TWO_STATUS ? 2 : 1);
 	sgs[0] = &hdr_sg;
 	sgs[1] = req->sg;
 	sgs[2] = &status_sg;
@@ -451,14 +472,14 @@ retry:
 		goto out_unlock;
 	/* The spec's driver requirements, checked against the config. */
 	err = -E2BIG;
-	if (a.length > vzc->cfg.max_data_len)
+	if (!unchecked && a.length > vzc->cfg.max_data_len)
 		goto out_unlock;
-	limit = vzc->cfg.max_segments;
+	limit = unchecked ? nsegs : vzc->cfg.max_segments;
 	if (!virtio_has_feature(vzc->vdev, VIRTIO_RING_F_INDIRECT_DESC))
 		limit = min(limit, virtqueue_get_vring_size(vzc->vq) - 2);
 	if (nsegs > limit)
 		goto out_unlock;
-	if (a.timeout_ms) {
+	if (a.timeout_ms && !unchecked) {
 		err = -EOPNOTSUPP;
 		if (!vzc->has_timeout)
 			goto out_unlock;
@@ -468,7 +489,9 @@ retry:
 	}
 
 	spin_lock_irq(&vzc->qlock);
-	err = virtqueue_add_sgs(vzc->vq, sgs, 2, 1, req, GFP_ATOMIC);
+	err = virtqueue_add_sgs(vzc->vq, sgs, 2,
+				a.flags & VZC_SEND_F_NO_STATUS ? 0 : 1, req,
+				GFP_ATOMIC);
 	if (err == -ENOSPC && vzc->in_flight) {
 		/* Wait for a completion to free descriptors, then retry. */
 		u64 completed = vzc->completed;

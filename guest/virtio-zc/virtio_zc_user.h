@@ -35,7 +35,20 @@ struct vzc_send {
 	__u32 seg_max;     /* in: largest data segment in bytes, 0 = no limit */
 	__u32 nsegs;       /* out: data segments used */
 	__u64 id;          /* out: driver request id (1, 2, ...) */
+	__u32 flags;       /* in: VZC_SEND_F_*, 0 for normal use */
+	__u32 reserved;    /* in: 0 */
 };
+
+/*
+ * struct vzc_send.flags: test aids that post requests the spec forbids, to
+ * check the device's answer.  Refused (EPERM) unless the module was loaded
+ * with allow_malformed=1.
+ */
+#define VZC_SEND_F_UNCHECKED  (1u << 0) /* skip the length/segment/timeout checks */
+#define VZC_SEND_F_BAD_FLAGS  (1u << 1) /* header flags = 1 */
+#define VZC_SEND_F_NO_STATUS  (1u << 2) /* no device-writable byte */
+#define VZC_SEND_F_TWO_STATUS (1u << 3) /* two device-writable bytes */
+#define VZC_SEND_F_ALL        0xfu
 
 struct vzc_completion {
 	__u64 id;          /* the id SEND returned */

@@ -36,7 +36,8 @@ static void usage(void)
 "  fillbyte OFF LEN BYTE             write one byte value\n"
 "  verify OFF LEN SEED               check the pattern of SEED\n"
 "  verifybyte OFF LEN BYTE           check one byte value\n"
-"  send OFF LEN TAG [TMO [SEGMAX]]   post a request (TMO ms, 0 = default)\n"
+"  send OFF LEN TAG [TMO [SEGMAX [FLAGS]]]  post a request (TMO ms, 0 =\n"
+"                                    default; FLAGS: VZC_SEND_F_* bits)\n"
 "  wait TAG|any [TMO [STATUS]]       wait for a completion (TMO ms, -1\n"
 "                                    forever); fail unless STATUS (name or\n"
 "                                    number) if given\n"
@@ -302,11 +303,11 @@ static int cmd_verify(uint64_t off, uint64_t len, const uint8_t *want,
 }
 
 static int cmd_send(uint64_t off, uint64_t len, uint64_t tag,
-		    uint64_t tmo, uint64_t seg_max)
+		    uint64_t tmo, uint64_t seg_max, uint64_t flags)
 {
 	struct vzc_send s = {
 		.offset = off, .length = len, .timeout_ms = tmo, .tag = tag,
-		.seg_max = seg_max,
+		.seg_max = seg_max, .flags = flags,
 	};
 
 	open_dev();
@@ -356,12 +357,12 @@ int main(int argc, char **argv)
 		usage();
 	while (i < argc) {
 		const char *cmd = argv[i];
-		char *a[5] = { NULL };
+		char *a[6] = { NULL };
 		int n = 0;
 		uint8_t *buf;
 
 		for (i++; i < argc && strcmp(argv[i], ","); i++) {
-			if (n == 5)
+			if (n == 6)
 				usage();
 			a[n++] = argv[i];
 		}
@@ -395,10 +396,11 @@ int main(int argc, char **argv)
 				 "byte" : "seed", a[2]);
 			rc |= cmd_verify(num(a[0]), len, buf, what);
 			free(buf);
-		} else if (!strcmp(cmd, "send") && n >= 3 && n <= 5) {
+		} else if (!strcmp(cmd, "send") && n >= 3 && n <= 6) {
 			rc |= cmd_send(num(a[0]), num(a[1]), num(a[2]),
 				       n > 3 ? num(a[3]) : 0,
-				       n > 4 ? num(a[4]) : 0);
+				       n > 4 ? num(a[4]) : 0,
+				       n > 5 ? num(a[5]) : 0);
 		} else if (!strcmp(cmd, "wait") && n >= 1 && n <= 3) {
 			rc |= cmd_wait(a[0], n > 1 ? strtoll(a[1], NULL, 0) : -1,
 				       n > 2 ? a[2] : NULL);
@@ -426,7 +428,7 @@ int main(int argc, char **argv)
 
 			for (k = 0; k < num(a[3]); k++)
 				rc |= cmd_send(off + k * len, len, num(a[2]) + k,
-					       n > 4 ? num(a[4]) : 0, 0);
+					       n > 4 ? num(a[4]) : 0, 0, 0);
 		} else if (!strcmp(cmd, "fillmany") && n == 4) {
 			uint64_t off = num(a[0]), len = num(a[1]), k;
 
