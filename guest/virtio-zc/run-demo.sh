@@ -104,6 +104,8 @@ chmod +x "$I/init"
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$B/initramfs.gz"
 
 # ---- run ----
+# Keep the logs of the last few runs only.
+ls -dt "$CACHE"/run.* 2>/dev/null | tail -n +6 | xargs -r rm -rf
 RUN=$(mktemp -d "$CACHE/run.XXXXXX")
 RX_LOG=$RUN/receiver.log
 SERIAL=$RUN/serial.log
@@ -166,6 +168,13 @@ QEMU_PID=
 if [ $drained = 0 ]; then
     kill -USR1 "$RX_PID" 2>/dev/null || true
 fi
+# The receiver ends at the end of the stream; if QEMU never connected,
+# do not wait for the receiver's own timeout.
+for _ in $(seq 150); do
+    kill -0 "$RX_PID" 2>/dev/null || break
+    sleep 0.2
+done
+kill "$RX_PID" 2>/dev/null && say "receiver still running 30 s after QEMU: stopped"
 rx_rc=0
 wait "$RX_PID" || rx_rc=$?
 RX_PID=
