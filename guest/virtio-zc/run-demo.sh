@@ -140,12 +140,38 @@ say "receiver stalled on 127.0.0.1:$PORT, logs in $RUN"
 : > "$SERIAL"
 timeout "$DEMO_TIMEOUT" "$QEMU" -L "$QEMU_DATA" -accel tcg -M q35 -m 512M \
     -smp 1 -display none -monitor none -no-reboot \
-    -serial "file:$SERIAL" \
+    -serial "file:$SERIAL" -qmp "unix:$RUN/qmp.sock,server=on,wait=off" \
     -kernel "/boot/vmlinuz-$KVER" -initrd "$B/initramfs.gz" \
     -append "console=ttyS0 panic=-1 loglevel=4 vzc.mode=$MODE" \
     -device "virtio-zc,id=zc0,dest=127.0.0.1:$PORT,timeout-ms=300,max-inflight=32,max-segments=254,max-data-len=1048576,sndbuf=4194304" \
     > "$QEMU_LOG" 2>&1 &
 QEMU_PID=$!
+
+# The device's QOM counters (docs/system/devices/virtio-zc.rst), printed
+# for information: they show that stalled buffers were offlined.
+qmp_counters() {
+    timeout 20 python3 - "$RUN/qmp.sock" <<'PYEOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile('rw')
+def cmd(name, **args):
+    f.write(json.dumps({'execute': name, 'arguments': args}) + '\n')
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if 'return' in r or 'error' in r:
+            return r.get('return', r.get('error'))
+json.loads(f.readline())
+cmd('qmp_capabilities')
+names = ['requests', 'completed', 'sent', 'bytes', 'reclaimed', 'copied',
+         'kernel-copied', 'dest-errors', 'bad-requests', 'offline-refused',
+         'offline-failed', 'offlined-bytes', 'in-flight']
+print('counters: ' + ' '.join(
+    f'{n}={cmd("qom-get", path="/machine/peripheral/zc0/virtio-backend", property=n)}'
+    for n in names))
+PYEOF
+}
 
 drained=0
 closed=0
@@ -156,6 +182,7 @@ while kill -0 "$QEMU_PID" 2>/dev/null; do
         drained=1
     fi
     if [ $closed = 0 ] && grep -q '^VZC-CLOSE' "$SERIAL"; then
+        qmp_counters > "$RUN/counters.log" 2>&1 || true
         say "guest asked to close the destination"
         kill -USR2 "$RX_PID"
         closed=1
@@ -182,6 +209,8 @@ RX_PID=
 echo "----- guest (serial) -----"
 tr -d '\r' < "$SERIAL" |
     grep -E '^(VZC-|info:|fill|verify:|send:|wait:|waitdest:|reset:|collect:)' || true
+echo "----- device (QMP, before the destination closed) -----"
+cat "$RUN/counters.log" 2>/dev/null || true
 echo "----- receiver -----"
 cat "$RX_LOG"
 if [ -s "$QEMU_LOG" ]; then
