@@ -178,13 +178,13 @@ closed=0
 while kill -0 "$QEMU_PID" 2>/dev/null; do
     if [ $drained = 0 ] && grep -q '^VZC-DRAIN' "$SERIAL"; then
         say "guest asked for the drain: signalling the receiver"
-        kill -USR1 "$RX_PID"
+        kill -USR1 "$RX_PID" 2>/dev/null || true
         drained=1
     fi
     if [ $closed = 0 ] && grep -q '^VZC-CLOSE' "$SERIAL"; then
         qmp_counters > "$RUN/counters.log" 2>&1 || true
         say "guest asked to close the destination"
-        kill -USR2 "$RX_PID"
+        kill -USR2 "$RX_PID" 2>/dev/null || true
         closed=1
     fi
     sleep 0.2
