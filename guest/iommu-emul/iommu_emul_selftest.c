@@ -1,0 +1,694 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * iommu-emul self-test: drives QEMU's "edu" device (docs/specs/edu.rst)
+ * through the IOMMU and checks what docs/specs/iommu-emul.rst promises:
+ * translation to the right pages in both directions, fault records for
+ * unmapped and read-only bus addresses, UNMAP, QUERY, DETACH, SYNC and the
+ * two interrupt vectors.
+ *
+ * Output: one "iommu-emul-selftest: PASS <name>" or "FAIL <name>: why"
+ * line per check, then "iommu-emul-selftest: SUMMARY <n> passed, <m> failed".
+ */
+
+#define pr_fmt(fmt) "iommu-emul-selftest: " fmt
+
+#include <linux/delay.h>
+#include <linux/gfp.h>
+#include <linux/io.h>
+#include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/jiffies.h>
+#include <linux/mm.h>
+#include <linux/pci.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "iommu_emul.h"
+
+#define EDU_VENDOR		0x1234
+#define EDU_DEVICE		0x11e8
+#define EDU_REG_ID		0x00
+#define EDU_REG_DMA_SRC		0x80
+#define EDU_REG_DMA_DST		0x88
+#define EDU_REG_DMA_CNT		0x90
+#define EDU_REG_DMA_CMD		0x98
+#define   EDU_DMA_RUN		BIT(0)
+#define   EDU_DMA_TO_RAM	BIT(1)
+#define EDU_BUF			0x40000ULL	/* edu's 4 KiB DMA buffer */
+#define EDU_BUF_SIZE		4096
+#define EDU_DMA_MASK		DMA_BIT_MASK(28)	/* edu's default */
+
+#define ST_PAGES		4	/* buffer pages: M0 M1 (RW), RO, Z */
+#define ST_TIMEOUT		(5 * HZ)
+
+struct st {
+	struct ie_dev *ie;
+	struct pci_dev *edu;
+	void __iomem *edu_regs;
+	u16 rid;
+	u64 last_sequence;
+	bool fault_irq_seen;
+	bool fault_without_irq;
+	u8 *buf;			/* ST_PAGES pages */
+	u8 *ref;			/* expected contents */
+	phys_addr_t phys;
+	int passed;
+	int failed;
+};
+
+static DEFINE_MUTEX(st_lock);
+
+static void st_pass(struct st *t, const char *name)
+{
+	pr_info("PASS %s\n", name);
+	t->passed++;
+}
+
+static __printf(3, 4) void st_fail(struct st *t, const char *name,
+				   const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	pr_info("FAIL %s: %pV\n", name, &vaf);
+	va_end(args);
+	t->failed++;
+}
+
+static u8 *st_page(struct st *t, u8 *base, int n)
+{
+	return base + n * IE_PAGE_SIZE;
+}
+
+static void st_fill(u8 *p, size_t len, u8 seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (u8)(seed + i * 13 + (i >> 8));
+}
+
+/* Set page n of the buffer (and of the reference copy) to a pattern. */
+static void st_fill_page(struct st *t, int n, u8 seed)
+{
+	st_fill(st_page(t, t->buf, n), IE_PAGE_SIZE, seed);
+	memcpy(st_page(t, t->ref, n), st_page(t, t->buf, n), IE_PAGE_SIZE);
+}
+
+/* Compare the whole buffer with the reference; describe the first diff. */
+static bool st_buf_ok(struct st *t, char *why, size_t whylen)
+{
+	size_t i;
+
+	for (i = 0; i < ST_PAGES * IE_PAGE_SIZE; i++) {
+		if (t->buf[i] != t->ref[i]) {
+			snprintf(why, whylen,
+				 "page %zu offset %#zx is %#x, expected %#x",
+				 i / IE_PAGE_SIZE, i % IE_PAGE_SIZE,
+				 t->buf[i], t->ref[i]);
+			return false;
+		}
+	}
+	return true;
+}
+
+static int st_cmd(struct st *t, u16 op, u16 flags, u16 rid, u64 addr,
+		  u64 length, u64 dma_limit, struct ie_req *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->opcode = op;
+	r->flags = flags;
+	r->requester = rid;
+	r->addr = addr;
+	r->length = length;
+	r->dma_limit = dma_limit;
+	return ie_exec(t->ie, r);
+}
+
+/* Run a command that must succeed; report a failure under @name. */
+static bool st_cmd_ok(struct st *t, const char *name, u16 op, u16 flags,
+		      u64 addr, u64 length, u64 dma_limit, struct ie_req *r)
+{
+	int ret = st_cmd(t, op, flags, t->rid, addr, length, dma_limit, r);
+
+	if (ret) {
+		st_fail(t, name, "opcode %u: ring error %d", op, ret);
+		return false;
+	}
+	if (r->status != IE_ST_OK) {
+		st_fail(t, name, "opcode %u: status %s (%#x)", op,
+			ie_status_name(r->status), r->status);
+		return false;
+	}
+	return true;
+}
+
+/* Run a command that must fail with @want. */
+static bool st_cmd_status(struct st *t, const char *name, u16 op, u16 flags,
+			  u16 rid, u64 addr, u64 length, u16 want)
+{
+	struct ie_req r;
+	int ret = st_cmd(t, op, flags, rid, addr, length, 0, &r);
+
+	if (ret) {
+		st_fail(t, name, "opcode %u: ring error %d", op, ret);
+		return false;
+	}
+	if (r.status != want) {
+		st_fail(t, name, "opcode %u flags %#x addr %#llx len %#llx: status %s, expected %s",
+			op, flags, addr, length, ie_status_name(r.status),
+			ie_status_name(want));
+		return false;
+	}
+	return true;
+}
+
+static int edu_dma(struct st *t, u64 src, u64 dst, u32 cnt, bool to_ram)
+{
+	unsigned long deadline = jiffies + ST_TIMEOUT;
+
+	writeq(src, t->edu_regs + EDU_REG_DMA_SRC);
+	writeq(dst, t->edu_regs + EDU_REG_DMA_DST);
+	writeq(cnt, t->edu_regs + EDU_REG_DMA_CNT);
+	writeq(EDU_DMA_RUN | (to_ram ? EDU_DMA_TO_RAM : 0),
+	       t->edu_regs + EDU_REG_DMA_CMD);
+	/*
+	 * readq() orders the poll before our later loads of the buffer the
+	 * device wrote.
+	 */
+	while (readq(t->edu_regs + EDU_REG_DMA_CMD) & EDU_DMA_RUN) {
+		if (time_after(jiffies, deadline))
+			return -ETIMEDOUT;
+		msleep(5);
+	}
+	return 0;
+}
+
+/* edu reads @cnt bytes at bus address @bus into its buffer at @off. */
+static int edu_from_ram(struct st *t, u64 bus, u32 off, u32 cnt)
+{
+	return edu_dma(t, bus, EDU_BUF + off, cnt, false);
+}
+
+/* edu writes @cnt bytes of its buffer at @off to bus address @bus. */
+static int edu_to_ram(struct st *t, u32 off, u64 bus, u32 cnt)
+{
+	return edu_dma(t, EDU_BUF + off, bus, cnt, true);
+}
+
+static bool st_fault_available(struct ie_dev *ie)
+{
+	return READ_ONCE(ie->log_count) != 0;
+}
+
+/* Throw away records nobody expected (reported by the caller). */
+static int st_discard_faults(struct st *t)
+{
+	struct ie_fault_rec rec;
+	int n = 0;
+
+	ie_drain_faults(t->ie);
+	while (ie_fault_pop(t->ie, &rec)) {
+		pr_info("unexpected fault record: requester %#x access %u reason %u address %#llx\n",
+			rec.requester, rec.access, rec.reason, rec.address);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Check that the DMA just done produced exactly one fault (possibly merged
+ * or split into several records for the same page) with these fields.
+ */
+static void st_expect_fault(struct st *t, const char *name, u64 addr,
+			    u8 access, u8 reason)
+{
+	struct ie_dev *ie = t->ie;
+	struct ie_fault_rec rec, extra;
+	bool by_irq = true;
+	int unexpected = 0;
+
+	if (ie->msix)
+		wait_event_timeout(ie->fault_wq, st_fault_available(ie),
+				   2 * HZ);
+	if (!ie_fault_pop(ie, &rec)) {
+		/* Reading FAULTQ_TAIL delivers any pending record. */
+		by_irq = false;
+		ie_drain_faults(ie);
+		if (!ie_fault_pop(ie, &rec)) {
+			st_fail(t, name, "no fault record for %#llx", addr);
+			return;
+		}
+	}
+	if (by_irq)
+		t->fault_irq_seen = true;
+	else
+		t->fault_without_irq = true;
+
+	/* Records of the same fault split by the memory core */
+	ie_drain_faults(ie);
+	while (ie_fault_pop(ie, &extra)) {
+		if (extra.requester == rec.requester &&
+		    extra.access == rec.access && extra.reason == rec.reason &&
+		    extra.address >> 12 == addr >> 12 &&
+		    extra.sequence > rec.sequence) {
+			t->last_sequence = extra.sequence;
+			continue;
+		}
+		pr_info("unexpected fault record: requester %#x access %u reason %u address %#llx\n",
+			extra.requester, extra.access, extra.reason,
+			extra.address);
+		unexpected++;
+	}
+
+	if (rec.requester != t->rid)
+		st_fail(t, name, "requester %#x, expected %#x", rec.requester,
+			t->rid);
+	else if (rec.access != access)
+		st_fail(t, name, "access %u, expected %u", rec.access, access);
+	else if (rec.reason != reason)
+		st_fail(t, name, "reason %u, expected %u", rec.reason, reason);
+	else if (rec.address != addr)
+		st_fail(t, name, "address %#llx, expected %#llx", rec.address,
+			addr);
+	else if (rec.count < 1)
+		st_fail(t, name, "count 0");
+	else if (rec.sequence <= t->last_sequence)
+		st_fail(t, name, "sequence %llu not after %llu", rec.sequence,
+			t->last_sequence);
+	else if (rec.reserved)
+		st_fail(t, name, "reserved field %#llx", rec.reserved);
+	else if (unexpected)
+		st_fail(t, name, "%d unexpected fault records", unexpected);
+	else
+		st_pass(t, name);
+	if (rec.sequence > t->last_sequence)
+		t->last_sequence = rec.sequence;
+}
+
+static bool st_dma(struct st *t, const char *name, int ret)
+{
+	if (ret)
+		st_fail(t, name, "edu DMA did not complete (%d)", ret);
+	return !ret;
+}
+
+/* The checks proper; returns false when it cannot go on. */
+static bool st_run(struct st *t)
+{
+	struct ie_dev *ie = t->ie;
+	phys_addr_t p = t->phys;
+	u64 pinned0, bus, ro, z, unmapped;
+	struct ie_req r;
+	char why[96];
+	u32 status;
+
+	status = readl(ie->regs + IE_REG_STATUS);
+	if ((status & (IE_STATUS_CMDQ_ON | IE_STATUS_FAULTQ_ON |
+		       IE_STATUS_CMDQ_ERR | IE_STATUS_FAULTQ_ERR)) !=
+	    (IE_STATUS_CMDQ_ON | IE_STATUS_FAULTQ_ON)) {
+		st_fail(t, "rings-on", "STATUS %#x", status);
+		return false;
+	}
+	st_pass(t, "rings-on");
+	if (st_discard_faults(t))
+		st_fail(t, "no-stale-faults", "fault records before the test");
+	pinned0 = lo_hi_readq(ie->regs + IE_REG_PINNED);
+
+	/* Every requester starts in bypass. */
+	if (st_cmd_status(t, "query-bypass", IE_OP_QUERY, 0, t->rid,
+			  ie->aperture_start, 0, IE_ST_NOT_FOUND)) {
+		st_cmd(t, IE_OP_QUERY, 0, t->rid, ie->aperture_start, 0, 0, &r);
+		if (r.out_flags & IE_QUERY_TRANSLATES)
+			st_fail(t, "query-bypass", "out_flags %#x: translating",
+				r.out_flags);
+		else
+			st_pass(t, "query-bypass");
+	}
+
+	if (st_cmd_status(t, "map-bad-arg", IE_OP_MAP, 0, t->rid, p,
+			  IE_PAGE_SIZE, IE_ST_BAD_ARG) &&
+	    st_cmd_status(t, "map-bad-arg", IE_OP_MAP, IE_MAP_READ, t->rid,
+			  p + 1, IE_PAGE_SIZE, IE_ST_BAD_ARG) &&
+	    st_cmd_status(t, "map-bad-arg", IE_OP_MAP, IE_MAP_READ, t->rid,
+			  p, 100, IE_ST_BAD_ARG) &&
+	    st_cmd_status(t, "map-bad-arg", IE_OP_MAP, IE_MAP_READ, t->rid,
+			  p, 0, IE_ST_BAD_ARG) &&
+	    st_cmd_status(t, "map-bad-arg", IE_OP_MAP, IE_MAP_READ | BIT(2),
+			  t->rid, p, IE_PAGE_SIZE, IE_ST_BAD_ARG))
+		st_pass(t, "map-bad-arg");
+
+	/* The IOMMU itself is not a requester. */
+	if (st_cmd_status(t, "map-no-device", IE_OP_MAP, IE_MAP_READ,
+			  pci_dev_id(ie->pdev), p, IE_PAGE_SIZE,
+			  IE_ST_NO_DEVICE))
+		st_pass(t, "map-no-device");
+
+	/* Two pages, read-write, below edu's 28-bit DMA limit */
+	if (!st_cmd_ok(t, "map", IE_OP_MAP, IE_MAP_READ | IE_MAP_WRITE, p,
+		       2 * IE_PAGE_SIZE, EDU_DMA_MASK, &r))
+		return false;
+	bus = r.out_addr;
+	if (bus & (IE_PAGE_SIZE - 1) || bus < ie->aperture_start ||
+	    bus + 2 * IE_PAGE_SIZE - 1 > min_t(u64, EDU_DMA_MASK,
+					       ie->aperture_end) ||
+	    (bus <= IE_MSI_WINDOW_END &&
+	     bus + 2 * IE_PAGE_SIZE - 1 >= IE_MSI_WINDOW_START)) {
+		st_fail(t, "map", "bus address %#llx outside [%#llx, %#llx]",
+			bus, ie->aperture_start,
+			min_t(u64, EDU_DMA_MASK, ie->aperture_end));
+		return false;
+	}
+	if (lo_hi_readq(ie->regs + IE_REG_PINNED) != pinned0 + 2 * IE_PAGE_SIZE)
+		st_fail(t, "map", "PINNED %llu, expected %llu",
+			lo_hi_readq(ie->regs + IE_REG_PINNED),
+			pinned0 + 2 * IE_PAGE_SIZE);
+	else
+		st_pass(t, "map");
+	pr_info("mapped %#llx+8K at bus %#llx for %s\n", (u64)p, bus,
+		pci_name(t->edu));
+
+	if (st_cmd_ok(t, "set-mode-translate", IE_OP_SET_MODE,
+		      IE_MODE_TRANSLATE, 0, 0, 0, &r) &&
+	    st_cmd_ok(t, "set-mode-translate", IE_OP_QUERY, 0, bus, 0, 0, &r)) {
+		if (r.out_flags & IE_QUERY_TRANSLATES)
+			st_pass(t, "set-mode-translate");
+		else
+			st_fail(t, "set-mode-translate", "QUERY out_flags %#x",
+				r.out_flags);
+	}
+
+	if (st_cmd_ok(t, "query", IE_OP_QUERY, 0, bus + IE_PAGE_SIZE + 0x10,
+		      0, 0, &r)) {
+		if (r.out_addr != p + IE_PAGE_SIZE + 0x10 ||
+		    r.out_base != bus || r.out_length != 2 * IE_PAGE_SIZE ||
+		    r.out_flags != (IE_QUERY_TRANSLATES | IE_MAP_READ |
+				    IE_MAP_WRITE))
+			st_fail(t, "query", "addr %#llx base %#llx length %#llx flags %#x",
+				r.out_addr, r.out_base, r.out_length,
+				r.out_flags);
+		else
+			st_pass(t, "query");
+	}
+
+	/*
+	 * Whole page: edu reads bus page 1 and writes it to bus page 0. If
+	 * either direction hit the wrong page, page 0 keeps pattern A.
+	 */
+	st_fill_page(t, 0, 0xa0);
+	st_fill_page(t, 1, 0xb1);
+	st_fill_page(t, 2, 0xc2);
+	st_fill_page(t, 3, 0xd3);
+	if (!st_dma(t, "dma-page", edu_from_ram(t, bus + IE_PAGE_SIZE, 0,
+						EDU_BUF_SIZE)) ||
+	    !st_dma(t, "dma-page", edu_to_ram(t, 0, bus, EDU_BUF_SIZE)))
+		return false;
+	memcpy(st_page(t, t->ref, 0), st_page(t, t->ref, 1), IE_PAGE_SIZE);
+	if (st_buf_ok(t, why, sizeof(why)))
+		st_pass(t, "dma-page");
+	else
+		st_fail(t, "dma-page", "%s", why);
+
+	/* Byte offsets: 200 bytes from page 0 + 100 to page 1 + 1000 */
+	st_fill_page(t, 0, 0xa4);
+	if (!st_dma(t, "dma-offsets", edu_from_ram(t, bus + 100, 0x800, 200)) ||
+	    !st_dma(t, "dma-offsets", edu_to_ram(t, 0x800,
+						 bus + IE_PAGE_SIZE + 1000,
+						 200)))
+		return false;
+	memcpy(st_page(t, t->ref, 1) + 1000, st_page(t, t->ref, 0) + 100, 200);
+	if (st_buf_ok(t, why, sizeof(why)))
+		st_pass(t, "dma-offsets");
+	else
+		st_fail(t, "dma-offsets", "%s", why);
+	if (st_discard_faults(t))
+		st_fail(t, "dma-no-fault", "mapped DMA faulted");
+	else
+		st_pass(t, "dma-no-fault");
+
+	/* An unmapped bus address, still below edu's DMA limit */
+	unmapped = bus + 0x200000;
+	if (st_cmd_status(t, "fault-unmapped-write", IE_OP_QUERY, 0, t->rid,
+			  unmapped, 0, IE_ST_NOT_FOUND)) {
+		if (st_dma(t, "fault-unmapped-write",
+			   edu_to_ram(t, 0, unmapped + 0x40, 64)))
+			st_expect_fault(t, "fault-unmapped-write",
+					unmapped + 0x40, IE_FAULT_ACCESS_WRITE,
+					IE_FAULT_REASON_UNMAPPED);
+		if (st_dma(t, "fault-unmapped-read",
+			   edu_from_ram(t, unmapped + 0x80, 0, 64)))
+			st_expect_fault(t, "fault-unmapped-read",
+					unmapped + 0x80, IE_FAULT_ACCESS_READ,
+					IE_FAULT_REASON_UNMAPPED);
+	}
+	if (!ie->msix)
+		st_fail(t, "fault-interrupt", "no MSI-X");
+	else if (t->fault_without_irq)
+		st_fail(t, "fault-interrupt", "a record arrived without vector 0");
+	else if (!t->fault_irq_seen)
+		st_fail(t, "fault-interrupt", "no fault record seen");
+	else
+		st_pass(t, "fault-interrupt");
+
+	/* Read-only mapping of page 2 */
+	if (st_cmd_ok(t, "map-read-only", IE_OP_MAP, IE_MAP_READ,
+		      p + 2 * IE_PAGE_SIZE, IE_PAGE_SIZE, EDU_DMA_MASK, &r)) {
+		ro = r.out_addr;
+		if (st_cmd_ok(t, "map-read-only", IE_OP_QUERY, 0, ro, 0, 0,
+			      &r)) {
+			if (r.out_flags != (IE_QUERY_TRANSLATES | IE_MAP_READ) ||
+			    r.out_addr != p + 2 * IE_PAGE_SIZE)
+				st_fail(t, "map-read-only", "QUERY flags %#x addr %#llx",
+					r.out_flags, r.out_addr);
+			else
+				st_pass(t, "map-read-only");
+		}
+		/* reading it works: copy it into page 0 through the RW map */
+		if (!st_dma(t, "read-only-read", edu_from_ram(t, ro, 0,
+							       EDU_BUF_SIZE)) ||
+		    !st_dma(t, "read-only-read",
+			    edu_to_ram(t, 0, bus, EDU_BUF_SIZE)))
+			return false;
+		memcpy(st_page(t, t->ref, 0), st_page(t, t->ref, 2),
+		       IE_PAGE_SIZE);
+		if (!st_buf_ok(t, why, sizeof(why)))
+			st_fail(t, "read-only-read", "%s", why);
+		else if (st_discard_faults(t))
+			st_fail(t, "read-only-read", "reading faulted");
+		else
+			st_pass(t, "read-only-read");
+
+		/* writing it faults, and the page keeps its bytes */
+		st_fill(t->buf, IE_PAGE_SIZE, 0xe5);
+		memcpy(t->ref, t->buf, IE_PAGE_SIZE);
+		if (!st_dma(t, "read-only-write-faults",
+			    edu_from_ram(t, bus, 0, EDU_BUF_SIZE)) ||
+		    !st_dma(t, "read-only-write-faults",
+			    edu_to_ram(t, 0, ro + 0x100, 256)))
+			return false;
+		st_expect_fault(t, "read-only-write-faults", ro + 0x100,
+				IE_FAULT_ACCESS_WRITE, IE_FAULT_REASON_PERM);
+		if (st_buf_ok(t, why, sizeof(why)))
+			st_pass(t, "read-only-unchanged");
+		else
+			st_fail(t, "read-only-unchanged", "%s", why);
+	} else {
+		ro = 0;
+	}
+
+	/* UNMAP must name the mapping exactly */
+	if (st_cmd_status(t, "unmap-partial", IE_OP_UNMAP, 0, t->rid, bus,
+			  IE_PAGE_SIZE, IE_ST_NOT_FOUND) &&
+	    st_cmd_ok(t, "unmap-partial", IE_OP_QUERY, 0, bus, 0, 0, &r))
+		st_pass(t, "unmap-partial");
+
+	if (st_cmd_ok(t, "unmap", IE_OP_UNMAP, 0, bus, 2 * IE_PAGE_SIZE, 0,
+		      &r) &&
+	    st_cmd_status(t, "unmap", IE_OP_QUERY, 0, t->rid, bus, 0,
+			  IE_ST_NOT_FOUND) &&
+	    st_cmd_status(t, "unmap", IE_OP_QUERY, 0, t->rid,
+			  bus + IE_PAGE_SIZE, 0, IE_ST_NOT_FOUND))
+		st_pass(t, "unmap");
+
+	/* DMA after UNMAP faults and does not reach the old pages */
+	st_fill(t->buf, IE_PAGE_SIZE, 0xf6);
+	memcpy(t->ref, t->buf, IE_PAGE_SIZE);
+	if (!st_dma(t, "fault-after-unmap", edu_to_ram(t, 0, bus, 128)))
+		return false;
+	st_expect_fault(t, "fault-after-unmap", bus, IE_FAULT_ACCESS_WRITE,
+			IE_FAULT_REASON_UNMAPPED);
+	if (st_buf_ok(t, why, sizeof(why)))
+		st_pass(t, "unmapped-unchanged");
+	else
+		st_fail(t, "unmapped-unchanged", "%s", why);
+
+	/* Mode changes keep mappings; DETACH removes them all. */
+	if (st_cmd_ok(t, "detach", IE_OP_MAP, IE_MAP_READ | IE_MAP_WRITE,
+		      p + 3 * IE_PAGE_SIZE, IE_PAGE_SIZE, EDU_DMA_MASK, &r)) {
+		z = r.out_addr;
+		if (st_cmd_ok(t, "set-mode-bypass", IE_OP_SET_MODE, 0, 0, 0, 0,
+			      &r) &&
+		    st_cmd_ok(t, "set-mode-bypass", IE_OP_QUERY, 0, z, 0, 0,
+			      &r)) {
+			if (r.out_flags & IE_QUERY_TRANSLATES ||
+			    r.out_addr != p + 3 * IE_PAGE_SIZE)
+				st_fail(t, "set-mode-bypass", "QUERY flags %#x addr %#llx",
+					r.out_flags, r.out_addr);
+			else
+				st_pass(t, "set-mode-bypass");
+		}
+		if (st_cmd_ok(t, "detach", IE_OP_DETACH, 0, 0, 0, 0, &r)) {
+			u64 want = ro ? 2 : 1;
+
+			if (r.out_length != want)
+				st_fail(t, "detach", "removed %llu mappings, expected %llu",
+					r.out_length, want);
+			else if (st_cmd_status(t, "detach", IE_OP_QUERY, 0,
+					       t->rid, z, 0, IE_ST_NOT_FOUND) &&
+				 (!ro ||
+				  st_cmd_status(t, "detach", IE_OP_QUERY, 0,
+						t->rid, ro, 0, IE_ST_NOT_FOUND)))
+				st_pass(t, "detach");
+		}
+	}
+	if (lo_hi_readq(ie->regs + IE_REG_PINNED) != pinned0)
+		st_fail(t, "unpinned", "PINNED %llu, expected %llu",
+			lo_hi_readq(ie->regs + IE_REG_PINNED), pinned0);
+	else
+		st_pass(t, "unpinned");
+
+	/* SYNC with IRQ raises vector 1 */
+	reinit_completion(&ie->sync_done);
+	if (st_cmd_ok(t, "sync-irq", IE_OP_SYNC, IE_SYNC_IRQ, 0, 0, 0, &r)) {
+		if (!ie->msix)
+			st_fail(t, "sync-irq", "no MSI-X");
+		else if (!wait_for_completion_timeout(&ie->sync_done, 2 * HZ))
+			st_fail(t, "sync-irq", "no interrupt on vector 1");
+		else
+			st_pass(t, "sync-irq");
+	}
+
+	if (readl(ie->regs + IE_REG_FAULT_OVERFLOW) || ie->seq_gaps)
+		st_fail(t, "no-lost-faults", "FAULT_OVERFLOW %u, sequence gaps %lu",
+			readl(ie->regs + IE_REG_FAULT_OVERFLOW), ie->seq_gaps);
+	else
+		st_pass(t, "no-lost-faults");
+	return true;
+}
+
+static int st_edu_open(struct st *t)
+{
+	int ret;
+
+	t->edu = pci_get_device(EDU_VENDOR, EDU_DEVICE, NULL);
+	if (!t->edu) {
+		st_fail(t, "edu", "no edu device (add -device edu)");
+		return -ENODEV;
+	}
+	ret = pci_enable_device(t->edu);
+	if (ret) {
+		st_fail(t, "edu", "cannot enable %s (%d)", pci_name(t->edu),
+			ret);
+		goto err_put;
+	}
+	ret = pci_request_region(t->edu, 0, "iommu-emul-selftest");
+	if (ret) {
+		st_fail(t, "edu", "BAR 0 of %s is busy (%d)", pci_name(t->edu),
+			ret);
+		goto err_disable;
+	}
+	t->edu_regs = pci_iomap(t->edu, 0, 0);
+	if (!t->edu_regs) {
+		ret = -ENOMEM;
+		st_fail(t, "edu", "cannot map BAR 0 of %s", pci_name(t->edu));
+		goto err_release;
+	}
+	if ((readl(t->edu_regs + EDU_REG_ID) & 0xff) != 0xed) {
+		ret = -ENODEV;
+		st_fail(t, "edu", "identification %#x",
+			readl(t->edu_regs + EDU_REG_ID));
+		goto err_unmap;
+	}
+	pci_set_master(t->edu);
+	t->rid = pci_dev_id(t->edu);
+	st_pass(t, "edu");
+	pr_info("edu %s, requester %#06x\n", pci_name(t->edu), t->rid);
+	return 0;
+
+err_unmap:
+	pci_iounmap(t->edu, t->edu_regs);
+err_release:
+	pci_release_region(t->edu, 0);
+err_disable:
+	pci_disable_device(t->edu);
+err_put:
+	pci_dev_put(t->edu);
+	return ret;
+}
+
+static void st_edu_close(struct st *t)
+{
+	pci_clear_master(t->edu);
+	pci_iounmap(t->edu, t->edu_regs);
+	pci_release_region(t->edu, 0);
+	pci_disable_device(t->edu);
+	pci_dev_put(t->edu);
+}
+
+int ie_selftest(struct ie_dev *ie)
+{
+	struct page *pages;
+	bool leak = false;
+	struct ie_req r;
+	struct st *t;
+	int ret = 0;
+
+	t = kzalloc(sizeof(*t), GFP_KERNEL);
+	if (!t)
+		return -ENOMEM;
+	t->ie = ie;
+	mutex_lock(&st_lock);
+	pr_info("start on %s\n", pci_name(ie->pdev));
+
+	pages = alloc_pages(GFP_KERNEL | __GFP_ZERO, get_order(ST_PAGES *
+							       IE_PAGE_SIZE));
+	t->ref = kzalloc(ST_PAGES * IE_PAGE_SIZE, GFP_KERNEL);
+	if (!pages || !t->ref) {
+		st_fail(t, "setup", "out of memory");
+		ret = -ENOMEM;
+		goto out;
+	}
+	t->buf = page_address(pages);
+	t->phys = page_to_phys(pages);
+
+	if (st_edu_open(t)) {
+		ret = -ENODEV;
+		goto out;
+	}
+	t->last_sequence = ie->last_sequence;
+	if (!st_run(t))
+		st_fail(t, "aborted", "cannot go on after the failure above");
+
+	/* Whatever happened: edu back to bypass, no mapping left behind. */
+	if (st_cmd(t, IE_OP_SET_MODE, 0, t->rid, 0, 0, 0, &r) ||
+	    r.status != IE_ST_OK ||
+	    st_cmd(t, IE_OP_DETACH, 0, t->rid, 0, 0, 0, &r) ||
+	    r.status != IE_ST_OK) {
+		/* the pages may still be mapped: never give them back */
+		st_fail(t, "cleanup", "cannot reset the edu's domain");
+		leak = true;
+	}
+	st_edu_close(t);
+out:
+	pr_info("SUMMARY %d passed, %d failed\n", t->passed, t->failed);
+	if (!ret && t->failed)
+		ret = -EIO;
+	mutex_unlock(&st_lock);
+	if (pages && !leak)
+		__free_pages(pages, get_order(ST_PAGES * IE_PAGE_SIZE));
+	kfree(t->ref);
+	kfree(t);
+	return ret;
+}
