@@ -218,6 +218,7 @@ int ie_exec(struct ie_dev *ie, struct ie_req *req);
 void ie_drain_faults(struct ie_dev *ie);
 bool ie_fault_pop(struct ie_dev *ie, struct ie_fault_rec *rec);
 const char *ie_status_name(u16 code);
+int ie_test_cmdq_error(struct ie_dev *ie, u32 *status, u32 *error);
 int ie_selftest(struct ie_dev *ie);
 
 #endif /* IOMMU_EMUL_H */

@@ -27,6 +27,10 @@ module_param(selftest, bool, 0444);
 MODULE_PARM_DESC(selftest, "Run the edu DMA self-test at probe time");
 
 /* Ring sizes we ask for, capped by CAP (log2 of the number of entries). */
+static bool use_msix = true;
+module_param(use_msix, bool, 0444);
+MODULE_PARM_DESC(use_msix, "Use MSI-X when the device has it (0: poll)");
+
 static unsigned int cmdq_log2 = 6;
 module_param(cmdq_log2, uint, 0444);
 MODULE_PARM_DESC(cmdq_log2, "log2 of the command ring entries (default 6)");
@@ -125,6 +129,34 @@ static int ie_restart_ring(struct ie_dev *ie, u32 en_bit, u32 err_reg,
 	return 0;
 }
 
+/* Restart a stopped command ring; called with cmd_lock held. */
+static int ie_recover_cmdq(struct ie_dev *ie)
+{
+	lockdep_assert_held(&ie->cmd_lock);
+	ie->cmd_errors++;
+	ie->cmdq_tail = 0;
+	return ie_restart_ring(ie, IE_CTRL_CMDQ_EN, IE_REG_CMDQ_ERROR,
+			       IE_STATUS_CMDQ_ON);
+}
+
+/*
+ * Self-test hook for the error path: write an out-of-range CMDQ_TAIL, which
+ * the device must refuse with BAD_INDEX and a stopped ring, report what the
+ * device showed, and recover as ie_exec() does.
+ */
+int ie_test_cmdq_error(struct ie_dev *ie, u32 *status, u32 *error)
+{
+	int ret;
+
+	mutex_lock(&ie->cmd_lock);
+	ie_write32(ie, IE_REG_CMDQ_TAIL, 1U << ie->cmdq_log2);
+	*status = ie_read32(ie, IE_REG_STATUS);
+	*error = ie_read32(ie, IE_REG_CMDQ_ERROR);
+	ret = ie_recover_cmdq(ie);
+	mutex_unlock(&ie->cmd_lock);
+	return ret;
+}
+
 /*
  * Execute one command and wait for its completion.
  *
@@ -176,7 +208,6 @@ int ie_exec(struct ie_dev *ie, struct ie_req *req)
 	head = ie_read32(ie, IE_REG_CMDQ_HEAD);
 	if (head != next) {
 		err = ie_read32(ie, IE_REG_CMDQ_ERROR);
-		ie->cmd_errors++;
 		dev_err(&ie->pdev->dev,
 			"command ring stopped: head %u tail %u error %s (%u)\n",
 			head, next, ie_ring_err_name(err), err);
@@ -186,9 +217,7 @@ int ie_exec(struct ie_dev *ie, struct ie_req *req)
 		 * command did not run. Either way the caller gets -EIO and
 		 * we restart the ring from index 0.
 		 */
-		ie_restart_ring(ie, IE_CTRL_CMDQ_EN, IE_REG_CMDQ_ERROR,
-				IE_STATUS_CMDQ_ON);
-		ie->cmdq_tail = 0;
+		ie_recover_cmdq(ie);
 		ret = -EIO;
 		goto out;
 	}
@@ -233,7 +262,12 @@ static void ie_log_fault(struct ie_dev *ie, const struct ie_fault *f)
 	rec->reserved = le64_to_cpu(f->reserved);
 	ie->log_count++;
 
-	if (rec->sequence != ie->last_sequence + 1)
+	/*
+	 * Sequence numbers count from the device's reset, not from our
+	 * probe (a reloaded driver finds them running): the first record we
+	 * see sets the baseline.
+	 */
+	if (ie->fault_records && rec->sequence != ie->last_sequence + 1)
 		ie->seq_gaps += rec->sequence > ie->last_sequence ?
 				rec->sequence - ie->last_sequence - 1 : 1;
 	ie->last_sequence = rec->sequence;
@@ -342,8 +376,9 @@ static int ie_setup_irqs(struct ie_dev *ie)
 	struct pci_dev *pdev = ie->pdev;
 	int ret;
 
-	if (!(ie->cap & IE_CAP_MSIX)) {
-		dev_warn(&pdev->dev, "no MSI-X: faults are polled\n");
+	if (!use_msix || !(ie->cap & IE_CAP_MSIX)) {
+		dev_warn(&pdev->dev, "%s: faults are polled\n",
+			 use_msix ? "no MSI-X" : "use_msix=0");
 		return 0;
 	}
 	ret = pci_alloc_irq_vectors(pdev, IE_NR_VECTORS, IE_NR_VECTORS,
