@@ -357,6 +357,16 @@ static bool st_run(struct st *t)
 			  IE_ST_NO_RAM))
 		st_pass(t, "map-no-ram");
 
+	/*
+	 * A length beyond MAX_PINNED fails with PIN_LIMIT before the range
+	 * is even looked at (it runs past the end of RAM here).
+	 */
+	if (st_cmd_status(t, "map-pin-limit", IE_OP_MAP, IE_MAP_READ, t->rid,
+			  p, (lo_hi_readq(ie->regs + IE_REG_MAX_PINNED) &
+			      ~(IE_PAGE_SIZE - 1)) + IE_PAGE_SIZE,
+			  IE_ST_PIN_LIMIT))
+		st_pass(t, "map-pin-limit");
+
 	/* The IOMMU itself is not a requester. */
 	if (st_cmd_status(t, "map-no-device", IE_OP_MAP, IE_MAP_READ,
 			  pci_dev_id(ie->pdev), p, IE_PAGE_SIZE,
