@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Boot a TCG VM with -device iommu-emul -device edu, load the independent
+# Boot a TCG VM with -device iommu-emul and two edu devices, load the independent
 # guest driver (guest/iommu-emul) with selftest=1, run the self-test a second
 # time through debugfs, reload the driver without MSI-X (polled) for a third
 # run, unload it and power off. Exits 0 only if every check of every run
@@ -165,14 +165,14 @@ chmod +x "$rootfs/init"
 rc=0
 for m in $machines; do
     log=$cache/demo-$m.log
-    say "booting $m (TCG) with -device iommu-emul${IOMMU_PROPS:-} -device edu, timeout ${timeout_s}s"
+    say "booting $m (TCG) with -device iommu-emul${IOMMU_PROPS:-} and two edu devices, timeout ${timeout_s}s"
     set +e
     timeout -k 10 "$timeout_s" "$QEMU" -L "$QEMU_FIRMWARE" \
         -machine "$m" -accel tcg -m 512M -smp 1 \
         -display none -monitor none -serial "file:$log" -no-reboot \
         -nic none -kernel "$vmlinuz" -initrd "$initrd" \
         -append "console=ttyS0 panic=-1 quiet" \
-        -device "iommu-emul${IOMMU_PROPS:-}" -device edu </dev/null
+        -device "iommu-emul${IOMMU_PROPS:-}" -device edu -device edu </dev/null
     qrc=$?
     set -e
     tr -d '\r' <"$log" >"$log.txt"

@@ -48,6 +48,9 @@ struct st {
 	struct pci_dev *edu;
 	void __iomem *edu_regs;
 	u16 rid;
+	struct pci_dev *edu2;		/* optional second edu: isolation */
+	void __iomem *edu2_regs;
+	u16 rid2;
 	u64 last_sequence;
 	bool fault_irq_seen;
 	bool fault_without_irq;
@@ -175,25 +178,31 @@ static bool st_cmd_status(struct st *t, const char *name, u16 op, u16 flags,
 	return true;
 }
 
-static int edu_dma(struct st *t, u64 src, u64 dst, u32 cnt, bool to_ram)
+static int edu_dma_regs(void __iomem *regs, u64 src, u64 dst, u32 cnt,
+			bool to_ram)
 {
 	unsigned long deadline = jiffies + ST_TIMEOUT;
 
-	writeq(src, t->edu_regs + EDU_REG_DMA_SRC);
-	writeq(dst, t->edu_regs + EDU_REG_DMA_DST);
-	writeq(cnt, t->edu_regs + EDU_REG_DMA_CNT);
+	writeq(src, regs + EDU_REG_DMA_SRC);
+	writeq(dst, regs + EDU_REG_DMA_DST);
+	writeq(cnt, regs + EDU_REG_DMA_CNT);
 	writeq(EDU_DMA_RUN | (to_ram ? EDU_DMA_TO_RAM : 0),
-	       t->edu_regs + EDU_REG_DMA_CMD);
+	       regs + EDU_REG_DMA_CMD);
 	/*
 	 * readq() orders the poll before our later loads of the buffer the
 	 * device wrote.
 	 */
-	while (readq(t->edu_regs + EDU_REG_DMA_CMD) & EDU_DMA_RUN) {
+	while (readq(regs + EDU_REG_DMA_CMD) & EDU_DMA_RUN) {
 		if (time_after(jiffies, deadline))
 			return -ETIMEDOUT;
 		msleep(5);
 	}
 	return 0;
+}
+
+static int edu_dma(struct st *t, u64 src, u64 dst, u32 cnt, bool to_ram)
+{
+	return edu_dma_regs(t->edu_regs, src, dst, cnt, to_ram);
 }
 
 /* edu reads @cnt bytes at bus address @bus into its buffer at @off. */
@@ -232,8 +241,8 @@ static int st_discard_faults(struct st *t)
  * Check that the DMA just done produced exactly one fault (possibly merged
  * or split into several records for the same page) with these fields.
  */
-static void st_expect_fault(struct st *t, const char *name, u64 addr,
-			    u8 access, u8 reason)
+static void st_expect_fault_rid(struct st *t, const char *name, u16 rid,
+				u64 addr, u8 access, u8 reason)
 {
 	struct ie_dev *ie = t->ie;
 	struct ie_fault_rec rec, extra;
@@ -273,9 +282,9 @@ static void st_expect_fault(struct st *t, const char *name, u64 addr,
 		unexpected++;
 	}
 
-	if (rec.requester != t->rid)
+	if (rec.requester != rid)
 		st_fail(t, name, "requester %#x, expected %#x", rec.requester,
-			t->rid);
+			rid);
 	else if (rec.access != access)
 		st_fail(t, name, "access %u, expected %u", rec.access, access);
 	else if (rec.reason != reason)
@@ -298,6 +307,91 @@ static void st_expect_fault(struct st *t, const char *name, u64 addr,
 		t->last_sequence = rec.sequence;
 }
 
+static bool st_dma(struct st *t, const char *name, int ret);
+
+static void st_expect_fault(struct st *t, const char *name, u64 addr,
+			    u8 access, u8 reason)
+{
+	st_expect_fault_rid(t, name, t->rid, addr, access, reason);
+}
+
+/*
+ * A second edu has its own domain: in iova mode its first mapping gets the
+ * same bus address as edu's, and DMA to that address reaches its page, not
+ * edu's; edu's other bus addresses fault for it.
+ */
+static bool st_isolation(struct st *t, u64 bus)
+{
+	struct ie_dev *ie = t->ie;
+	bool gpa = FIELD_GET(IE_CAP_BUS_ADDR, ie->cap) == IE_BUS_ADDR_GPA;
+	phys_addr_t p3 = t->phys + 3 * IE_PAGE_SIZE;
+	struct ie_req r;
+	char why[96];
+	u64 bus2;
+	int ret;
+
+	if (!t->edu2) {
+		st_skip(t, "isolation", "no second edu (add -device edu twice)");
+		return true;
+	}
+	ret = st_cmd(t, IE_OP_MAP, IE_MAP_READ | IE_MAP_WRITE, t->rid2, p3,
+		     IE_PAGE_SIZE, EDU_DMA_MASK, &r);
+	if (ret || r.status != IE_ST_OK) {
+		st_fail(t, "isolation", "MAP for %s: %d/%s", pci_name(t->edu2),
+			ret, ie_status_name(r.status));
+		return true;
+	}
+	bus2 = r.out_addr;
+	if (st_cmd(t, IE_OP_SET_MODE, IE_MODE_TRANSLATE, t->rid2, 0, 0, 0,
+		   &r) || r.status != IE_ST_OK) {
+		st_fail(t, "isolation", "SET_MODE for %s", pci_name(t->edu2));
+		return true;
+	}
+	if (!gpa && bus2 != bus) {
+		st_fail(t, "isolation", "second edu's first mapping at %#llx, edu's at %#llx: not per-requester",
+			bus2, bus);
+		return true;
+	}
+	/* edu2 copies 64 bytes of its page to +0x10 of the same page */
+	if (!st_dma(t, "isolation", edu_dma_regs(t->edu2_regs, bus2,
+						 EDU_BUF, EDU_BUF_SIZE,
+						 false)) ||
+	    !st_dma(t, "isolation", edu_dma_regs(t->edu2_regs, EDU_BUF,
+						 bus2 + 0x10, 64, true)))
+		return false;
+	memmove(t->ref + 3 * IE_PAGE_SIZE + 0x10, t->ref + 3 * IE_PAGE_SIZE,
+		64);
+	if (!st_buf_ok(t, why, sizeof(why)))
+		st_fail(t, "isolation", "%s", why);
+	else if (st_discard_faults(t))
+		st_fail(t, "isolation", "its own mapping faulted");
+	else
+		st_pass(t, "isolation");
+
+	/* edu's second page is not mapped for edu2 */
+	if (!st_dma(t, "isolation-fault",
+		    edu_dma_regs(t->edu2_regs, EDU_BUF, bus + IE_PAGE_SIZE + 0x20,
+				 64, true)))
+		return false;
+	st_expect_fault_rid(t, "isolation-fault", t->rid2,
+			    bus + IE_PAGE_SIZE + 0x20, IE_FAULT_ACCESS_WRITE,
+			    IE_FAULT_REASON_UNMAPPED);
+	if (!st_buf_ok(t, why, sizeof(why)))
+		st_fail(t, "isolation-unchanged", "%s", why);
+	else
+		st_pass(t, "isolation-unchanged");
+
+	ret = st_cmd(t, IE_OP_SET_MODE, 0, t->rid2, 0, 0, 0, &r);
+	if (!ret && r.status == IE_ST_OK)
+		ret = st_cmd(t, IE_OP_DETACH, 0, t->rid2, 0, 0, 0, &r);
+	if (ret || r.status != IE_ST_OK || r.out_length != 1)
+		st_fail(t, "isolation-detach", "%d/%s, %llu mappings removed",
+			ret, ie_status_name(r.status), r.out_length);
+	else
+		st_pass(t, "isolation-detach");
+	return true;
+}
+
 static bool st_dma(struct st *t, const char *name, int ret)
 {
 	if (ret)
@@ -315,6 +409,7 @@ static bool st_run(struct st *t)
 	u32 status, error;
 	struct ie_req r;
 	char why[96];
+	u8 tmp[200];
 
 	status = readl(ie->regs + IE_REG_STATUS);
 	if ((status & (IE_STATUS_CMDQ_ON | IE_STATUS_FAULTQ_ON |
@@ -503,10 +598,29 @@ static bool st_run(struct st *t)
 		st_pass(t, "dma-offsets");
 	else
 		st_fail(t, "dma-offsets", "%s", why);
+
+	/* Across the page boundary, both ways: byte i is at bus + i. */
+	memcpy(tmp, t->ref + IE_PAGE_SIZE - 100, sizeof(tmp));
+	if (!st_dma(t, "dma-page-crossing",
+		    edu_from_ram(t, bus + IE_PAGE_SIZE - 100, 0xc00,
+				 sizeof(tmp))) ||
+	    !st_dma(t, "dma-page-crossing",
+		    edu_to_ram(t, 0xc00, bus + IE_PAGE_SIZE - 50,
+			       sizeof(tmp))))
+		return false;
+	memcpy(t->ref + IE_PAGE_SIZE - 50, tmp, sizeof(tmp));
+	if (st_buf_ok(t, why, sizeof(why)))
+		st_pass(t, "dma-page-crossing");
+	else
+		st_fail(t, "dma-page-crossing", "%s", why);
+
 	if (st_discard_faults(t))
 		st_fail(t, "dma-no-fault", "mapped DMA faulted");
 	else
 		st_pass(t, "dma-no-fault");
+
+	if (!st_isolation(t, bus))
+		return false;
 
 	/* An unmapped bus address, still below edu's DMA limit */
 	unmapped = bus + 0x200000;
@@ -711,6 +825,46 @@ err_put:
 	return ret;
 }
 
+/* A second edu, if any, for the isolation checks; silently optional. */
+static void st_edu2_open(struct st *t)
+{
+	struct pci_dev *pdev;
+
+	pdev = pci_get_device(EDU_VENDOR, EDU_DEVICE, pci_dev_get(t->edu));
+	if (!pdev)
+		return;
+	if (pci_enable_device(pdev))
+		goto err_put;
+	if (pci_request_region(pdev, 0, "iommu-emul-selftest"))
+		goto err_disable;
+	t->edu2_regs = pci_iomap(pdev, 0, 0);
+	if (!t->edu2_regs)
+		goto err_release;
+	pci_set_master(pdev);
+	t->edu2 = pdev;
+	t->rid2 = pci_dev_id(pdev);
+	pr_info("second edu %s, requester %#06x\n", pci_name(pdev), t->rid2);
+	return;
+
+err_release:
+	pci_release_region(pdev, 0);
+err_disable:
+	pci_disable_device(pdev);
+err_put:
+	pci_dev_put(pdev);
+}
+
+static void st_edu2_close(struct st *t)
+{
+	if (!t->edu2)
+		return;
+	pci_clear_master(t->edu2);
+	pci_iounmap(t->edu2, t->edu2_regs);
+	pci_release_region(t->edu2, 0);
+	pci_disable_device(t->edu2);
+	pci_dev_put(t->edu2);
+}
+
 static void st_edu_close(struct st *t)
 {
 	pci_clear_master(t->edu);
@@ -750,6 +904,7 @@ int ie_selftest(struct ie_dev *ie)
 		ret = -ENODEV;
 		goto out;
 	}
+	st_edu2_open(t);
 	t->last_sequence = ie->last_sequence;
 	if (!st_run(t))
 		st_fail(t, "aborted", "cannot go on after the failure above");
@@ -763,6 +918,15 @@ int ie_selftest(struct ie_dev *ie)
 		st_fail(t, "cleanup", "cannot reset the edu's domain");
 		leak = true;
 	}
+	if (t->edu2 &&
+	    (st_cmd(t, IE_OP_SET_MODE, 0, t->rid2, 0, 0, 0, &r) ||
+	     r.status != IE_ST_OK ||
+	     st_cmd(t, IE_OP_DETACH, 0, t->rid2, 0, 0, 0, &r) ||
+	     r.status != IE_ST_OK)) {
+		st_fail(t, "cleanup", "cannot reset the second edu's domain");
+		leak = true;
+	}
+	st_edu2_close(t);
 	st_edu_close(t);
 out:
 	pr_info("SUMMARY %d passed, %d failed, %d skipped\n", t->passed,
