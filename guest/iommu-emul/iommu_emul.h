@@ -197,6 +197,7 @@ struct ie_dev {
 	struct ie_fault *faultq;
 	dma_addr_t faultq_dma;
 	u32 faultq_log2;
+	u32 faultq_alloc_log2;		/* entries allocated */
 	u32 faultq_head;		/* our copy of FAULTQ_HEAD */
 	u64 last_sequence;
 	unsigned long seq_gaps;		/* records we know were lost */
@@ -219,6 +220,7 @@ void ie_drain_faults(struct ie_dev *ie);
 bool ie_fault_pop(struct ie_dev *ie, struct ie_fault_rec *rec);
 const char *ie_status_name(u16 code);
 int ie_test_cmdq_error(struct ie_dev *ie, u32 *status, u32 *error);
+int ie_test_faultq_set(struct ie_dev *ie, bool on, u32 log2);
 int ie_selftest(struct ie_dev *ie);
 
 #endif /* IOMMU_EMUL_H */

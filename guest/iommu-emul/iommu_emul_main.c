@@ -158,6 +158,36 @@ int ie_test_cmdq_error(struct ie_dev *ie, u32 *status, u32 *error)
 }
 
 /*
+ * Self-test hook: turn the fault ring off, or restart it with 2^@log2
+ * entries (at most what was allocated). Records still in the ring are
+ * dropped; the caller drains first.
+ */
+int ie_test_faultq_set(struct ie_dev *ie, bool on, u32 log2)
+{
+	unsigned long flags;
+	u32 status;
+	int ret = 0;
+
+	if (log2 < 1 || log2 > ie->faultq_alloc_log2)
+		return -EINVAL;
+	spin_lock_irqsave(&ie->fault_lock, flags);
+	spin_lock(&ie->ctrl_lock);
+	ie_write_ctrl_locked(ie, ie->ctrl & ~IE_CTRL_FAULTQ_EN);
+	if (on) {
+		ie_write32(ie, IE_REG_FAULTQ_SIZE, log2);
+		ie_write_ctrl_locked(ie, ie->ctrl | IE_CTRL_FAULTQ_EN);
+	}
+	status = ie_read32(ie, IE_REG_STATUS);
+	spin_unlock(&ie->ctrl_lock);
+	ie->faultq_log2 = log2;
+	ie->faultq_head = 0;
+	if (!!(status & IE_STATUS_FAULTQ_ON) != on)
+		ret = -EIO;
+	spin_unlock_irqrestore(&ie->fault_lock, flags);
+	return ret;
+}
+
+/*
  * Execute one command and wait for its completion.
  *
  * Returns a negative errno when the ring itself failed (the command may or
@@ -431,6 +461,7 @@ static int ie_setup_rings(struct ie_dev *ie)
 	}
 	ie->cmdq_log2 = clamp(cmdq_log2, 1U, cmax);
 	ie->faultq_log2 = clamp(faultq_log2, 1U, fmax);
+	ie->faultq_alloc_log2 = ie->faultq_log2;
 
 	/* Coherent memory is page-aligned: aligned to both entry sizes. */
 	ie->cmdq = dmam_alloc_coherent(dev, sizeof(struct ie_cmd) <<

@@ -17,6 +17,7 @@
 #include <linux/bitfield.h>
 #include <linux/delay.h>
 #include <linux/gfp.h>
+#include <linux/interrupt.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
 #include <linux/jiffies.h>
@@ -60,6 +61,8 @@ struct st {
 	int passed;
 	int failed;
 	int skipped;
+	u32 overflow0;			/* FAULT_OVERFLOW at start */
+	unsigned long gaps0;		/* driver's sequence gaps at start */
 };
 
 static DEFINE_MUTEX(st_lock);
@@ -392,6 +395,115 @@ static bool st_isolation(struct st *t, u64 bus)
 	return true;
 }
 
+/*
+ * Fault ring full and fault ring off. With 2 entries the ring holds one
+ * record: three faults on three pages with the handler held off give one
+ * record and FAULT_OVERFLOW + 2, and the next record's sequence shows the
+ * gap of 2. With the ring off a fault is blocked but not recorded.
+ */
+static bool st_fault_ring_limits(struct st *t)
+{
+	struct ie_dev *ie = t->ie;
+	u32 log2 = ie->faultq_log2;
+	u64 u = ie->aperture_start + 0x300000;
+	unsigned long gaps;
+	struct ie_fault_rec rec;
+	u64 seq, seq_off;
+	struct ie_req r;
+	u32 ovf;
+	int i, n;
+
+	/* Nothing is mapped for edu now: in translate every access faults. */
+	if (!st_cmd_ok(t, "fault-overflow", IE_OP_SET_MODE, IE_MODE_TRANSLATE,
+		       0, 0, 0, &r))
+		return false;
+	if (st_discard_faults(t))
+		st_fail(t, "fault-overflow", "stale fault records");
+	ovf = readl(ie->regs + IE_REG_FAULT_OVERFLOW);
+	gaps = ie->seq_gaps;
+
+	if (ie->msix)
+		disable_irq(pci_irq_vector(ie->pdev, IE_VEC_FAULT));
+	if (ie_test_faultq_set(ie, true, 1)) {
+		if (ie->msix)
+			enable_irq(pci_irq_vector(ie->pdev, IE_VEC_FAULT));
+		st_fail(t, "fault-overflow", "cannot restart the fault ring with 2 entries");
+		return false;
+	}
+	for (i = 0; i < 3; i++)
+		if (edu_to_ram(t, 0, u + i * IE_PAGE_SIZE, 64))
+			break;
+	/* Reading FAULT_OVERFLOW first delivers pending records. */
+	ovf = readl(ie->regs + IE_REG_FAULT_OVERFLOW) - ovf;
+	if (ie->msix)
+		enable_irq(pci_irq_vector(ie->pdev, IE_VEC_FAULT));
+	ie_drain_faults(ie);
+	n = 0;
+	seq = 0;
+	while (ie_fault_pop(ie, &rec)) {
+		if (!n++ && rec.address == u)
+			seq = rec.sequence;
+	}
+	if (i != 3)
+		st_fail(t, "fault-overflow", "edu DMA did not complete");
+	else if (n != 1 || !seq)
+		st_fail(t, "fault-overflow", "%d records (expected 1, for %#llx)",
+			n, u);
+	else if (ovf != 2)
+		st_fail(t, "fault-overflow", "FAULT_OVERFLOW went up by %u, expected 2",
+			ovf);
+	else
+		st_pass(t, "fault-overflow");
+
+	if (ie_test_faultq_set(ie, true, log2)) {
+		st_fail(t, "fault-overflow", "cannot restore the fault ring");
+		return false;
+	}
+	if (!st_dma(t, "fault-sequence-gap",
+		    edu_to_ram(t, 0, u + 3 * IE_PAGE_SIZE, 64)))
+		return false;
+	t->last_sequence = seq;
+	st_expect_fault(t, "fault-after-overflow", u + 3 * IE_PAGE_SIZE,
+			IE_FAULT_ACCESS_WRITE, IE_FAULT_REASON_UNMAPPED);
+	if (t->last_sequence != seq + 3 || ie->seq_gaps != gaps + 2)
+		st_fail(t, "fault-sequence-gap", "sequence %llu after %llu, driver counted %lu lost",
+			t->last_sequence, seq, ie->seq_gaps - gaps);
+	else
+		st_pass(t, "fault-sequence-gap");
+
+	/* Fault ring off: blocked, not recorded, no interrupt. */
+	seq = t->last_sequence;
+	gaps = ie->seq_gaps;
+	if (ie_test_faultq_set(ie, false, log2))
+		st_fail(t, "fault-ring-off", "cannot turn the fault ring off");
+	i = edu_to_ram(t, 0, u + 4 * IE_PAGE_SIZE, 64);
+	if (ie_test_faultq_set(ie, true, log2)) {
+		st_fail(t, "fault-ring-off", "cannot turn the fault ring on");
+		return false;
+	}
+	if (!st_dma(t, "fault-ring-off", i))
+		return false;
+	if (st_discard_faults(t))
+		st_fail(t, "fault-ring-off", "a fault was recorded with the ring off");
+	else
+		st_pass(t, "fault-ring-off");
+	/* The spec does not say whether that fault took a sequence number. */
+	if (!st_dma(t, "fault-ring-on", edu_to_ram(t, 0, u + 5 * IE_PAGE_SIZE,
+						   64)))
+		return false;
+	st_expect_fault(t, "fault-ring-on", u + 5 * IE_PAGE_SIZE,
+			IE_FAULT_ACCESS_WRITE, IE_FAULT_REASON_UNMAPPED);
+	seq_off = t->last_sequence - seq;
+	pr_info("note: a fault with the fault ring off advanced the sequence by %llu\n",
+		seq_off - 1);
+	/* Faults nobody could record are not lost records: don't count them. */
+	spin_lock_irq(&ie->fault_lock);
+	ie->seq_gaps = gaps;
+	spin_unlock_irq(&ie->fault_lock);
+
+	return st_cmd_ok(t, "fault-ring-on", IE_OP_SET_MODE, 0, 0, 0, 0, &r);
+}
+
 static bool st_dma(struct st *t, const char *name, int ret)
 {
 	if (ret)
@@ -422,6 +534,8 @@ static bool st_run(struct st *t)
 	if (st_discard_faults(t))
 		st_fail(t, "no-stale-faults", "fault records before the test");
 	pinned0 = lo_hi_readq(ie->regs + IE_REG_PINNED);
+	t->overflow0 = readl(ie->regs + IE_REG_FAULT_OVERFLOW);
+	t->gaps0 = ie->seq_gaps;
 
 	/* Every requester starts in bypass. */
 	if (st_cmd_status(t, "query-bypass", IE_OP_QUERY, 0, t->rid,
@@ -767,12 +881,15 @@ static bool st_run(struct st *t)
 			st_pass(t, "sync-irq");
 	}
 
-	if (readl(ie->regs + IE_REG_FAULT_OVERFLOW) || ie->seq_gaps)
-		st_fail(t, "no-lost-faults", "FAULT_OVERFLOW %u, sequence gaps %lu",
-			readl(ie->regs + IE_REG_FAULT_OVERFLOW), ie->seq_gaps);
+	if (readl(ie->regs + IE_REG_FAULT_OVERFLOW) != t->overflow0 ||
+	    ie->seq_gaps != t->gaps0)
+		st_fail(t, "no-lost-faults", "FAULT_OVERFLOW %u (was %u), sequence gaps %lu (were %lu)",
+			readl(ie->regs + IE_REG_FAULT_OVERFLOW), t->overflow0,
+			ie->seq_gaps, t->gaps0);
 	else
 		st_pass(t, "no-lost-faults");
-	return true;
+
+	return st_fault_ring_limits(t);
 }
 
 static int st_edu_open(struct st *t)
