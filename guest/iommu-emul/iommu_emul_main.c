@@ -320,13 +320,13 @@ static void ie_log_fault(struct ie_dev *ie, const struct ie_fault *f)
  */
 void ie_drain_faults(struct ie_dev *ie)
 {
-	u32 mask = (1U << ie->faultq_log2) - 1;
 	unsigned long flags;
-	u32 status, tail, head;
+	u32 status, tail, head, mask;
 
 	spin_lock_irqsave(&ie->fault_lock, flags);
 	if (!(ie->ctrl & IE_CTRL_FAULTQ_EN))
 		goto out;
+	mask = (1U << ie->faultq_log2) - 1;
 
 	status = ie_read32(ie, IE_REG_STATUS);
 	if (status & IE_STATUS_FAULTQ_ERR) {

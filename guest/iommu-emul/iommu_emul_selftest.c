@@ -396,6 +396,54 @@ static bool st_isolation(struct st *t, u64 bus)
 }
 
 /*
+ * The device reads and writes its rings by DMA: with Bus Master Enable off
+ * both rings stop with a DMA error. The driver must see it, recover, and
+ * work again once bus mastering is back.
+ */
+static bool st_ring_dma_errors(struct st *t, u64 u)
+{
+	struct ie_dev *ie = t->ie;
+	unsigned long errors = ie->cmd_errors;
+	u32 status, error;
+	struct ie_req r;
+	int ret;
+
+	pci_clear_master(ie->pdev);
+	ret = st_cmd(t, IE_OP_SYNC, 0, 0, 0, 0, 0, &r);
+	pci_set_master(ie->pdev);
+	if (ret != -EIO || ie->cmd_errors != errors + 1)
+		st_fail(t, "cmdq-dma-error", "SYNC without bus mastering returned %d",
+			ret);
+	else if (st_cmd_ok(t, "cmdq-dma-error", IE_OP_SYNC, 0, 0, 0, 0, &r))
+		st_pass(t, "cmdq-dma-error");
+
+	if (st_discard_faults(t))
+		st_fail(t, "faultq-dma-error", "stale fault records");
+	pci_clear_master(ie->pdev);
+	ret = edu_to_ram(t, 0, u, 64);
+	/* Reading STATUS first delivers the record, which cannot be written. */
+	status = readl(ie->regs + IE_REG_STATUS);
+	error = readl(ie->regs + IE_REG_FAULTQ_ERROR);
+	pci_set_master(ie->pdev);
+	if (!st_dma(t, "faultq-dma-error", ret))
+		return false;
+	/* the driver notices the error and restarts the ring */
+	ie_drain_faults(ie);
+	status |= readl(ie->regs + IE_REG_STATUS) & IE_STATUS_FAULTQ_ERR;
+	if (!(status & IE_STATUS_FAULTQ_ERR) || error != IE_RING_ERR_DMA) {
+		st_fail(t, "faultq-dma-error", "STATUS %#x FAULTQ_ERROR %u without bus mastering",
+			status, error);
+		return true;
+	}
+	if (!st_dma(t, "faultq-dma-error",
+		    edu_to_ram(t, 0, u + IE_PAGE_SIZE, 64)))
+		return false;
+	st_expect_fault(t, "faultq-dma-error", u + IE_PAGE_SIZE,
+			IE_FAULT_ACCESS_WRITE, IE_FAULT_REASON_UNMAPPED);
+	return true;
+}
+
+/*
  * Fault ring full and fault ring off. With 2 entries the ring holds one
  * record: three faults on three pages with the handler held off give one
  * record and FAULT_OVERFLOW + 2, and the next record's sequence shows the
@@ -501,6 +549,8 @@ static bool st_fault_ring_limits(struct st *t)
 	ie->seq_gaps = gaps;
 	spin_unlock_irq(&ie->fault_lock);
 
+	if (!st_ring_dma_errors(t, u + 6 * IE_PAGE_SIZE))
+		return false;
 	return st_cmd_ok(t, "fault-ring-on", IE_OP_SET_MODE, 0, 0, 0, 0, &r);
 }
 
