@@ -87,9 +87,15 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     fi
     mkdir -p "$cache"
     say "installing ${pkgs[*]} (log: $cache/apt-install.log)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        "${pkgs[@]}" >"$cache/apt-install.log" 2>&1 ||
-        die "apt-get install failed, see $cache/apt-install.log"
+    # a stale package list is the usual cause of a failure: update once
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y \
+            --no-install-recommends "${pkgs[@]}" >"$cache/apt-install.log" 2>&1; then
+        say "apt-get install failed; running apt-get update and retrying"
+        { apt-get update &&
+          DEBIAN_FRONTEND=noninteractive apt-get install -y \
+              --no-install-recommends "${pkgs[@]}"; } >>"$cache/apt-install.log" 2>&1 ||
+            die "apt-get install failed, see $cache/apt-install.log"
+    fi
     [ -n "${KVER}" ] || KVER=$(find_kver)
     [ -n "$busybox" ] || busybox=/bin/busybox
 fi
