@@ -43,6 +43,7 @@
 
 #define ST_PAGES		4	/* buffer pages: M0 M1 (RW), RO, Z */
 #define ST_TIMEOUT		(5 * HZ)
+#define ST_ABSENT_RID		0xff00	/* bus 255: nothing there in the demo */
 
 struct st {
 	struct ie_dev *ie;
@@ -631,6 +632,18 @@ static bool st_run(struct st *t)
 			  pci_dev_id(ie->pdev), p, IE_PAGE_SIZE,
 			  IE_ST_NO_DEVICE))
 		st_pass(t, "map-no-device");
+
+	/*
+	 * Not checks: the spec gives NO_DEVICE for "no PCI function with that
+	 * requester ID" but also keeps an unplugged function's mappings until
+	 * DETACH, so which commands refuse an absent requester is open.
+	 */
+	st_cmd(t, IE_OP_DETACH, 0, ST_ABSENT_RID, 0, 0, 0, &r);
+	pr_info("note: DETACH of requester %#x (no device): %s\n",
+		ST_ABSENT_RID, ie_status_name(r.status));
+	st_cmd(t, IE_OP_SET_MODE, 0, ST_ABSENT_RID, 0, 0, 0, &r);
+	pr_info("note: SET_MODE of requester %#x (no device): %s\n",
+		ST_ABSENT_RID, ie_status_name(r.status));
 
 	/* Two pages, read-write, below edu's 28-bit DMA limit */
 	if (!st_cmd_ok(t, "map", IE_OP_MAP, IE_MAP_READ | IE_MAP_WRITE, p,
