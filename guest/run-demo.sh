@@ -183,7 +183,7 @@ for m in $machines; do
     set -e
     tr -d '\r' <"$log" >"$log.txt"
     grep -E '^demo: (pci|run|insmod|debugfs|rmmod|kernel|status)' "$log.txt" || true
-    grep -oE 'iommu-emul-selftest: (PASS|FAIL|SUMMARY).*' "$log.txt" || true
+    grep -oE 'iommu-emul-selftest: (PASS|FAIL|SKIP|SUMMARY|note:).*' "$log.txt" || true
     summaries=$(grep -cE 'iommu-emul-selftest: SUMMARY' "$log.txt" || true)
     fails=$(grep -cE 'iommu-emul-selftest: FAIL|SUMMARY .* [1-9][0-9]* failed|^demo: kernel:' "$log.txt" || true)
     # the two MSI-X runs must not skip anything
