@@ -245,11 +245,17 @@ static int st_discard_faults(struct st *t)
  * Check that the DMA just done produced exactly one fault (possibly merged
  * or split into several records for the same page) with these fields.
  */
-static void st_expect_fault_rid(struct st *t, const char *name, u16 rid,
-				u64 addr, u8 access, u8 reason)
+/*
+ * Check that the DMA just done produced exactly one fault (possibly merged
+ * or split into several records for the same page) with these fields.
+ * Returns false with @why filled in otherwise.
+ */
+static bool st_check_fault(struct st *t, u16 rid, u64 addr, u8 access,
+			   u8 reason, char *why, size_t len)
 {
 	struct ie_dev *ie = t->ie;
 	struct ie_fault_rec rec, extra;
+	u64 last = t->last_sequence;
 	bool by_irq = true;
 	int unexpected = 0;
 
@@ -261,14 +267,15 @@ static void st_expect_fault_rid(struct st *t, const char *name, u16 rid,
 		by_irq = false;
 		ie_drain_faults(ie);
 		if (!ie_fault_pop(ie, &rec)) {
-			st_fail(t, name, "no fault record for %#llx", addr);
-			return;
+			snprintf(why, len, "no fault record for %#llx", addr);
+			return false;
 		}
 	}
 	if (by_irq)
 		t->fault_irq_seen = true;
 	else
 		t->fault_without_irq = true;
+	t->last_sequence = max(t->last_sequence, rec.sequence);
 
 	/* Records of the same fault split by the memory core */
 	ie_drain_faults(ie);
@@ -277,7 +284,8 @@ static void st_expect_fault_rid(struct st *t, const char *name, u16 rid,
 		    extra.access == rec.access && extra.reason == rec.reason &&
 		    extra.address >> 12 == addr >> 12 &&
 		    extra.sequence > rec.sequence) {
-			t->last_sequence = extra.sequence;
+			t->last_sequence = max(t->last_sequence,
+					       extra.sequence);
 			continue;
 		}
 		pr_info("unexpected fault record: requester %#x access %u reason %u address %#llx\n",
@@ -287,28 +295,40 @@ static void st_expect_fault_rid(struct st *t, const char *name, u16 rid,
 	}
 
 	if (rec.requester != rid)
-		st_fail(t, name, "requester %#x, expected %#x", rec.requester,
-			rid);
+		snprintf(why, len, "requester %#x, expected %#x",
+			 rec.requester, rid);
 	else if (rec.access != access)
-		st_fail(t, name, "access %u, expected %u", rec.access, access);
+		snprintf(why, len, "access %u, expected %u", rec.access,
+			 access);
 	else if (rec.reason != reason)
-		st_fail(t, name, "reason %u, expected %u", rec.reason, reason);
+		snprintf(why, len, "reason %u, expected %u", rec.reason,
+			 reason);
 	else if (rec.address != addr)
-		st_fail(t, name, "address %#llx, expected %#llx", rec.address,
-			addr);
+		snprintf(why, len, "address %#llx, expected %#llx",
+			 rec.address, addr);
 	else if (rec.count < 1)
-		st_fail(t, name, "count 0");
-	else if (rec.sequence <= t->last_sequence)
-		st_fail(t, name, "sequence %llu not after %llu", rec.sequence,
-			t->last_sequence);
+		snprintf(why, len, "count 0");
+	else if (rec.sequence <= last)
+		snprintf(why, len, "sequence %llu not after %llu",
+			 rec.sequence, last);
 	else if (rec.reserved)
-		st_fail(t, name, "reserved field %#llx", rec.reserved);
+		snprintf(why, len, "reserved field %#llx", rec.reserved);
 	else if (unexpected)
-		st_fail(t, name, "%d unexpected fault records", unexpected);
+		snprintf(why, len, "%d unexpected fault records", unexpected);
 	else
+		return true;
+	return false;
+}
+
+static void st_expect_fault_rid(struct st *t, const char *name, u16 rid,
+				u64 addr, u8 access, u8 reason)
+{
+	char why[96];
+
+	if (st_check_fault(t, rid, addr, access, reason, why, sizeof(why)))
 		st_pass(t, name);
-	if (rec.sequence > t->last_sequence)
-		t->last_sequence = rec.sequence;
+	else
+		st_fail(t, name, "%s", why);
 }
 
 static bool st_dma(struct st *t, const char *name, int ret);
@@ -459,6 +479,7 @@ static bool st_fault_ring_limits(struct st *t)
 	struct ie_fault_rec rec;
 	u64 seq, seq_off;
 	struct ie_req r;
+	char why[96];
 	u32 ovf;
 	int i, n;
 
@@ -519,6 +540,33 @@ static bool st_fault_ring_limits(struct st *t)
 			t->last_sequence, seq, ie->seq_gaps - gaps);
 	else
 		st_pass(t, "fault-sequence-gap");
+
+	/*
+	 * A 4-entry ring and ten faults, each consumed before the next: head
+	 * and tail wrap twice, and every record must still come out right.
+	 */
+	if (ie_test_faultq_set(ie, true, 2)) {
+		st_fail(t, "fault-ring-wrap", "cannot restart the fault ring with 4 entries");
+		return false;
+	}
+	for (i = 0; i < 10; i++) {
+		u64 a = u + 0x10000 + i * IE_PAGE_SIZE + 8 * i;
+
+		if (!st_dma(t, "fault-ring-wrap", edu_to_ram(t, 0, a, 32)))
+			return false;
+		if (!st_check_fault(t, t->rid, a, IE_FAULT_ACCESS_WRITE,
+				    IE_FAULT_REASON_UNMAPPED, why,
+				    sizeof(why)))
+			break;
+	}
+	if (i < 10)
+		st_fail(t, "fault-ring-wrap", "fault %d: %s", i, why);
+	else
+		st_pass(t, "fault-ring-wrap");
+	if (ie_test_faultq_set(ie, true, log2)) {
+		st_fail(t, "fault-ring-wrap", "cannot restore the fault ring");
+		return false;
+	}
 
 	/* Fault ring off: blocked, not recorded, no interrupt. */
 	seq = t->last_sequence;
