@@ -506,11 +506,43 @@ do_test() {
         build
         rebuild=(--no-rebuild)
     fi
-    local rc=0
+    local rc=0 guest=
     (cd "$B" && ./pyvenv/bin/meson test "${rebuild[@]}" -t 4 --print-errorlogs \
         --num-processes "${MESON_TESTTHREADS:-2}" "${names[@]}") || rc=$?
-    /usr/bin/python3 "$TOP/wrapper/tap-summary.py" "$B/meson-logs/testlog.json" || rc=1
+    if [ ${#test_args[@]} -eq 0 ]; then
+        guest=$B/meson-logs/guest-demos.txt
+        run_guest_demos "$guest"
+    fi
+    /usr/bin/python3 "$TOP/wrapper/tap-summary.py" "$B/meson-logs/testlog.json" \
+        $guest || rc=1
     return $rc
+}
+
+# The guest drivers of guest/ in TCG VMs against this build: each demo is
+# one result, in "NAME RESULT SECONDS LOG" lines of $1 for tap-summary.py.
+# QEMU_ZC_GUEST=0 skips them (they install a Debian kernel the first time).
+GUEST_DEMOS="guest/run-demo.sh:all guest/virtio-zc/run-demo.sh:"
+
+run_guest_demos() {
+    local out=$1 d script arg log t0 rc
+    : >"$out"
+    for d in $GUEST_DEMOS; do
+        script=${d%%:*} arg=${d#*:}
+        log=$B/meson-logs/$(echo "$script" | tr / -).log
+        if [ "${QEMU_ZC_GUEST:-1}" = 0 ]; then
+            echo "$script SKIP 0 $log" >>"$out"
+            continue
+        fi
+        note "guest demo: $script $arg (log: $log)"
+        t0=$(date +%s)
+        rc=0
+        QEMU=$B/qemu-system-x86_64 \
+            QEMU_FIRMWARE=$B/qemu-bundle/usr/local/share/qemu \
+            QEMU_DATA=$B/qemu-bundle/usr/local/share/qemu \
+            timeout 1200 "$TOP/$script" $arg >"$log" 2>&1 || rc=$?
+        tail -n 3 "$log" | sed 's/^/    /'
+        echo "$script $([ $rc = 0 ] && echo OK || echo FAIL) $(($(date +%s) - t0)) $log" >>"$out"
+    done
 }
 
 do_lint() {

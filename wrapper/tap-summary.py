@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Summarise a meson testlog.json: one row per test executable with its
 TAP subtest counts, then the closing line "N passed, N failed, N skipped".
+Further arguments are files of results from outside meson (the guest
+demos), one "NAME RESULT SECONDS LOG" line each, counted as one subtest.
 
 N counts TAP subtests. An executable that failed without a TAP "not ok"
 line (a crash, a timeout) counts as one more failure. Exits 1 on any
@@ -47,6 +49,16 @@ def main():
             name = t["name"].split(" / ")[-1]
             rows.append((name, result, p, fl, s, t.get("duration", 0)))
             total = [total[0] + p, total[1] + fl, total[2] + s]
+    # Optional: results that are not meson tests (the guest demos), one
+    # "NAME RESULT SECONDS LOG" line each; each counts as one subtest
+    for path in sys.argv[2:]:
+        with open(path) as f:
+            for line in f:
+                name, result, secs = line.split()[:3]
+                p, fl, s = {"OK": (1, 0, 0), "SKIP": (0, 0, 1)}.get(
+                    result, (0, 1, 0))
+                rows.append((name, result, p, fl, s, float(secs)))
+                total = [total[0] + p, total[1] + fl, total[2] + s]
     print()
     print(f"{'test':40s} {'result':8s} {'pass':>5s} {'fail':>5s} "
           f"{'skip':>5s} {'secs':>7s}")
