@@ -19,11 +19,13 @@
 #include "hw/qdev-properties.h"
 #include "hw/virtio/virtio.h"
 #include "hw/virtio-zc/virtio-zc.h"
+#include "migration/misc.h"
 #include "migration/vmstate.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
 #include "qemu/bswap.h"
 #include "qemu/iov.h"
+#include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "qemu/sockets.h"
@@ -725,8 +727,38 @@ static void virtio_zc_bh(void *opaque)
 }
 
 /*
+ * Before the device state is saved for a migration or snapshot, every
+ * request the device holds is taken back and used (status RECLAIMED),
+ * while guest RAM is still to be sent: the used ring and status bytes
+ * then reach the destination with the rest of RAM. A request whose pages
+ * cannot be offlined now (postcopy, pinned) costs its queue the
+ * destination: the connection is aborted and its requests complete with
+ * DEST_ERROR. Either way nothing is left in flight.
+ */
+static void virtio_zc_reclaim_for_migration(VirtIOZC *s, const char *why)
+{
+    unsigned int i;
+
+    trace_virtio_zc_migration_reclaim(why, s->stat_inflight);
+    for (i = 0; i < s->num_queues; i++) {
+        VirtIOZCQueue *q = &s->queues[i];
+        VirtIOZCReq *req, *tmp;
+
+        QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
+            if (virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, false)) {
+                virtio_zc_disconnect(q, "offline refused before migration",
+                                     false);
+                break;
+            }
+        }
+        virtio_zc_flush(q);
+    }
+}
+
+/*
  * No request is taken from a ring while the VM is stopped; when it runs
- * again, take what waits in the rings.
+ * again, take what waits in the rings. When it stops for the end of a
+ * migration or for a snapshot, reclaim everything in flight.
  */
 static void virtio_zc_vm_state_change(void *opaque, bool running,
                                       RunState state)
@@ -735,7 +767,25 @@ static void virtio_zc_vm_state_change(void *opaque, bool running,
 
     if (running) {
         qemu_bh_schedule(s->bh);
+    } else if (state == RUN_STATE_FINISH_MIGRATE ||
+               state == RUN_STATE_SAVE_VM) {
+        virtio_zc_reclaim_for_migration(s, RunState_str(state));
     }
+}
+
+/*
+ * A VM that is already stopped when a migration starts does not stop
+ * again at its end: reclaim at the start, before RAM is sent.
+ */
+static int virtio_zc_migration_notify(NotifierWithReturn *notifier,
+                                      MigrationEvent *e, Error **errp)
+{
+    VirtIOZC *s = container_of(notifier, VirtIOZC, migration_notifier);
+
+    if (e->type == MIG_EVENT_PRECOPY_SETUP && !runstate_is_running()) {
+        virtio_zc_reclaim_for_migration(s, "migration of a stopped VM");
+    }
+    return 0;
 }
 
 /*
@@ -1010,6 +1060,7 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
     s->bh = qemu_bh_new_guarded(virtio_zc_bh, s, &dev->mem_reentrancy_guard);
     s->vmstate_entry =
         qdev_add_vm_change_state_handler(dev, virtio_zc_vm_state_change, s);
+    migration_add_notifier(&s->migration_notifier, virtio_zc_migration_notify);
 }
 
 static void virtio_zc_unrealize(DeviceState *dev)
@@ -1021,6 +1072,7 @@ static void virtio_zc_unrealize(DeviceState *dev)
     for (i = 0; i < s->num_queues; i++) {
         virtio_zc_reclaim_all(&s->queues[i], true);
     }
+    migration_remove_notifier(&s->migration_notifier);
     qemu_del_vm_change_state_handler(s->vmstate_entry);
     virtio_zc_queues_free(s);
     qemu_bh_delete(s->bh);
@@ -1061,10 +1113,58 @@ static void virtio_zc_instance_init(Object *obj)
     }
 }
 
+/*
+ * The requests were reclaimed when the VM stopped (see
+ * virtio_zc_vm_state_change). Anything still in flight now could not be
+ * completed on the destination, and a used-ring write now would miss
+ * RAM, which has been sent: refuse the migration or snapshot.
+ */
+static int virtio_zc_pre_save(void *opaque)
+{
+    VirtIOZC *s = opaque;
+
+    if (s->stat_inflight) {
+        error_report("virtio-zc: %" PRIu64 " requests still in flight "
+                     "(stop the VM through the migration or snapshot, "
+                     "not before; offlining may be refused during a "
+                     "background snapshot)", s->stat_inflight);
+        return -EBUSY;
+    }
+    return 0;
+}
+
+/* Device state: the configuration check and the counters */
+static const VMStateDescription vmstate_virtio_zc_device = {
+    .name = "virtio-zc-device",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .pre_save = virtio_zc_pre_save,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32_EQUAL(num_queues, VirtIOZC, NULL),
+        VMSTATE_UINT64(stat_requests, VirtIOZC),
+        VMSTATE_UINT64(stat_completed, VirtIOZC),
+        VMSTATE_UINT64(stat_sent, VirtIOZC),
+        VMSTATE_UINT64(stat_bytes, VirtIOZC),
+        VMSTATE_UINT64(stat_reclaimed, VirtIOZC),
+        VMSTATE_UINT64(stat_copied, VirtIOZC),
+        VMSTATE_UINT64(stat_kernel_copied, VirtIOZC),
+        VMSTATE_UINT64(stat_dest_errors, VirtIOZC),
+        VMSTATE_UINT64(stat_bad_requests, VirtIOZC),
+        VMSTATE_UINT64(stat_offline_refused, VirtIOZC),
+        VMSTATE_UINT64(stat_offline_failed, VirtIOZC),
+        VMSTATE_UINT64(stat_offlined_bytes, VirtIOZC),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 static const VMStateDescription vmstate_virtio_zc = {
     .name = "virtio-zc",
-    /* Not yet: see "Migration" in docs/specs/virtio-zc.rst */
-    .unmigratable = 1,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_VIRTIO_DEVICE,
+        VMSTATE_END_OF_LIST()
+    },
 };
 
 static const Property virtio_zc_properties[] = {
@@ -1095,6 +1195,7 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
     vdc->get_config = virtio_zc_get_config;
     vdc->reset = virtio_zc_reset;
     vdc->queue_reset = virtio_zc_queue_reset;
+    vdc->vmsd = &vmstate_virtio_zc_device;
 }
 
 static const TypeInfo virtio_zc_types[] = {

@@ -24,6 +24,7 @@
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
 #include "libqos/iommu-emul.h"
+#include "libqos/qemu-zc-migrate.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "standard-headers/linux/virtio_config.h"
@@ -236,9 +237,9 @@ static void zc_stop(ZC *t)
     }
 }
 
-static uint64_t zc_counter(ZC *t, const char *name)
+static uint64_t zc_counter_qts(QTestState *qts, const char *name)
 {
-    QDict *rsp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments': "
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': "
                            "{'path': %s, 'property': %s}}", ZC_QOM, name);
     uint64_t v;
 
@@ -246,6 +247,11 @@ static uint64_t zc_counter(ZC *t, const char *name)
     v = qdict_get_int(rsp, "return");
     qobject_unref(rsp);
     return v;
+}
+
+static uint64_t zc_counter(ZC *t, const char *name)
+{
+    return zc_counter_qts(t->qts, name);
 }
 
 /* Counters change in QEMU's main loop: wait for a value */
@@ -1378,6 +1384,126 @@ static void test_mq_one_dest(void)
     zc_stop(&t);
 }
 
+/*
+ * Migration with a stalled destination. The source holds N requests that
+ * its receiver A does not take; the migration reclaims them when the VM
+ * stops, before the rest of RAM is sent. On the destination every request
+ * is in the used ring exactly once, RECLAIMED, with the guest's bytes
+ * unchanged, and nothing else completes; A drains only whole messages
+ * with the original bytes; the destination's own receiver B gets what
+ * the guest sends after the migration.
+ */
+static void test_migrate_stalled(void)
+{
+    enum { N = 8, LEN = 64 * 1024 };
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    g_autofree char *args = NULL;
+    g_autofree uint8_t *seen = g_malloc0(N);
+    uint64_t data[N], st[N], sent, st2;
+    uint32_t head[N], h, used;
+    QPCIAddress addr = { .devfn = VIRTIO_ZC_DEVFN };
+    QTestState *from;
+    size_t got_msgs = 0;
+    int i, j, lfd2, rfd2, port2;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000",
+             STALL_SNDBUF);
+    for (i = 0; i < N; i++) {
+        uint64_t hdr = zc_hdr(&t, 0, 0, 500 + i);
+
+        data[i] = zc_data(&t, LEN, 60 + i);
+        qtest_memread(t.qts, data[i], want + (size_t)i * LEN, LEN);
+        st[i] = zc_status_buf(&t);
+        head[i] = zc_post(&t, (Desc[]) { { hdr, 16, false },
+                                         { data[i], LEN, false },
+                                         { st[i], 1, true } }, 3);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+
+    /* The destination QEMU streams to its own receiver B */
+    lfd2 = zc_listen(0, &port2);
+    args = g_strdup_printf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
+                           "dest=127.0.0.1:%d,sndbuf=%d,timeout-ms=60000",
+                           zc_machine, port2, STALL_SNDBUF);
+    from = t.qts;
+    t.qts = qzc_migrate(from, args);
+    rfd2 = accept(lfd2, NULL, NULL);
+    g_assert_cmpint(rfd2, >=, 0);
+
+    /* The source reclaimed everything before it stopped */
+    g_assert_cmpuint(zc_counter_qts(from, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, N);
+    sent = zc_counter_qts(from, "sent");
+
+    /* The destination's used ring: each request once, RECLAIMED */
+    for (i = 0; i < N; i++) {
+        g_assert(qvirtqueue_get_buf(t.qts, t.vq, &h, &used));
+        g_assert_cmpuint(used, ==, 1);
+        for (j = 0; j < N && head[j] != h; j++) {
+            /* find the request */
+        }
+        g_assert_cmpint(j, <, N);
+        g_assert(!seen[j]);
+        seen[j] = 1;
+    }
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
+
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+        g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
+        /* The guest reuses its memory on the destination */
+        qtest_memset(t.qts, data[i], 0x77, LEN);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, N);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
+
+    /* Nothing more completes, however long the destination runs */
+    qtest_clock_step(t.qts, 120 * NANOSECONDS_PER_SECOND);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
+
+    /* A: whole messages with the bytes from before the migration */
+    while (got_msgs < sent || (got_msgs == sent && got_msgs < N &&
+                               !recv_idle(t.rfd, 500))) {
+        g_autofree uint8_t *got = recv_msg(&t, got_msgs, 500 + got_msgs,
+                                           LEN);
+
+        g_assert(memcmp(want + got_msgs * LEN, got, LEN) == 0);
+        got_msgs++;
+    }
+    g_assert(recv_idle(t.rfd, 100));
+
+    /* The destination's device works, towards B */
+    g_free(t.dev->pdev);
+    g_free(t.dev);
+    qpci_free_pc(t.bus);
+    t.bus = qpci_new_pc(t.qts, NULL);
+    t.dev = virtio_pci_new(t.bus, &addr);
+    g_assert_nonnull(t.dev);
+    qvirtio_pci_device_enable(t.dev);
+    qvirtqueue_reset_pool(t.vq);
+    st2 = zc_post_req(&t, t.vq, 600, data[0], LEN);
+    {
+        g_autofree uint8_t *now = guest_bytes(&t, data[0], LEN);
+        g_autofree uint8_t *got = recv_msg_fd(rfd2, 0, 600, LEN);
+
+        g_assert(memcmp(now, got, LEN) == 0);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st2), ==, VIRTIO_ZC_S_OK);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N + 1);
+
+    qtest_quit(from);
+    zc_stop(&t);
+    close(rfd2);
+    close(lfd2);
+}
+
 int main(int argc, char **argv)
 {
     static const char *machines[] = { "pc", "q35" };
@@ -1419,6 +1545,7 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/stall/max-inflight", test_max_inflight);
     qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
+    qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
     qtest_add_func("/virtio-zc/bad/header", test_bad_header);
     qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
     qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);

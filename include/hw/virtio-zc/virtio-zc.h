@@ -10,6 +10,7 @@
 
 #include "hw/virtio/virtio.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
+#include "qemu/notify.h"
 #include "qemu/page-offline.h"
 #include "qemu/queue.h"
 #include "qom/object.h"
@@ -60,6 +61,7 @@ struct VirtIOZC {
     char **dests;               /* dest split at ';' or ',' */
     QEMUBH *bh;
     VMChangeStateEntry *vmstate_entry;
+    NotifierWithReturn migration_notifier;
 
     /* Counters (read-only QOM properties), totals over the queues */
     uint64_t stat_requests;
