@@ -83,6 +83,7 @@ typedef struct VirtIOZCSend {
 } VirtIOZCSend;
 
 static void virtio_zc_flush(VirtIOZCQueue *q);
+static void virtio_zc_listen_update(VirtIOZC *s);
 static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
                                  bool detach);
 
@@ -302,6 +303,11 @@ static void virtio_zc_reclaim_expired(VirtIOZCQueue *q)
             continue;
         }
         req->expired = false;
+        if (q->fd < 0) {
+            /* Listening mode: no receiver came in time; nothing was sent */
+            virtio_zc_complete(q, req, VIRTIO_ZC_S_DEST_ERROR, false);
+            continue;
+        }
         ret = virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, false);
         if (ret == -EBUSY) {
             /* Refused for now (postcopy, snapshot, pinned): it waits */
@@ -461,6 +467,11 @@ static void virtio_zc_flush(VirtIOZCQueue *q)
         if (!req->started) {
             req->frame.seq = cpu_to_le64(q->seq++);
             req->started = true;
+            if (req->elem && !req->copied) {
+                /* In listening mode the connection came after the request */
+                req->zc = s->zerocopy && q->zc_enabled;
+                req->copied = !req->zc;
+            }
         }
         memset(&msg, 0, sizeof(msg));
         flags = MSG_DONTWAIT | MSG_NOSIGNAL;
@@ -573,6 +584,8 @@ static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
         virtio_zc_complete(q, req, VIRTIO_ZC_S_DEST_ERROR, detach);
     }
     virtio_notify_config(vdev);
+    /* Listening mode: the next receiver that connects takes this queue */
+    virtio_zc_listen_update(q->s);
 }
 
 static bool virtio_zc_data_offlinable(VirtIOZCReq *req)
@@ -645,10 +658,15 @@ static int virtio_zc_parse(VirtIOZCQueue *q, VirtIOZCReq *req)
                       PRIu32 "\n", __func__, nseg, s->max_segments);
         return VIRTIO_ZC_S_BAD_REQUEST;
     }
-    if (q->fd < 0) {
+    if (q->fd < 0 && s->listen_fd < 0) {
         return VIRTIO_ZC_S_DEST_ERROR;
     }
-    req->zc = s->zerocopy && q->zc_enabled && virtio_zc_data_offlinable(req);
+    /*
+     * Not connected yet (listening mode): the request waits for a
+     * receiver, at most until its timeout. zc is decided again when the
+     * message starts, on the connection it goes to.
+     */
+    req->zc = s->zerocopy && virtio_zc_data_offlinable(req);
     req->copied = !req->zc;
     req->timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, virtio_zc_timeout, req);
     timer_mod(req->timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
@@ -871,27 +889,13 @@ static uint64_t virtio_zc_get_features(VirtIODevice *vdev, uint64_t features,
     return features;
 }
 
-static bool virtio_zc_connect(VirtIOZCQueue *q, Error **errp)
+/* Make the connected socket @fd the destination of @q */
+static bool virtio_zc_attach(VirtIOZCQueue *q, int fd, const char *peer,
+                             Error **errp)
 {
     VirtIOZC *s = q->s;
-    SocketAddress *addr;
     int one = 1;
-    int fd;
 
-    addr = socket_parse(q->dest, errp);
-    if (!addr) {
-        return false;
-    }
-    if (addr->type != SOCKET_ADDRESS_TYPE_INET) {
-        error_setg(errp, "virtio-zc: dest must be host:port");
-        qapi_free_SocketAddress(addr);
-        return false;
-    }
-    fd = socket_connect(addr, errp);
-    qapi_free_SocketAddress(addr);
-    if (fd < 0) {
-        return false;
-    }
     qemu_socket_set_nonblock(fd);
 #ifdef CONFIG_LINUX
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -911,9 +915,89 @@ static bool virtio_zc_connect(VirtIOZCQueue *q, Error **errp)
 #endif
     q->fd = fd;
     q->want_write = false;
+    /* A new stream: frames and zero-copy ids start from 0 again */
+    q->seq = 0;
+    q->zc_next_id = 0;
     virtio_zc_set_fd_handlers(q);
-    trace_virtio_zc_connect(q->index, q->dest, q->zc_enabled);
+    trace_virtio_zc_connect(q->index, peer, q->zc_enabled);
     return true;
+}
+
+static SocketAddress *virtio_zc_parse_inet(const char *str, const char *prop,
+                                           Error **errp)
+{
+    SocketAddress *addr = socket_parse(str, errp);
+
+    if (addr && addr->type != SOCKET_ADDRESS_TYPE_INET) {
+        error_setg(errp, "virtio-zc: %s must be host:port", prop);
+        qapi_free_SocketAddress(addr);
+        return NULL;
+    }
+    return addr;
+}
+
+static bool virtio_zc_connect(VirtIOZCQueue *q, Error **errp)
+{
+    SocketAddress *addr;
+    int fd;
+
+    addr = virtio_zc_parse_inet(q->dest, "dest", errp);
+    if (!addr) {
+        return false;
+    }
+    fd = socket_connect(addr, errp);
+    qapi_free_SocketAddress(addr);
+    if (fd < 0) {
+        return false;
+    }
+    return virtio_zc_attach(q, fd, q->dest, errp);
+}
+
+/* Listening mode: the first transmitq without a receiver, or NULL */
+static VirtIOZCQueue *virtio_zc_free_queue(VirtIOZC *s)
+{
+    unsigned int i;
+
+    for (i = 0; i < s->num_queues; i++) {
+        if (s->queues[i].fd < 0) {
+            return &s->queues[i];
+        }
+    }
+    return NULL;
+}
+
+/* A receiver connects: it takes the first transmitq without one */
+static void virtio_zc_accept(void *opaque)
+{
+    VirtIOZC *s = opaque;
+    VirtIOZCQueue *q = virtio_zc_free_queue(s);
+    Error *err = NULL;
+    int fd;
+
+    if (!q) {
+        virtio_zc_listen_update(s);
+        return;
+    }
+    fd = qemu_accept(s->listen_fd, NULL, NULL);
+    if (fd < 0) {
+        return;
+    }
+    if (!virtio_zc_attach(q, fd, s->listen, &err)) {
+        warn_report_err(err);
+        return;
+    }
+    virtio_notify_config(VIRTIO_DEVICE(s));
+    virtio_zc_listen_update(s);
+    virtio_zc_flush(q);
+}
+
+/* Accept connections while a transmitq has no receiver */
+static void virtio_zc_listen_update(VirtIOZC *s)
+{
+    if (s->listen_fd >= 0) {
+        qemu_set_fd_handler(s->listen_fd, virtio_zc_free_queue(s) ?
+                            virtio_zc_accept : NULL, NULL, s);
+    }
 }
 
 /* Split dest into its destinations: "a;b" or "a,b" (",," on -device) */
@@ -963,6 +1047,11 @@ static void virtio_zc_queues_free(VirtIOZC *s)
             close(q->fd);
             q->fd = -1;
         }
+    }
+    if (s->listen_fd >= 0) {
+        qemu_set_fd_handler(s->listen_fd, NULL, NULL, NULL);
+        close(s->listen_fd);
+        s->listen_fd = -1;
     }
     g_free(s->queues);
     s->queues = NULL;
@@ -1026,6 +1115,10 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
         }
         s->offline_method = m;
     }
+    if (s->listen && *s->listen && s->dest && *s->dest) {
+        error_setg(errp, "virtio-zc: listen and dest exclude each other");
+        return;
+    }
     if (!virtio_zc_parse_dests(s, errp)) {
         g_strfreev(s->dests);
         s->dests = NULL;
@@ -1050,6 +1143,20 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
             virtio_zc_queues_free(s);
             return;
         }
+    }
+    if (s->listen && *s->listen) {
+        SocketAddress *addr = virtio_zc_parse_inet(s->listen, "listen", errp);
+
+        if (addr) {
+            s->listen_fd = socket_listen(addr, s->num_queues, errp);
+            qapi_free_SocketAddress(addr);
+        }
+        if (s->listen_fd < 0) {
+            virtio_zc_queues_free(s);
+            return;
+        }
+        qemu_socket_set_nonblock(s->listen_fd);
+        virtio_zc_listen_update(s);
     }
 
     virtio_init(vdev, VIRTIO_ID_ZC, sizeof(struct virtio_zc_config));
@@ -1103,8 +1210,10 @@ static void virtio_zc_instance_init(Object *obj)
         { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes) },
         { "in-flight", offsetof(VirtIOZC, stat_inflight) },
     };
+    VirtIOZC *s = VIRTIO_ZC(obj);
     int i;
 
+    s->listen_fd = -1;
     for (i = 0; i < ARRAY_SIZE(counters); i++) {
         object_property_add_uint64_ptr(obj, counters[i].name,
                                        (uint64_t *)((char *)obj +
@@ -1169,6 +1278,7 @@ static const VMStateDescription vmstate_virtio_zc = {
 
 static const Property virtio_zc_properties[] = {
     DEFINE_PROP_STRING("dest", VirtIOZC, dest),
+    DEFINE_PROP_STRING("listen", VirtIOZC, listen),
     DEFINE_PROP_UINT32("num-queues", VirtIOZC, num_queues, 1),
     DEFINE_PROP_UINT32("max-inflight", VirtIOZC, max_inflight, 64),
     DEFINE_PROP_UINT32("max-segments", VirtIOZC, max_segments, 64),

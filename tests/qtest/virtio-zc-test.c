@@ -84,6 +84,34 @@ static int zc_listen(int rcvbuf, int *port)
     return fd;
 }
 
+/* A loopback port nobody listens on (until QEMU does) */
+static int zc_free_port(void)
+{
+    int port;
+
+    close(zc_listen(0, &port));
+    return port;
+}
+
+/* Connect to a listening device as its receiver */
+static int zc_connect_receiver(int port, int rcvbuf)
+{
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET,
+        .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+        .sin_port = htons(port),
+    };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    if (rcvbuf) {
+        g_assert(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+                            sizeof(rcvbuf)) == 0);
+    }
+    g_assert(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    return fd;
+}
+
 static void recv_full(int fd, void *buf, size_t len)
 {
     size_t off = 0;
@@ -459,6 +487,20 @@ static void test_bad_properties(void)
     resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
                      " {'driver': 'virtio-zc-pci', 'dest': 'unix:/x'}}");
     g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    /* listen and dest together; listen not on TCP */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'dest': '127.0.0.1:1',"
+                     "  'listen': '127.0.0.1:0'}}");
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "listen"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'listen': 'unix:/x'}}");
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "listen"));
     qobject_unref(resp);
     /* More destinations than queues; an empty entry */
     resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
@@ -1504,6 +1546,85 @@ static void test_migrate_stalled(void)
     close(lfd2);
 }
 
+/*
+ * Listening mode. A request posted before any receiver connects waits,
+ * and its timeout completes it with DEST_ERROR; one posted before the
+ * receiver connects is sent once it does. When the receiver goes away,
+ * what it held completes with DEST_ERROR, and the next receiver to
+ * connect gets a new stream, numbered from 0.
+ */
+static void test_listen_reconnect(void)
+{
+    size_t len = 64 * 1024;
+    int port = zc_free_port();
+    g_autofree uint8_t *want = NULL;
+    uint64_t data, st;
+    QVirtioDevice *vd;
+    uint32_t used;
+    ZC t;
+
+    zc_start(&t, false, 0, false, "listen=127.0.0.1:%d,sndbuf=%d,"
+             "timeout-ms=500", port, STALL_SNDBUF);
+    vd = &t.dev->vdev;
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+    g_assert_cmphex(qvirtio_config_readl(vd, 28), ==, 0);
+    data = zc_data(&t, len, 5);
+    want = guest_bytes(&t, data, len);
+
+    /* Nobody connects: the request waits, then times out */
+    st = zc_post_req(&t, t.vq, 1, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+
+    /* A receiver connects after the request was posted: it gets it */
+    st = zc_post_req(&t, t.vq, 2, data, len);
+    t.rfd = zc_connect_receiver(port, 4096);
+    {
+        g_autofree uint8_t *got = recv_msg(&t, 0, 2, len);
+
+        g_assert(memcmp(want, got, len) == 0);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_CONNECTED);
+    g_assert_cmphex(qvirtio_config_readl(vd, 28), ==, 1);
+
+    /* It stalls and goes away: DEST_ERROR, guest bytes unchanged */
+    st = zc_post_req(&t, t.vq, 3, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    close(t.rfd);
+    t.rfd = -1;
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    {
+        g_autofree uint8_t *now = guest_bytes(&t, data, len);
+
+        g_assert(memcmp(want, now, len) == 0);
+    }
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+
+    /* The next receiver: a new stream */
+    st = zc_post_req(&t, t.vq, 4, data, len);
+    t.rfd = zc_connect_receiver(port, 0);
+    {
+        g_autofree uint8_t *got = recv_msg(&t, 0, 4, len);
+
+        g_assert(memcmp(want, got, len) == 0);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 2);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 4);
+    zc_stop(&t);
+}
+
 int main(int argc, char **argv)
 {
     static const char *machines[] = { "pc", "q35" };
@@ -1546,6 +1667,7 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
     qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
+    qtest_add_func("/virtio-zc/listen/reconnect", test_listen_reconnect);
     qtest_add_func("/virtio-zc/bad/header", test_bad_header);
     qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
     qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);

@@ -46,6 +46,7 @@ struct VirtIOZC {
 
     /* Properties */
     char *dest;
+    char *listen;
     uint32_t num_queues;
     uint32_t max_inflight;
     uint32_t max_segments;
@@ -59,6 +60,7 @@ struct VirtIOZC {
 
     VirtIOZCQueue *queues;      /* num_queues of them */
     char **dests;               /* dest split at ';' or ',' */
+    int listen_fd;              /* listening mode: -1 otherwise */
     QEMUBH *bh;
     VMChangeStateEntry *vmstate_entry;
     NotifierWithReturn migration_notifier;
