@@ -1233,10 +1233,11 @@ static int virtio_zc_pre_save(void *opaque)
     VirtIOZC *s = opaque;
 
     if (s->stat_inflight) {
-        error_report("virtio-zc: %" PRIu64 " requests still in flight "
-                     "(stop the VM through the migration or snapshot, "
-                     "not before; offlining may be refused during a "
-                     "background snapshot)", s->stat_inflight);
+        error_report("virtio-zc: cannot save the device state with %"
+                     PRIu64 " requests in flight: they could not be "
+                     "reclaimed (offlining is refused during a background "
+                     "snapshot; savevm of a stopped VM does not reclaim)",
+                     s->stat_inflight);
         return -EBUSY;
     }
     return 0;

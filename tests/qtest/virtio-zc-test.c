@@ -1625,6 +1625,157 @@ static void test_listen_reconnect(void)
     zc_stop(&t);
 }
 
+/* Poll query-migrate until its status is @want */
+static void zc_wait_migration(QTestState *qts, const char *want)
+{
+    gint64 start = g_get_monotonic_time();
+
+    for (;;) {
+        QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                                  "{'execute': 'query-migrate'}");
+        bool done = !g_strcmp0(qdict_get_try_str(rsp, "status"), want);
+
+        qobject_unref(rsp);
+        if (done) {
+            return;
+        }
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(10 * 1000);
+    }
+}
+
+static void zc_ensure_running(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                              "{'execute': 'query-status'}");
+
+    if (strcmp(qdict_get_str(rsp, "status"), "running")) {
+        qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    }
+    qobject_unref(rsp);
+}
+
+/*
+ * Background snapshots. One that starts while a request is in flight
+ * fails: the device cannot reclaim the request then (offlining is
+ * refused) and would lose it, so its pre_save refuses; the request stays
+ * in flight and its timeout reclaims it later. While one runs, a request
+ * whose timeout expires waits (offline-refused counts the attempts) and
+ * is reclaimed once the snapshot has ended.
+ */
+static void test_bg_snapshot(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("virtio-zc-snap-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "snap", NULL);
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    size_t len = 64 * 1024;
+    uint64_t data, st;
+    gint64 start;
+    uint32_t used;
+    ZC t;
+
+    if (!have_userfaultfd()) {
+        g_test_skip("no userfaultfd for kernel faults");
+        return;
+    }
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
+             STALL_SNDBUF);
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate-set-capabilities',"
+                             " 'arguments': {'capabilities': [{"
+                             "  'capability': 'background-snapshot',"
+                             "  'state': true}]}}");
+    /* Slow enough to still run while the test looks */
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate-set-parameters',"
+                             " 'arguments': {'max-bandwidth': 4096}}");
+    data = zc_data(&t, len, 21);
+    want = guest_bytes(&t, data, len);
+
+    /* In flight when the snapshot starts: the snapshot fails */
+    st = zc_post_req(&t, t.vq, 1, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    zc_wait_migration(t.qts, "failed");
+    zc_ensure_running(t.qts);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
+
+    /* A snapshot that runs: the timeout's offline is refused, it waits */
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    zc_wait_migration(t.qts, "active");
+    st = zc_post_req(&t, t.vq, 2, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    start = g_get_monotonic_time();
+    while (zc_counter(&t, "offline-refused") < 1) {
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(1000);
+    }
+    qtest_clock_step(t.qts, 250 * SCALE_MS);
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), >=, 2);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+
+    /* The snapshot ends: the next retry reclaims the request */
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate_cancel'}");
+    zc_wait_migration(t.qts, "cancelled");
+    zc_ensure_running(t.qts);
+    qtest_clock_step(t.qts, 250 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 2);
+    zc_stop(&t);
+    unlink(path);
+    rmdir(dir);
+}
+
+/*
+ * Listening mode with two queues: the first receiver to connect takes
+ * transmitq0, the second transmitq1; each gets only its queue's messages.
+ */
+static void test_listen_mq(void)
+{
+    int port = zc_free_port();
+    g_autofree char *extra = g_strdup_printf("listen=127.0.0.1:%d", port);
+    uint64_t data, st;
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start_mq(&t, 2, 0, NULL, false, extra);
+    t.rfd = zc_connect_receiver(port, 0);
+    t.rfds[1] = zc_connect_receiver(port, 0);
+    data = zc_data(&t, 3000, 8);
+    for (i = 1; i >= 0; i--) {
+        QVirtQueue *vq = i ? t.vqs[1] : t.vq;
+        g_autofree uint8_t *want = guest_bytes(&t, data, 3000);
+        g_autofree uint8_t *got = NULL;
+
+        st = zc_post_req(&t, vq, 70 + i, data, 3000);
+        got = recv_msg_fd(i ? t.rfds[1] : t.rfd, 0, 70 + i, 3000);
+        g_assert(memcmp(want, got, 3000) == 0);
+        zc_wait_used_vq(t.qts, vq, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    }
+    g_assert_cmphex(qvirtio_config_readl(&t.dev->vdev, 28), ==, 0x3);
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
+                     VIRTIO_ZC_DEST_CONNECTED);
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert(recv_idle(t.rfds[1], 0));
+    zc_stop(&t);
+}
+
 int main(int argc, char **argv)
 {
     static const char *machines[] = { "pc", "q35" };
@@ -1667,7 +1818,9 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
     qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
+    qtest_add_func("/virtio-zc/migration/bg-snapshot", test_bg_snapshot);
     qtest_add_func("/virtio-zc/listen/reconnect", test_listen_reconnect);
+    qtest_add_func("/virtio-zc/listen/two-queues", test_listen_mq);
     qtest_add_func("/virtio-zc/bad/header", test_bad_header);
     qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
     qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);
