@@ -8,6 +8,8 @@
 #include "qemu/osdep.h"
 #include "../libqtest.h"
 #include "qemu/bswap.h"
+#include "qemu/module.h"
+#include "libqos-malloc.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
 #include "iommu-emul.h"
 
@@ -57,3 +59,74 @@ uint16_t qiommu_emul_cmd(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmd,
     }
     return status & ~IOMMU_EMUL_STATUS_DONE;
 }
+
+/* ---- qgraph node ------------------------------------------------------- */
+
+static void *qiommu_emul_get_driver(void *obj, const char *interface)
+{
+    QIOMMUEmul *d = obj;
+
+    if (!g_strcmp0(interface, "pci-device")) {
+        return &d->pdev;
+    }
+    fprintf(stderr, "%s not present in iommu-emul\n", interface);
+    g_assert_not_reached();
+}
+
+static void qiommu_emul_start_hw(QOSGraphObject *obj)
+{
+    QIOMMUEmul *d = (QIOMMUEmul *)obj;
+
+    qpci_device_enable(&d->pdev);
+    d->bar = qpci_iomap(&d->pdev, IOMMU_EMUL_REGS_BAR, NULL);
+    g_assert_cmphex(qpci_io_readl(&d->pdev, d->bar, A_MAGIC), ==,
+                    IOMMU_EMUL_MAGIC);
+    qiommu_emul_cmdq_start(&d->cmdq, &d->pdev, d->bar, d->cmdq_mem,
+                           QIOMMU_EMUL_NODE_CMDQ_LOG2, 0);
+    g_assert_cmphex(qpci_io_readl(&d->pdev, d->bar, A_CMDQ_ERROR), ==,
+                    IOMMU_EMUL_QERR_NONE);
+}
+
+static void qiommu_emul_destructor(QOSGraphObject *obj)
+{
+    QIOMMUEmul *d = (QIOMMUEmul *)obj;
+
+    qpci_io_writel(&d->pdev, d->bar, A_CTRL, 0);
+    qpci_iounmap(&d->pdev, d->bar);
+    guest_free(d->alloc, d->cmdq_mem);
+}
+
+static void *qiommu_emul_create(void *pci_bus, QGuestAllocator *alloc,
+                                void *addr)
+{
+    QIOMMUEmul *d = g_new0(QIOMMUEmul, 1);
+
+    qpci_device_init(&d->pdev, pci_bus, addr);
+    d->alloc = alloc;
+    /* guest_alloc aligns to pages, so also to the entry size */
+    d->cmdq_mem = guest_alloc(alloc, IOMMU_EMUL_CMD_SIZE <<
+                              QIOMMU_EMUL_NODE_CMDQ_LOG2);
+    d->obj.get_driver = qiommu_emul_get_driver;
+    d->obj.start_hw = qiommu_emul_start_hw;
+    d->obj.destructor = qiommu_emul_destructor;
+    return &d->obj;
+}
+
+static void qiommu_emul_register_nodes(void)
+{
+    QPCIAddress addr = {
+        .devfn = QPCI_DEVFN(4, 0),
+        .vendor_id = IOMMU_EMUL_PCI_VENDOR_ID,
+        .device_id = IOMMU_EMUL_PCI_DEVICE_ID,
+    };
+    QOSGraphEdgeOptions opts = {
+        .extra_device_opts = "addr=04.0,id=" QIOMMU_EMUL_NODE_ID,
+    };
+
+    add_qpci_address(&opts, &addr);
+    qos_node_create_driver("iommu-emul", qiommu_emul_create);
+    qos_node_consumes("iommu-emul", "pci-bus", &opts);
+    qos_node_produces("iommu-emul", "pci-device");
+}
+
+libqos_init(qiommu_emul_register_nodes);

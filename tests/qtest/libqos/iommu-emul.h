@@ -9,6 +9,7 @@
 #define LIBQOS_IOMMU_EMUL_H
 
 #include "pci.h"
+#include "qgraph.h"
 
 /* A command ring that the test set up: its guest address and size */
 typedef struct QIOMMUEmulRing {
@@ -49,5 +50,24 @@ void qiommu_emul_cmdq_start(QIOMMUEmulRing *r, QPCIDevice *dev, QPCIBar bar,
  */
 uint16_t qiommu_emul_cmd(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmd,
                          QIOMMUEmulCmdOut *out);
+
+/*
+ * The qgraph node "iommu-emul": the device found on a PCI bus by its IDs,
+ * with bus mastering on, BAR 0 mapped and the command ring started, in
+ * the state a guest driver leaves it after probing. Tests that consume
+ * "iommu-emul" get this object.
+ */
+typedef struct QIOMMUEmul {
+    QOSGraphObject obj;
+    QPCIDevice pdev;
+    QPCIBar bar;
+    QIOMMUEmulRing cmdq;
+    uint64_t cmdq_mem;
+    QGuestAllocator *alloc;
+} QIOMMUEmul;
+
+/* The node's qdev id, and the entries of the command ring it starts */
+#define QIOMMU_EMUL_NODE_ID         "iommu0"
+#define QIOMMU_EMUL_NODE_CMDQ_LOG2  4
 
 #endif
