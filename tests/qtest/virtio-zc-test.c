@@ -1427,17 +1427,18 @@ static void test_mq_one_dest(void)
 }
 
 /*
- * Migration with a stalled destination. The source holds N requests that
- * its receiver A does not take; the migration reclaims them when the VM
- * stops, before the rest of RAM is sent. On the destination every request
- * is in the used ring exactly once, RECLAIMED, with the guest's bytes
- * unchanged, and nothing else completes; A drains only whole messages
- * with the original bytes; the destination's own receiver B gets what
- * the guest sends after the migration.
+ * Migration with a stalled destination. The source holds INFL requests
+ * that its receiver A does not take, and N - INFL more wait in the ring
+ * (max-inflight). The migration reclaims the INFL when the VM stops,
+ * before the rest of RAM is sent. On the destination every request is in
+ * the used ring exactly once: the INFL RECLAIMED, the others sent by the
+ * destination device to its own receiver B, OK; the guest's bytes are
+ * unchanged and nothing else completes. A drains only whole messages
+ * with the original bytes, and B gets what the guest sends afterwards.
  */
 static void test_migrate_stalled(void)
 {
-    enum { N = 8, LEN = 64 * 1024 };
+    enum { N = 8, INFL = 6, LEN = 64 * 1024 };
     g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
     g_autofree char *args = NULL;
     g_autofree uint8_t *seen = g_malloc0(N);
@@ -1449,8 +1450,8 @@ static void test_migrate_stalled(void)
     int i, j, lfd2, rfd2, port2;
     ZC t;
 
-    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000",
-             STALL_SNDBUF);
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000,"
+             "max-inflight=%d", STALL_SNDBUF, INFL);
     for (i = 0; i < N; i++) {
         uint64_t hdr = zc_hdr(&t, 0, 0, 500 + i);
 
@@ -1461,27 +1462,37 @@ static void test_migrate_stalled(void)
                                          { data[i], LEN, false },
                                          { st[i], 1, true } }, 3);
     }
-    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, INFL);
     g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
 
     /* The destination QEMU streams to its own receiver B */
     lfd2 = zc_listen(0, &port2);
     args = g_strdup_printf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
-                           "dest=127.0.0.1:%d,sndbuf=%d,timeout-ms=60000",
-                           zc_machine, port2, STALL_SNDBUF);
+                           "dest=127.0.0.1:%d,sndbuf=%d,timeout-ms=60000,"
+                           "max-inflight=%d", zc_machine, port2,
+                           STALL_SNDBUF, INFL);
     from = t.qts;
     t.qts = qzc_migrate(from, args);
     rfd2 = accept(lfd2, NULL, NULL);
     g_assert_cmpint(rfd2, >=, 0);
 
-    /* The source reclaimed everything before it stopped */
+    /* The source reclaimed what it held, and took nothing more */
     g_assert_cmpuint(zc_counter_qts(from, "in-flight"), ==, 0);
-    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, N);
+    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, INFL);
+    g_assert_cmpuint(zc_counter_qts(from, "requests"), ==, INFL);
     sent = zc_counter_qts(from, "sent");
+    g_assert_cmpuint(sent, <=, INFL);
 
-    /* The destination's used ring: each request once, RECLAIMED */
+    /* The destination took the rest and sent them to B */
+    for (i = INFL; i < N; i++) {
+        g_autofree uint8_t *got = recv_msg_fd(rfd2, i - INFL, 500 + i, LEN);
+
+        g_assert(memcmp(want + (size_t)i * LEN, got, LEN) == 0);
+    }
+
+    /* The destination's used ring: each request once */
     for (i = 0; i < N; i++) {
-        g_assert(qvirtqueue_get_buf(t.qts, t.vq, &h, &used));
+        h = zc_wait_used(&t, &used);
         g_assert_cmpuint(used, ==, 1);
         for (j = 0; j < N && head[j] != h; j++) {
             /* find the request */
@@ -1490,18 +1501,17 @@ static void test_migrate_stalled(void)
         g_assert(!seen[j]);
         seen[j] = 1;
     }
-    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
     for (i = 0; i < N; i++) {
         g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
 
         g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
-                         VIRTIO_ZC_S_RECLAIMED);
+                         i < INFL ? VIRTIO_ZC_S_RECLAIMED : VIRTIO_ZC_S_OK);
         g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
         /* The guest reuses its memory on the destination */
         qtest_memset(t.qts, data[i], 0x77, LEN);
     }
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
-    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, N);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, INFL);
     g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
 
     /* Nothing more completes, however long the destination runs */
@@ -1510,7 +1520,7 @@ static void test_migrate_stalled(void)
     g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
 
     /* A: whole messages with the bytes from before the migration */
-    while (got_msgs < sent || (got_msgs == sent && got_msgs < N &&
+    while (got_msgs < sent || (got_msgs == sent && got_msgs < INFL &&
                                !recv_idle(t.rfd, 500))) {
         g_autofree uint8_t *got = recv_msg(&t, got_msgs, 500 + got_msgs,
                                            LEN);
@@ -1520,7 +1530,7 @@ static void test_migrate_stalled(void)
     }
     g_assert(recv_idle(t.rfd, 100));
 
-    /* The destination's device works, towards B */
+    /* The destination's device keeps working, towards B */
     g_free(t.dev->pdev);
     g_free(t.dev);
     qpci_free_pc(t.bus);
@@ -1532,13 +1542,14 @@ static void test_migrate_stalled(void)
     st2 = zc_post_req(&t, t.vq, 600, data[0], LEN);
     {
         g_autofree uint8_t *now = guest_bytes(&t, data[0], LEN);
-        g_autofree uint8_t *got = recv_msg_fd(rfd2, 0, 600, LEN);
+        g_autofree uint8_t *got = recv_msg_fd(rfd2, N - INFL, 600, LEN);
 
         g_assert(memcmp(now, got, LEN) == 0);
     }
     zc_wait_used(&t, &used);
     g_assert_cmpuint(qtest_readb(t.qts, st2), ==, VIRTIO_ZC_S_OK);
     g_assert_cmpuint(zc_counter(&t, "completed"), ==, N + 1);
+    g_assert(recv_idle(rfd2, 50));
 
     qtest_quit(from);
     zc_stop(&t);
