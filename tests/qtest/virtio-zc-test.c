@@ -1644,12 +1644,15 @@ static void zc_wait_migration(QTestState *qts, const char *want)
     for (;;) {
         QDict *rsp = qtest_qmp_assert_success_ref(qts,
                                                   "{'execute': 'query-migrate'}");
-        bool done = !g_strcmp0(qdict_get_try_str(rsp, "status"), want);
+        const char *status = qdict_get_try_str(rsp, "status");
+        bool done = !g_strcmp0(status, want);
+        bool failed = !g_strcmp0(status, "failed") && strcmp(want, "failed");
 
         qobject_unref(rsp);
         if (done) {
             return;
         }
+        g_assert(!failed);
         g_assert(g_get_monotonic_time() - start <= WAIT_US);
         g_usleep(10 * 1000);
     }
@@ -1664,6 +1667,73 @@ static void zc_ensure_running(QTestState *qts)
         qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
     }
     qobject_unref(rsp);
+}
+
+/*
+ * Migration of a VM that was stopped before: it does not stop again at
+ * the end of the migration, so the device reclaims when the migration
+ * starts. The destination (which stays paused, as the source was) finds
+ * each request on the used ring once, RECLAIMED, with unchanged bytes.
+ */
+static void test_migrate_paused(void)
+{
+    enum { N = 3, LEN = 64 * 1024 };
+    g_autofree char *dir = g_dir_make_tmp("virtio-zc-mig-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "sock", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", path);
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    uint64_t data[N], st[N];
+    uint32_t used;
+    QTestState *from;
+    int i, lfd2, rfd2, port2;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000",
+             STALL_SNDBUF);
+    for (i = 0; i < N; i++) {
+        data[i] = zc_data(&t, LEN, 90 + i);
+        qtest_memread(t.qts, data[i], want + (size_t)i * LEN, LEN);
+        st[i] = zc_post_req(&t, t.vq, 800 + i, data[i], LEN);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+    qtest_qmp_assert_success(t.qts, "{'execute': 'stop'}");
+
+    lfd2 = zc_listen(0, &port2);
+    from = t.qts;
+    t.qts = qtest_initf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
+                        "dest=127.0.0.1:%d -incoming %s", zc_machine, port2,
+                        uri);
+    rfd2 = accept(lfd2, NULL, NULL);
+    g_assert_cmpint(rfd2, >=, 0);
+    qtest_qmp_assert_success(from, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    zc_wait_migration(from, "completed");
+    g_assert_cmpuint(zc_counter_qts(from, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, N);
+
+    /* The destination is paused like the source; its RAM has the ring */
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
+
+        g_assert(qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+        g_assert_cmpuint(used, ==, 1);
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+        g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
+    }
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    zc_ensure_running(t.qts);
+    qtest_clock_step(t.qts, 120 * NANOSECONDS_PER_SECOND);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert(recv_idle(rfd2, 50));
+
+    qtest_quit(from);
+    zc_stop(&t);
+    close(rfd2);
+    close(lfd2);
+    unlink(path);
+    rmdir(dir);
 }
 
 /*
@@ -1829,6 +1899,7 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
     qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
+    qtest_add_func("/virtio-zc/migration/paused", test_migrate_paused);
     qtest_add_func("/virtio-zc/migration/bg-snapshot", test_bg_snapshot);
     qtest_add_func("/virtio-zc/listen/reconnect", test_listen_reconnect);
     qtest_add_func("/virtio-zc/listen/two-queues", test_listen_mq);
