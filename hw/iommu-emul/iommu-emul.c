@@ -29,6 +29,8 @@
 #include "hw/pci/msix.h"
 #include "hw/qdev-properties.h"
 #include "hw/resettable.h"
+#include "migration/misc.h"
+#include "migration/qemu-file-types.h"
 #include "migration/vmstate.h"
 #include "exec/address-spaces.h"
 #include "system/dma.h"
@@ -110,6 +112,10 @@ static void iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host)
         iommu_emul_mlock(host, false);
     }
     s->pinned_pages--;
+    /* The guest ballooned it while it was pinned: drop it, unlocked */
+    if (g_hash_table_remove(s->discard_pending, key)) {
+        g_array_append_val(s->discard_due, host);
+    }
 }
 
 /*
@@ -186,6 +192,112 @@ static bool iommu_emul_discard_vetoed(RamDiscardVeto *veto, RAMBlock *rb,
         }
     }
     return false;
+}
+
+/*
+ * Deferred discard: balloon inflation hands over the pinned pages it had
+ * to skip; each is discarded when its last mapping goes away, unless the
+ * guest deflated it (or reset the balloon) meanwhile.
+ */
+static void iommu_emul_discard_defer(RamDiscardVeto *veto, RAMBlock *rb,
+                                     void *host, size_t length)
+{
+    IOMMUEmulState *s = container_of(veto, IOMMUEmulState, discard_veto);
+    uintptr_t p = (uintptr_t)host & ~PAGE_MASK_EMUL;
+    uintptr_t end = (uintptr_t)host + length;
+
+    QEMU_LOCK_GUARD(&s->mutex);
+    for (; p < end; p += IOMMU_EMUL_PAGE_SIZE) {
+        if (g_hash_table_contains(s->pins, (gpointer)p)) {
+            g_hash_table_add(s->discard_pending, (gpointer)p);
+        }
+    }
+    trace_iommu_emul_discard_deferred((uintptr_t)host, length);
+}
+
+static gboolean iommu_emul_in_range(gpointer key, gpointer value,
+                                    gpointer range)
+{
+    uintptr_t *r = range;
+
+    return (uintptr_t)key >= r[0] && (uintptr_t)key < r[1];
+}
+
+static void iommu_emul_discard_cancel(RamDiscardVeto *veto, RAMBlock *rb,
+                                      void *host, size_t length)
+{
+    IOMMUEmulState *s = container_of(veto, IOMMUEmulState, discard_veto);
+    uintptr_t range[2] = {
+        (uintptr_t)host & ~PAGE_MASK_EMUL, (uintptr_t)host + length
+    };
+    uintptr_t p;
+
+    trace_iommu_emul_discard_cancelled((uintptr_t)host, length);
+    QEMU_LOCK_GUARD(&s->mutex);
+    if (!rb) {
+        g_hash_table_remove_all(s->discard_pending);
+    } else if (length / IOMMU_EMUL_PAGE_SIZE >
+               g_hash_table_size(s->discard_pending)) {
+        g_hash_table_foreach_remove(s->discard_pending, iommu_emul_in_range,
+                                    range);
+    } else {
+        for (p = range[0]; p < range[1]; p += IOMMU_EMUL_PAGE_SIZE) {
+            g_hash_table_remove(s->discard_pending, (gpointer)p);
+        }
+    }
+}
+
+/*
+ * Discard the pages whose last pin went away while a discard was pending.
+ * Without s->mutex: ram_block_discard_range() asks our veto.
+ */
+static void iommu_emul_flush_discards(IOMMUEmulState *s)
+{
+    g_autoptr(GArray) due = NULL;
+    bool inhibited;
+    unsigned i;
+
+    WITH_QEMU_LOCK_GUARD(&s->mutex) {
+        if (!s->discard_due->len) {
+            return;
+        }
+        due = s->discard_due;
+        s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
+    }
+    /* As for the balloon itself: not while discarding is unsafe */
+    inhibited = ram_block_discard_is_disabled() ||
+                migration_in_incoming_postcopy() ||
+                migration_in_bg_snapshot();
+    for (i = 0; i < due->len && !inhibited; i++) {
+        uintptr_t host = g_array_index(due, uintptr_t, i);
+        ram_addr_t offset;
+        RAMBlock *rb;
+        size_t psize;
+        int ret;
+
+        rb = qemu_ram_block_from_host((void *)host, false, &offset);
+        if (!rb) {
+            continue;
+        }
+        /* A larger host page goes when its last pinned page does */
+        psize = qemu_ram_pagesize(rb);
+        ret = ram_block_discard_range(rb, QEMU_ALIGN_DOWN(offset, psize),
+                                      psize);
+        trace_iommu_emul_discard_late(host, ret);
+        if (ret == 0) {
+            WITH_QEMU_LOCK_GUARD(&s->mutex) {
+                s->deferred_discards++;
+            }
+        }
+    }
+}
+
+/* Forget every deferred discard, without discarding */
+static void iommu_emul_drop_discards(IOMMUEmulState *s)
+{
+    QEMU_LOCK_GUARD(&s->mutex);
+    g_hash_table_remove_all(s->discard_pending);
+    g_array_set_size(s->discard_due, 0);
 }
 
 /* IOMMU notifications */
@@ -807,6 +919,7 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
         c.dma_limit = ldq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT);
 
         status = iommu_emul_exec(s, &c, &irq);
+        iommu_emul_flush_discards(s);
         trace_iommu_emul_cmd(s->cmdq.head, c.opcode, c.requester, c.addr,
                              c.length, status);
         if (status != IOMMU_EMUL_ST_OK) {
@@ -1171,6 +1284,11 @@ static void iommu_emul_release_all(IOMMUEmulState *s)
             iommu_emul_switch_as(d);
         }
     }
+    /*
+     * Reset and exit: the guest that restarts owns all its memory again
+     * (the balloon forgets its pages too), so nothing is discarded late.
+     */
+    iommu_emul_drop_discards(s);
 }
 
 static void iommu_emul_machine_done(Notifier *n, void *opaque)
@@ -1253,10 +1371,14 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     qemu_mutex_init(&s->mutex);
     s->as_by_bus = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     s->pins = g_hash_table_new(NULL, NULL);
+    s->discard_pending = g_hash_table_new(NULL, NULL);
+    s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
     s->fault_bh = qemu_bh_new_guarded(iommu_emul_fault_bh, s,
                                       &DEVICE(s)->mem_reentrancy_guard);
 
     s->discard_veto.vetoed = iommu_emul_discard_vetoed;
+    s->discard_veto.defer = iommu_emul_discard_defer;
+    s->discard_veto.cancel = iommu_emul_discard_cancel;
     ram_block_discard_veto_add(&s->discard_veto);
     s->machine_done.notify = iommu_emul_machine_done;
     qemu_add_machine_init_done_notifier(&s->machine_done);
@@ -1297,6 +1419,8 @@ static void iommu_emul_exit(PCIDevice *pdev)
         msix_uninit_exclusive_bar(pdev);
     }
     g_hash_table_destroy(s->pins);
+    g_hash_table_destroy(s->discard_pending);
+    g_array_free(s->discard_due, true);
     qemu_mutex_destroy(&s->mutex);
 }
 
@@ -1359,6 +1483,7 @@ static void iommu_emul_instance_init(Object *obj)
         { "faults", offsetof(IOMMUEmulState, faults) },
         { "invalidations", offsetof(IOMMUEmulState, invalidations) },
         { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards) },
+        { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards) },
     };
     int i;
 
@@ -1381,9 +1506,488 @@ static const Property iommu_emul_properties[] = {
     DEFINE_PROP_UINT8("aperture-bits", IOMMUEmulState, aperture_bits, 48),
 };
 
+/*
+ * Migration. The stream is as untrusted as the guest: everything loaded
+ * is checked, and bad values fail the load with an error.
+ *
+ * Domains go as a custom field: for each requester that translates or
+ * has mappings, its bus (by name, as bus numbers are guest-assigned and
+ * loaded later with the bridges) and devfn, its mode and its mappings in
+ * order; each mapping with its pinned host pages as runs of (RAM block,
+ * offset, pages), exactly what the source pinned, and the indices of its
+ * pages whose discard is pending.
+ */
+
+#define IOMMU_EMUL_MIG_MAGIC    0x494f4d4dU     /* "IOMM" */
+
+typedef struct IOMMUEmulRun {
+    RAMBlock *rb;
+    ram_addr_t offset;
+    uint64_t pages;
+} IOMMUEmulRun;
+
+static int iommu_emul_put_mapping(QEMUFile *f, IOMMUEmulState *s,
+                                  IOMMUEmulMapping *m)
+{
+    uint64_t npages = m->len >> IOMMU_EMUL_PAGE_SHIFT, i;
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(IOMMUEmulRun));
+    g_autoptr(GArray) marks = g_array_new(false, false, sizeof(uint32_t));
+    IOMMUEmulRun *r = NULL;
+
+    for (i = 0; i < npages; i++) {
+        ram_addr_t off;
+        RAMBlock *rb = qemu_ram_block_from_host((void *)m->hosts[i], false,
+                                                &off);
+
+        if (!rb) {
+            error_report("iommu-emul: pinned page 0x%" PRIxPTR " is no"
+                         " longer guest RAM", m->hosts[i]);
+            return -EINVAL;
+        }
+        if (r && r->rb == rb &&
+            off == r->offset + (r->pages << IOMMU_EMUL_PAGE_SHIFT)) {
+            r->pages++;
+        } else {
+            IOMMUEmulRun run = { .rb = rb, .offset = off, .pages = 1 };
+
+            g_array_append_val(runs, run);
+            r = &g_array_index(runs, IOMMUEmulRun, runs->len - 1);
+        }
+        if (g_hash_table_contains(s->discard_pending,
+                                  (gpointer)m->hosts[i])) {
+            uint32_t idx = i;
+
+            g_array_append_val(marks, idx);
+        }
+    }
+    qemu_put_be64(f, m->bus);
+    qemu_put_be64(f, m->gpa);
+    qemu_put_be64(f, m->len);
+    qemu_put_byte(f, m->perm);
+    qemu_put_be32(f, runs->len);
+    for (i = 0; i < runs->len; i++) {
+        r = &g_array_index(runs, IOMMUEmulRun, i);
+        qemu_put_counted_string(f, qemu_ram_get_idstr(r->rb));
+        qemu_put_be64(f, r->offset);
+        qemu_put_be64(f, r->pages);
+    }
+    qemu_put_be32(f, marks->len);
+    for (i = 0; i < marks->len; i++) {
+        qemu_put_be32(f, g_array_index(marks, uint32_t, i));
+    }
+    return 0;
+}
+
+static int iommu_emul_put_domains(QEMUFile *f, void *pv, size_t size,
+                                  const VMStateField *field, JSONWriter *vmdesc)
+{
+    IOMMUEmulState *s = pv;
+    g_autoptr(GPtrArray) devs = g_ptr_array_new();
+    GHashTableIter iter;
+    IOMMUEmulBus *sbus;
+    unsigned i, j;
+    int devfn, ret;
+
+    QEMU_LOCK_GUARD(&s->mutex);
+    g_hash_table_iter_init(&iter, s->as_by_bus);
+    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
+        for (devfn = 0; devfn < PCI_DEVFN_MAX; devfn++) {
+            IOMMUEmulDev *d = sbus->dev[devfn];
+
+            if (d && (d->translate || d->maps->len)) {
+                g_ptr_array_add(devs, d);
+            }
+        }
+    }
+    qemu_put_be32(f, IOMMU_EMUL_MIG_MAGIC);
+    qemu_put_be32(f, devs->len);
+    for (i = 0; i < devs->len; i++) {
+        IOMMUEmulDev *d = g_ptr_array_index(devs, i);
+
+        qemu_put_counted_string(f, BUS(d->bus)->name);
+        qemu_put_byte(f, d->devfn);
+        qemu_put_byte(f, d->translate);
+        qemu_put_be32(f, d->maps->len);
+        for (j = 0; j < d->maps->len; j++) {
+            ret = iommu_emul_put_mapping(f, s, g_ptr_array_index(d->maps, j));
+            if (ret) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+static IOMMUEmulDev *iommu_emul_find_dev_by_name(IOMMUEmulState *s,
+                                                 const char *bus, int devfn)
+{
+    GHashTableIter iter;
+    IOMMUEmulBus *sbus;
+
+    g_hash_table_iter_init(&iter, s->as_by_bus);
+    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
+        if (!strcmp(BUS(sbus->bus)->name, bus)) {
+            return sbus->dev[devfn];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Load one mapping of @d and pin its pages; on error nothing of it is
+ * left. Called with s->mutex held.
+ */
+static int iommu_emul_get_mapping(QEMUFile *f, IOMMUEmulState *s,
+                                  IOMMUEmulDev *d, const char *who)
+{
+    g_autofree uintptr_t *hosts = NULL;
+    g_autofree uint32_t *marks = NULL;
+    uint64_t bus, gpa, len, npages, n = 0, fresh = 0, i;
+    uint32_t nruns, nmarks;
+    IOMMUEmulMapping *m;
+    DMAMap map = { 0 };
+    uint8_t perm;
+
+    bus = qemu_get_be64(f);
+    gpa = qemu_get_be64(f);
+    len = qemu_get_be64(f);
+    perm = qemu_get_byte(f);
+    if (!len || ((bus | gpa | len) & PAGE_MASK_EMUL) ||
+        bus + (len - 1) < bus || gpa + (len - 1) < gpa ||
+        perm < IOMMU_RO || perm > IOMMU_RW ||
+        bus < s->aperture_start || bus + (len - 1) > s->aperture_end ||
+        (s->mode == IOMMU_EMUL_BUS_ADDR_GPA && bus != gpa)) {
+        error_report("iommu-emul: %s: bad mapping bus 0x%" PRIx64 " gpa 0x%"
+                     PRIx64 " length 0x%" PRIx64 " perm %u", who, bus, gpa,
+                     len, perm);
+        return -EINVAL;
+    }
+    if (len > s->max_pinned) {
+        error_report("iommu-emul: %s: the migrated mappings pin more than"
+                     " max-pinned (%" PRIu64 " bytes)", who, s->max_pinned);
+        return -EINVAL;
+    }
+    npages = len >> IOMMU_EMUL_PAGE_SHIFT;
+    hosts = g_try_new0(uintptr_t, npages);
+    if (!hosts) {
+        error_report("iommu-emul: %s: out of memory", who);
+        return -ENOMEM;
+    }
+
+    nruns = qemu_get_be32(f);
+    for (; nruns; nruns--) {
+        char idstr[256];
+        ram_addr_t off;
+        uint64_t pages;
+        RAMBlock *rb;
+
+        if (!qemu_get_counted_string(f, idstr)) {
+            return -EINVAL;
+        }
+        off = qemu_get_be64(f);
+        pages = qemu_get_be64(f);
+        rb = qemu_ram_block_by_name(idstr);
+        if (!rb || (off & PAGE_MASK_EMUL) || !pages || pages > npages - n ||
+            off >= qemu_ram_get_used_length(rb) ||
+            pages > (qemu_ram_get_used_length(rb) - off) >>
+                    IOMMU_EMUL_PAGE_SHIFT) {
+            error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64 ": bad"
+                         " pages (RAM block '%s', offset 0x%" PRIx64 ", %"
+                         PRIu64 " pages)", who, bus, idstr, (uint64_t)off,
+                         pages);
+            return -EINVAL;
+        }
+        for (i = 0; i < pages; i++) {
+            hosts[n++] = (uintptr_t)qemu_ram_get_host_addr(rb) + off +
+                         (i << IOMMU_EMUL_PAGE_SHIFT);
+        }
+    }
+    nmarks = qemu_get_be32(f);
+    if (n != npages || nmarks > npages) {
+        error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64 ": %" PRIu64
+                     " pages, %u marks for %" PRIu64 " pages", who, bus, n,
+                     nmarks, npages);
+        return -EINVAL;
+    }
+    marks = g_new(uint32_t, nmarks);
+    for (i = 0; i < nmarks; i++) {
+        marks[i] = qemu_get_be32(f);
+        if (marks[i] >= npages) {
+            error_report("iommu-emul: %s: bad discard mark %u", who,
+                         marks[i]);
+            return -EINVAL;
+        }
+    }
+    if (qemu_file_get_error(f)) {
+        return qemu_file_get_error(f);
+    }
+
+    if (d->maps->len >= s->max_mappings) {
+        error_report("iommu-emul: %s: more than max-mappings (%u) mappings",
+                     who, s->max_mappings);
+        return -EINVAL;
+    }
+    if (s->mode != IOMMU_EMUL_BUS_ADDR_GPA) {
+        map = (DMAMap) {
+            .iova = bus, .translated_addr = gpa, .size = len - 1,
+            .perm = perm,
+        };
+        if (iova_tree_insert(d->iova, &map) != IOVA_OK) {
+            error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64
+                         " overlaps another one or the MSI window", who, bus);
+            return -EINVAL;
+        }
+    }
+    for (i = 0; i < npages; i++) {
+        fresh += !g_hash_table_contains(s->pins, (gpointer)hosts[i]);
+    }
+    if ((s->pinned_pages + fresh) * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
+        error_report("iommu-emul: %s: the migrated mappings pin more than"
+                     " max-pinned (%" PRIu64 " bytes)", who, s->max_pinned);
+        goto fail;
+    }
+    for (i = 0; i < npages; i++) {
+        if (!iommu_emul_pin_page(s, hosts[i])) {
+            error_report("iommu-emul: %s: cannot pin the page of gpa 0x%"
+                         PRIx64 " (mlock: %s; is RLIMIT_MEMLOCK too low?)",
+                         who, gpa + (i << IOMMU_EMUL_PAGE_SHIFT),
+                         strerror(errno));
+            iommu_emul_unpin_range(s, hosts, i);
+            goto fail;
+        }
+    }
+    for (i = 0; i < nmarks; i++) {
+        g_hash_table_add(s->discard_pending, (gpointer)hosts[marks[i]]);
+    }
+
+    m = g_new0(IOMMUEmulMapping, 1);
+    m->hosts = g_steal_pointer(&hosts);
+    m->bus = bus;
+    m->gpa = gpa;
+    m->len = len;
+    m->perm = perm;
+    g_ptr_array_add(d->maps, m);
+    s->mappings++;
+    return 0;
+
+fail:
+    if (s->mode != IOMMU_EMUL_BUS_ADDR_GPA) {
+        iova_tree_remove(d->iova, map);
+    }
+    return -EINVAL;
+}
+
+static int iommu_emul_get_domains(QEMUFile *f, void *pv, size_t size,
+                                  const VMStateField *field)
+{
+    IOMMUEmulState *s = pv;
+    uint32_t ndevs, nmaps, magic;
+    int ret;
+
+    magic = qemu_get_be32(f);
+    ndevs = qemu_get_be32(f);
+    if (magic != IOMMU_EMUL_MIG_MAGIC) {
+        error_report("iommu-emul: bad domain section in the migration"
+                     " stream");
+        return -EINVAL;
+    }
+    QEMU_LOCK_GUARD(&s->mutex);
+    for (; ndevs; ndevs--) {
+        g_autofree char *who = NULL;
+        char name[256];
+        IOMMUEmulDev *d;
+        uint8_t devfn, translate;
+
+        if (!qemu_get_counted_string(f, name)) {
+            return -EINVAL;
+        }
+        devfn = qemu_get_byte(f);
+        translate = qemu_get_byte(f);
+        nmaps = qemu_get_be32(f);
+        who = g_strdup_printf("requester %s:%02x.%x", name, PCI_SLOT(devfn),
+                              PCI_FUNC(devfn));
+        d = iommu_emul_find_dev_by_name(s, name, devfn);
+        if (!d) {
+            error_report("iommu-emul: %s does not exist on the destination",
+                         who);
+            return -EINVAL;
+        }
+        if (d->translate || d->maps->len || translate > 1 ||
+            nmaps > s->max_mappings) {
+            error_report("iommu-emul: %s: duplicate or bad domain (mode %u,"
+                         " %u mappings)", who, translate, nmaps);
+            return -EINVAL;
+        }
+        d->translate = translate;
+        for (; nmaps; nmaps--) {
+            ret = iommu_emul_get_mapping(f, s, d, who);
+            if (ret) {
+                return ret;
+            }
+        }
+    }
+    return qemu_file_get_error(f);
+}
+
+static const VMStateInfo iommu_emul_domains_info = {
+    .name = "iommu-emul-domains",
+    .get = iommu_emul_get_domains,
+    .put = iommu_emul_put_domains,
+};
+
+static int iommu_emul_pre_load(void *opaque)
+{
+    IOMMUEmulState *s = opaque;
+
+    /* loadvm into a running device: start from nothing mapped */
+    iommu_emul_release_all(s);
+    return 0;
+}
+
+static bool iommu_emul_queue_valid(IOMMUEmulQueue *q, uint32_t max_log2,
+                                   uint32_t esize)
+{
+    if (q->error > IOMMU_EMUL_QERR_DMA) {
+        return false;
+    }
+    if (!q->on) {
+        /* The indices restart from 0 when the ring is turned on */
+        return true;
+    }
+    return iommu_emul_check_ring(q->base, q->size, max_log2, esize) ==
+           IOMMU_EMUL_QERR_NONE &&
+           q->head < (1u << q->size) && q->tail < (1u << q->size);
+}
+
+static int iommu_emul_post_load(void *opaque, int version_id)
+{
+    IOMMUEmulState *s = opaque;
+    GHashTableIter iter;
+    IOMMUEmulBus *sbus;
+    unsigned i;
+    int devfn;
+
+    if (s->ctrl & ~(R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK) ||
+        !iommu_emul_queue_valid(&s->cmdq, s->cmdq_max_log2,
+                                IOMMU_EMUL_CMD_SIZE) ||
+        !iommu_emul_queue_valid(&s->faultq, s->faultq_max_log2,
+                                IOMMU_EMUL_FAULT_SIZE)) {
+        error_report("iommu-emul: bad register state in the migration"
+                     " stream");
+        goto fail;
+    }
+    if (s->npending > IOMMU_EMUL_PENDING_FAULTS) {
+        error_report("iommu-emul: bad pending fault count %u", s->npending);
+        goto fail;
+    }
+    for (i = 0; i < s->npending; i++) {
+        IOMMUEmulFault *x = &s->pending[i];
+
+        if (x->access < IOMMU_EMUL_ACCESS_READ ||
+            x->access > IOMMU_EMUL_ACCESS_WRITE ||
+            x->reason < IOMMU_EMUL_REASON_UNMAPPED ||
+            x->reason > IOMMU_EMUL_REASON_PERM || !x->count) {
+            error_report("iommu-emul: bad pending fault record");
+            goto fail;
+        }
+    }
+
+    /* Translation takes effect and listeners learn the mappings */
+    g_hash_table_iter_init(&iter, s->as_by_bus);
+    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
+        for (devfn = 0; devfn < PCI_DEVFN_MAX; devfn++) {
+            IOMMUEmulDev *d = sbus->dev[devfn];
+
+            if (!d) {
+                continue;
+            }
+            iommu_emul_switch_as(d);
+            WITH_QEMU_LOCK_GUARD(&s->mutex) {
+                for (i = 0; i < d->maps->len; i++) {
+                    IOMMUEmulMapping *m = g_ptr_array_index(d->maps, i);
+
+                    iommu_emul_notify(d, NULL, m->bus, m->bus + m->len - 1,
+                                      m->gpa, m->perm);
+                }
+            }
+        }
+    }
+    if (s->npending) {
+        qemu_bh_schedule(s->fault_bh);
+    }
+    return 0;
+
+fail:
+    iommu_emul_release_all(s);
+    s->npending = 0;
+    return -EINVAL;
+}
+
+static const VMStateDescription iommu_emul_queue_vmstate = {
+    .name = "iommu-emul/queue",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_BOOL(on, IOMMUEmulQueue),
+        VMSTATE_UINT32(error, IOMMUEmulQueue),
+        VMSTATE_UINT64(base, IOMMUEmulQueue),
+        VMSTATE_UINT32(size, IOMMUEmulQueue),
+        VMSTATE_UINT32(head, IOMMUEmulQueue),
+        VMSTATE_UINT32(tail, IOMMUEmulQueue),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const VMStateDescription iommu_emul_fault_vmstate = {
+    .name = "iommu-emul/fault",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT16(requester, IOMMUEmulFault),
+        VMSTATE_UINT8(access, IOMMUEmulFault),
+        VMSTATE_UINT8(reason, IOMMUEmulFault),
+        VMSTATE_UINT32(count, IOMMUEmulFault),
+        VMSTATE_UINT64(addr, IOMMUEmulFault),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 static const VMStateDescription iommu_emul_vmstate = {
     .name = TYPE_IOMMU_EMUL,
-    .unmigratable = 1,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .priority = MIG_PRI_IOMMU,
+    .pre_load = iommu_emul_pre_load,
+    .post_load = iommu_emul_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_PCI_DEVICE(parent_obj, IOMMUEmulState),
+        VMSTATE_MSIX(parent_obj, IOMMUEmulState),
+        VMSTATE_UINT32_EQUAL(mode, IOMMUEmulState,
+                             "bus-addr differs from the source"),
+        VMSTATE_UINT32(ctrl, IOMMUEmulState),
+        VMSTATE_STRUCT(cmdq, IOMMUEmulState, 1, iommu_emul_queue_vmstate,
+                       IOMMUEmulQueue),
+        VMSTATE_STRUCT(faultq, IOMMUEmulState, 1, iommu_emul_queue_vmstate,
+                       IOMMUEmulQueue),
+        VMSTATE_UINT32(fault_overflow, IOMMUEmulState),
+        VMSTATE_UINT32(npending, IOMMUEmulState),
+        VMSTATE_STRUCT_ARRAY(pending, IOMMUEmulState,
+                             IOMMU_EMUL_PENDING_FAULTS, 1,
+                             iommu_emul_fault_vmstate, IOMMUEmulFault),
+        VMSTATE_UINT64(fault_seq, IOMMUEmulState),
+        VMSTATE_UINT64(maps, IOMMUEmulState),
+        VMSTATE_UINT64(unmaps, IOMMUEmulState),
+        VMSTATE_UINT64(faults, IOMMUEmulState),
+        VMSTATE_UINT64(invalidations, IOMMUEmulState),
+        VMSTATE_UINT64(vetoed_discards, IOMMUEmulState),
+        VMSTATE_UINT64(deferred_discards, IOMMUEmulState),
+        {
+            .name = "domains",
+            .info = &iommu_emul_domains_info,
+            .flags = VMS_SINGLE,
+        },
+        VMSTATE_END_OF_LIST()
+    },
 };
 
 static void iommu_emul_class_init(ObjectClass *klass, void *data)

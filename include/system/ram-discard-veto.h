@@ -29,6 +29,21 @@ struct RamDiscardVeto {
      */
     bool (*vetoed)(RamDiscardVeto *veto, RAMBlock *rb, void *host,
                    size_t length);
+    /*
+     * Optional. The guest gave up the host page [@host, @host + @length)
+     * of @rb (balloon inflation) while this veto held it: discard it when
+     * you release it. Called with the BQL held, right after vetoed()
+     * returned true for the same page.
+     */
+    void (*defer)(RamDiscardVeto *veto, RAMBlock *rb, void *host,
+                  size_t length);
+    /*
+     * Optional. The guest took the pages of [@host, @host + @length) of
+     * @rb back (balloon deflation): forget any deferred discard of them.
+     * @rb NULL: of every page (balloon reset). With the BQL held.
+     */
+    void (*cancel)(RamDiscardVeto *veto, RAMBlock *rb, void *host,
+                   size_t length);
     QLIST_ENTRY(RamDiscardVeto) next;
 };
 
@@ -51,5 +66,23 @@ bool ram_block_discard_range_vetoed(RAMBlock *rb, uint64_t start,
  */
 int ram_block_discard_range_unvetoed(RAMBlock *rb, uint64_t start,
                                      size_t length);
+
+/*
+ * Like ram_block_discard_range_unvetoed(), but each vetoed page is handed
+ * to the defer() callback of the vetoes that hold it, which discard it
+ * when they release it. For balloon inflation: the guest will not touch
+ * the page again until it deflates it. Not for free page reporting, whose
+ * pages the guest may reuse at any time without telling the host.
+ */
+int ram_block_discard_range_deferred(RAMBlock *rb, uint64_t start,
+                                     size_t length);
+
+/*
+ * Forget the deferred discards of the host pages that overlap [@start,
+ * @start + @length) of @rb, or of every page if @rb is NULL. For balloon
+ * deflation and reset: the guest owns those pages again.
+ */
+void ram_block_discard_cancel_deferred(RAMBlock *rb, uint64_t start,
+                                       size_t length);
 
 #endif

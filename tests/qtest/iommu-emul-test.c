@@ -14,6 +14,7 @@
 #include "libqos/pci.h"
 #include "libqos/pci-pc.h"
 #include "libqos/iommu-emul.h"
+#include "libqos/qemu-zc-migrate.h"
 #include "libqos/malloc-pc.h"
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
@@ -602,6 +603,72 @@ static void test_max_pinned(const void *data)
     fx_free(f);
 }
 
+/*
+ * RLIMIT_MEMLOCK: QEMU runs with a 64 KiB limit and without CAP_IPC_LOCK
+ * (the tests run as root, which would ignore the limit), through
+ * QTEST_QEMU_BINARY-style wrapping: libqtest runs "exec BINARY ARGS" in a
+ * shell, so the binary may carry a command prefix.
+ */
+#define MEMLOCK_WRAP "prlimit --memlock=65536:65536 setpriv" \
+                     " --inh-caps=-ipc_lock --bounding-set=-ipc_lock"
+
+static void test_memlock(const void *data)
+{
+    g_autofree char *wrapped = g_strdup_printf("%s %s", MEMLOCK_WRAP,
+                                               getenv("QTEST_QEMU_BINARY"));
+    g_autofree char *args = g_strdup_printf("-machine %s -m 256M -device"
+                                            " iommu-emul,id=iommu0,addr=04.0"
+                                            " -device edu,addr=05.0",
+                                            (const char *)data);
+    Fixture *f;
+    uint64_t base, bus;
+    int status = -1;
+    CmdOut out;
+
+    if (!g_spawn_command_line_sync(MEMLOCK_WRAP " true", NULL, NULL,
+                                   &status, NULL) ||
+        !WIFEXITED(status) || WEXITSTATUS(status)) {
+        g_test_skip("cannot run QEMU under prlimit/setpriv without"
+                    " CAP_IPC_LOCK here (util-linux missing, or no"
+                    " CAP_SETPCAP)");
+        return;
+    }
+    g_setenv("IOMMU_EMUL_TEST_MEMLOCK_QEMU", wrapped, true);
+    f = g_new0(Fixture, 1);
+    f->qts = qtest_init_with_env("IOMMU_EMUL_TEST_MEMLOCK_QEMU", args, true);
+    f->bus = qpci_new_pc(f->qts, NULL);
+    f->iommu = qpci_device_find(f->bus, IOMMU_DEVFN);
+    f->edu = qpci_device_find(f->bus, EDU_DEVFN);
+    qpci_device_enable(f->iommu);
+    qpci_device_enable(f->edu);
+    f->regs = qpci_iomap(f->iommu, IOMMU_EMUL_REGS_BAR, NULL);
+    f->edu_bar = qpci_iomap(f->edu, 0, NULL);
+    rings_on(f);
+
+    /* max-pinned (1 GiB) is far away: only the 64 KiB limit applies */
+    base = locked_kb(f);
+    bus = map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 8 * PAGE, 16 * PAGE, 0, &out), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(out.addr, ==, 0);
+
+    /* Nothing of the failed MAP is left: pins, locks, mapping, bus range */
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 8);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "maps"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID,
+                        bus + 8 * PAGE, 0, 0, NULL), ==,
+                    IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(map(f, DATA_GPA + 8 * PAGE, 4 * PAGE,
+                        IOMMU_EMUL_MAP_READ), ==, bus + 8 * PAGE);
+    g_assert_cmpuint(locked_kb(f), ==, base + 48);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 12);
+    fx_free(f);
+}
+
 static void test_bad_commands(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
@@ -943,19 +1010,6 @@ static void test_reset_bypass(const void *data)
     fx_free(f);
 }
 
-/* Migration is refused while the device is present */
-static void test_no_migration(const void *data)
-{
-    Fixture *f = fx_new(data, NULL, NULL);
-    QDict *resp;
-
-    resp = qtest_qmp(f->qts, "{'execute': 'migrate', 'arguments':"
-                     " {'uri': 'exec:cat > /dev/null'}}");
-    g_assert(qdict_haskey(resp, "error"));
-    qobject_unref(resp);
-    fx_free(f);
-}
-
 /* Host address of guest RAM at @gpa (below 4 GiB), from info ramblock */
 static uint64_t host_addr(Fixture *f, const char *block, uint64_t gpa)
 {
@@ -1084,6 +1138,177 @@ static void test_balloon_memfd(const void *data)
     balloon(data, true);
 }
 
+/* A virtio-balloon at 06.0 with its inflate (0) and deflate (1) queues */
+typedef struct Balloon {
+    QGuestAllocator alloc;
+    QVirtioPCIDevice *vb;
+    QVirtQueue *vq[2];
+} Balloon;
+
+static void balloon_start(Fixture *f, Balloon *b)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+
+    pc_alloc_init(&b->alloc, f->qts, ALLOC_NO_FLAGS);
+    b->vb = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(b->vb);
+    qvirtio_pci_device_enable(b->vb);
+    qvirtio_start_device(&b->vb->vdev);
+    qvirtio_set_features(&b->vb->vdev, qvirtio_get_features(&b->vb->vdev) &
+                         (1ull << VIRTIO_F_VERSION_1));
+    b->vq[0] = qvirtqueue_setup(&b->vb->vdev, &b->alloc, 0);
+    b->vq[1] = qvirtqueue_setup(&b->vb->vdev, &b->alloc, 1);
+    qvirtio_set_driver_ok(&b->vb->vdev);
+}
+
+/* Inflate (@q 0) or deflate (@q 1) the pages at @gpas */
+static void balloon_pages(Fixture *f, Balloon *b, int q, const uint64_t *gpas,
+                          int n)
+{
+    uint64_t pfns = guest_alloc(&b->alloc, n * 4);
+    uint32_t head;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        uint8_t le[4];
+
+        stl_le_p(le, gpas[i] >> 12);
+        qtest_memwrite(f->qts, pfns + i * 4, le, 4);
+    }
+    head = qvirtqueue_add(f->qts, b->vq[q], pfns, n * 4, false, false);
+    qvirtqueue_kick(f->qts, &b->vb->vdev, b->vq[q], head);
+    qvirtio_wait_used_elem(f->qts, &b->vb->vdev, b->vq[q], head, NULL,
+                           5 * 1000 * 1000);
+    guest_free(&b->alloc, pfns);
+}
+
+static void balloon_stop(Balloon *b)
+{
+    qvirtqueue_cleanup(b->vb->vdev.bus, b->vq[0], &b->alloc);
+    qvirtqueue_cleanup(b->vb->vdev.bus, b->vq[1], &b->alloc);
+    qvirtio_pci_device_disable(b->vb);
+    g_free(b->vb->pdev);
+    g_free(b->vb);
+    alloc_destroy(&b->alloc);
+}
+
+static void unmap(Fixture *f, uint64_t bus, uint64_t len)
+{
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, len, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+}
+
+/*
+ * Deferred discard: a page ballooned while pinned is discarded when its
+ * last mapping goes away, unless the guest deflated it or reset the
+ * balloon meanwhile.
+ */
+static void test_balloon_deferred(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, " -device virtio-balloon-pci,addr=06.0");
+    uint64_t gpa[8], bus[8];
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 8; i++) {
+        gpa[i] = DATA_GPA + i * PAGE;
+        fill(f, gpa[i], 0x80 + i, PAGE);
+    }
+    /* Even pages are pinned, page 0 twice (two mappings) */
+    for (i = 0; i < 8; i += 2) {
+        bus[i] = map(f, gpa[i], PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    bus[1] = map(f, gpa[0], PAGE, IOMMU_EMUL_MAP_WRITE);
+
+    balloon_start(f, &b);
+    balloon_pages(f, &b, 0, gpa, 8);
+    for (i = 0; i < 8; i++) {
+        if (i % 2) {
+            g_assert_false(present(f, "pc.ram", gpa[i]));
+        } else {
+            g_assert(present(f, "pc.ram", gpa[i]));
+            g_assert(all_eq(f, gpa[i], 0x80 + i, PAGE));
+        }
+    }
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 0);
+
+    /* Page 2: its only mapping goes, so does the page */
+    unmap(f, bus[2], PAGE);
+    g_assert_false(present(f, "pc.ram", gpa[2]));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+
+    /* Page 0: only when its second mapping goes */
+    unmap(f, bus[0], PAGE);
+    g_assert(present(f, "pc.ram", gpa[0]));
+    g_assert(all_eq(f, gpa[0], 0x80, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+    unmap(f, bus[1], PAGE);
+    g_assert_false(present(f, "pc.ram", gpa[0]));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    /* Page 4: deflated before it is unpinned, so it is kept */
+    balloon_pages(f, &b, 1, &gpa[4], 1);
+    unmap(f, bus[4], PAGE);
+    g_assert(present(f, "pc.ram", gpa[4]));
+    g_assert(all_eq(f, gpa[4], 0x84, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    /* Page 6: a balloon reset gives every page back to the guest */
+    qvirtio_reset(&b.vb->vdev);
+    unmap(f, bus[6], PAGE);
+    g_assert(present(f, "pc.ram", gpa[6]));
+    g_assert(all_eq(f, gpa[6], 0x86, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 4);
+
+    balloon_stop(&b);
+    fx_free(f);
+}
+
+/*
+ * DETACH and a system reset: a device reset drops the deferred discards
+ * (the rebooting guest owns its memory), DETACH performs them.
+ */
+static void test_balloon_deferred_detach(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, " -device virtio-balloon-pci,addr=06.0");
+    uint64_t gpa[4];
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 4; i++) {
+        gpa[i] = DATA_GPA + i * PAGE;
+        fill(f, gpa[i], 0x40 + i, PAGE);
+        map(f, gpa[i], PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    balloon_start(f, &b);
+    balloon_pages(f, &b, 0, gpa, 2);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_false(present(f, "pc.ram", gpa[0]));
+    g_assert_false(present(f, "pc.ram", gpa[1]));
+    g_assert(all_eq(f, gpa[2], 0x42, PAGE));
+    g_assert(all_eq(f, gpa[3], 0x43, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    map(f, gpa[2], PAGE, IOMMU_EMUL_MAP_READ);
+    balloon_pages(f, &b, 0, &gpa[2], 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 3);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert(present(f, "pc.ram", gpa[2]));
+    g_assert(all_eq(f, gpa[2], 0x42, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
+
+    balloon_stop(&b);
+    fx_free(f);
+}
+
 static uint64_t vmrss_kb(Fixture *f)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/status",
@@ -1198,6 +1423,206 @@ static void test_overcommit(const void *data)
     fx_free(f);
 }
 
+/* Is the host page behind @gpa in a VMA locked with mlock (smaps)? */
+static bool page_locked(Fixture *f, const char *block, uint64_t gpa)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps",
+                                            (int)qtest_pid(f->qts));
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t hva = host_addr(f, block, gpa);
+    bool in = false;
+    int i;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        uint64_t lo, hi;
+        char *end;
+
+        /* A VMA header: "start-end perms offset dev inode [path]" */
+        lo = g_ascii_strtoull(lines[i], &end, 16);
+        if (*end == '-' && end != lines[i]) {
+            hi = g_ascii_strtoull(end + 1, NULL, 16);
+            in = hva >= lo && hva < hi;
+        } else if (in && g_str_has_prefix(lines[i], "VmFlags:")) {
+            return strstr(lines[i], " lo") != NULL;
+        }
+    }
+    g_assert_not_reached();
+}
+
+/* A fixture for a QEMU migrated from @src */
+static Fixture *fx_adopt(QTestState *qts, Fixture *src)
+{
+    Fixture *f = g_new0(Fixture, 1);
+
+    f->qts = qts;
+    f->bus = qpci_new_pc(qts, NULL);
+    f->iommu = qpci_device_find(f->bus, IOMMU_DEVFN);
+    f->edu = qpci_device_find(f->bus, EDU_DEVFN);
+    g_assert_nonnull(f->iommu);
+    g_assert_nonnull(f->edu);
+    f->regs.addr = (qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_0) &
+                    ~0xfULL) |
+                   (uint64_t)qpci_config_readl(f->iommu,
+                                               PCI_BASE_ADDRESS_1) << 32;
+    g_assert_cmphex(f->regs.addr, ==, src->regs.addr);
+    /* edu has no migration state: program it as on the source */
+    qpci_config_writel(f->edu, PCI_BASE_ADDRESS_0, src->edu_bar.addr);
+    qpci_device_enable(f->edu);
+    f->edu_bar = src->edu_bar;
+    f->ring = src->ring;
+    f->ring.dev = f->iommu;
+    f->ring.bar = f->regs;
+    return f;
+}
+
+/*
+ * Migration: the domains, mappings, registers, fault state and pending
+ * discards move to the destination, which re-pins the pages; DMA through
+ * an existing mapping works there, unmapped addresses still fault.
+ */
+static void test_migrate(const void *data)
+{
+    g_autofree char *args = g_strdup_printf(
+        "-machine %s -m 256M -device iommu-emul,id=iommu0,addr=04.0"
+        " -device edu,addr=05.0 -device virtio-balloon-pci,addr=06.0",
+        (const char *)data);
+    const uint64_t a = DATA_GPA, b = DATA_GPA + PAGE;
+    const uint64_t c = DATA_GPA + 4 * PAGE, dpage = DATA_GPA + 6 * PAGE;
+    const uint64_t nomap = 0x200000;
+    uint64_t bus_ab, bus_c, bus_d;
+    Fixture *f = fx_start(data, " -device virtio-balloon-pci,addr=06.0");
+    Fixture *t;
+    QTestState *to;
+    Balloon bl;
+    Fault x;
+
+    fill(f, a, 0x11, PAGE);
+    fill(f, b, 0x22, PAGE);
+    fill(f, DATA_GPA + 2 * PAGE, 0x77, PAGE);
+    fill(f, c, 0x33, PAGE);
+    fill(f, dpage, 0x44, PAGE);
+    bus_ab = map(f, a, 2 * PAGE, IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    bus_c = map(f, c, PAGE, IOMMU_EMUL_MAP_READ);
+    bus_d = map(f, dpage, PAGE, IOMMU_EMUL_MAP_READ);
+    translate_on(f);
+    /* A fault before migration: the destination continues the sequence */
+    edu_dma(f, nomap, PAGE, true);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    /* Page D is ballooned while pinned: its discard is pending */
+    balloon_start(f, &bl);
+    balloon_pages(f, &bl, 0, &dpage, 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+
+    to = qzc_migrate(f->qts, args);
+    t = fx_adopt(to, f);
+
+    /* State and counters */
+    g_assert_cmpuint(qom_u64(t, "mappings"), ==, 3);
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, 4);
+    g_assert_cmpuint(qom_u64(t, "maps"), ==, 3);
+    g_assert_cmpuint(qom_u64(t, "faults"), ==, 1);
+    g_assert_cmpuint(qom_u64(t, "vetoed-discards"), ==, 1);
+    g_assert_cmphex(rd32(t, A_CTRL), ==, 3);
+    g_assert_cmphex(rd32(t, A_STATUS), ==,
+                    R_STATUS_CMDQ_ON_MASK | R_STATUS_FAULTQ_ON_MASK);
+    g_assert_cmpuint(rd32(t, A_CMDQ_HEAD), ==, f->ring.tail);
+    g_assert_cmpuint(rd32(t, A_FAULTQ_TAIL), ==, 1);
+
+    /* The pages are locked on the destination, only they */
+    g_assert(page_locked(t, "pc.ram", a));
+    g_assert(page_locked(t, "pc.ram", b));
+    g_assert(page_locked(t, "pc.ram", c));
+    g_assert(page_locked(t, "pc.ram", dpage));
+    g_assert_false(page_locked(t, "pc.ram", DATA_GPA + 2 * PAGE));
+    g_assert_cmpuint(locked_kb(t), >=, 16);
+
+    /* DMA through the existing mapping, both ways: A -> edu -> B */
+    edu_dma(t, bus_ab, PAGE, false);
+    edu_dma(t, bus_ab + PAGE, PAGE, true);
+    g_assert(all_eq(t, b, 0x11, PAGE));
+    g_assert(all_eq(t, a, 0x11, PAGE));
+    g_assert(all_eq(t, DATA_GPA + 2 * PAGE, 0x77, PAGE));
+    /* QUERY finds the mappings */
+    g_assert_cmphex(cmd(t, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus_c, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+
+    /* Read-only stays read-only; unmapped still faults, sequence 2, 3 */
+    edu_dma(t, bus_c, PAGE, true);
+    g_assert(all_eq(t, c, 0x33, PAGE));
+    edu_dma(t, nomap, PAGE, true);
+    g_assert_cmpuint(rd32(t, A_FAULTQ_TAIL), ==, 3);
+    x = fault_at(t, 1);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmphex(x.addr, ==, bus_c);
+    g_assert_cmpuint(x.seq, ==, 2);
+    x = fault_at(t, 2);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(x.addr, ==, nomap);
+    g_assert_cmpuint(x.seq, ==, 3);
+    g_assert_cmpuint(qom_u64(t, "faults"), ==, 3);
+
+    /* The pending discard moved too: unmapping D discards it there */
+    g_assert(present(t, "pc.ram", dpage));
+    unmap(t, bus_d, PAGE);
+    g_assert_false(present(t, "pc.ram", dpage));
+    g_assert_cmpuint(qom_u64(t, "deferred-discards"), ==, 1);
+
+    /* New mappings go on from the migrated allocator state */
+    g_assert_cmphex(map(t, DATA_GPA + 8 * PAGE, PAGE, IOMMU_EMUL_MAP_READ),
+                    ==, bus_d);
+    unmap(t, bus_ab, 2 * PAGE);
+    g_assert_false(page_locked(t, "pc.ram", a));
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, 2);
+
+    fx_free(t);
+    balloon_stop(&bl);
+    fx_free(f);
+}
+
+/*
+ * A destination that cannot take the state refuses the stream and exits;
+ * @dest_props: its iommu-emul properties, @dest_edu: its edu device.
+ */
+static void migrate_refused(const char *machine, const char *dest_props,
+                            const char *dest_edu)
+{
+    g_autofree char *dir = g_dir_make_tmp("iommu-emul-mig-XXXXXX", NULL);
+    g_autofree char *sock = g_build_filename(dir, "sock", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    Fixture *f = fx_start(machine, NULL);
+    QTestState *to;
+
+    map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    to = qtest_initf("-machine %s -m 256M -device iommu-emul,id=iommu0,"
+                     "addr=04.0%s %s -incoming %s", machine, dest_props,
+                     dest_edu, uri);
+    qtest_set_expected_status(to, EXIT_FAILURE);
+    qtest_qmp_assert_success(f->qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    qtest_wait_qemu(to);
+    qtest_quit(to);
+    /* The source is unharmed: it still has its mapping */
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+    unlink(sock);
+    rmdir(dir);
+    fx_free(f);
+}
+
+static void test_migrate_refused(const void *data)
+{
+    /* Too small a max-pinned */
+    migrate_refused(data, ",max-pinned=8K", "-device edu,addr=05.0");
+    /* Another bus-address mode */
+    migrate_refused(data, ",bus-addr=gpa", "-device edu,addr=05.0");
+    /* The requester does not exist there */
+    migrate_refused(data, "", "-device edu,addr=06.0");
+}
+
 /* Run QEMU to completion and expect it to fail with @msg on stderr */
 static void expect_fail(const char *args, const char *msg)
 {
@@ -1264,6 +1689,7 @@ int main(int argc, char **argv)
         add(machines[i], "refcount", test_refcount);
         add(machines[i], "pinned-locked", test_pinned_locked);
         add(machines[i], "max-pinned", test_max_pinned);
+        add(machines[i], "memlock", test_memlock);
         add(machines[i], "bad-commands", test_bad_commands);
         add(machines[i], "bad-rings", test_bad_rings);
         add(machines[i], "fault-ring-full", test_fault_ring_full);
@@ -1274,10 +1700,14 @@ int main(int argc, char **argv)
         add(machines[i], "limits", test_limits);
         add(machines[i], "batch", test_batch);
         add(machines[i], "reset-bypass", test_reset_bypass);
-        add(machines[i], "no-migration", test_no_migration);
         add(machines[i], "balloon", test_balloon);
         add(machines[i], "balloon-memfd", test_balloon_memfd);
         add(machines[i], "balloon-64m-of-512m", test_overcommit);
+        add(machines[i], "balloon-deferred", test_balloon_deferred);
+        add(machines[i], "balloon-deferred-detach",
+            test_balloon_deferred_detach);
+        add(machines[i], "migrate", test_migrate);
+        add(machines[i], "migrate-refused", test_migrate_refused);
     }
     return g_test_run();
 }

@@ -86,6 +86,8 @@ struct IOMMUEmulState {
     QemuMutex mutex;            /* translation state, pins, pending faults */
     GHashTable *as_by_bus;      /* PCIBus * -> IOMMUEmulBus */
     GHashTable *pins;           /* host page address -> pin count */
+    GHashTable *discard_pending; /* pinned host pages the guest ballooned */
+    GArray *discard_due;        /* unpinned host pages to discard now */
     unsigned mode;              /* IOMMU_EMUL_BUS_ADDR_* */
     bool msix;
     uint64_t aperture_start;
@@ -115,6 +117,7 @@ struct IOMMUEmulState {
     uint64_t faults;
     uint64_t invalidations;
     uint64_t vetoed_discards;
+    uint64_t deferred_discards;
 };
 
 #endif
