@@ -1636,6 +1636,79 @@ static void test_listen_reconnect(void)
     zc_stop(&t);
 }
 
+/*
+ * Migration while iommu-emul pins a page of a stalled request: the page
+ * cannot be offlined when the VM stops, so the device gives up that
+ * queue's destination and the request completes with DEST_ERROR; on the
+ * destination it is on the used ring once, with unchanged bytes.
+ */
+static void test_migrate_pinned(void)
+{
+    const char *machine = zc_machine;
+    size_t len = 64 * 1024;
+    uint16_t rid = VIRTIO_ZC_DEVFN;   /* bus 0 */
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    g_autofree char *args = NULL;
+    uint64_t data, st, page;
+    QIOMMUEmulCmdOut out;
+    QIOMMUEmulRing ring;
+    QPCIDevice *iommu;
+    QTestState *from;
+    uint32_t used;
+    int lfd2, rfd2, port2;
+    ZC t;
+
+    zc_machine = "-machine pc -m 256M -device iommu-emul,addr=05.0";
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000",
+             STALL_SNDBUF);
+    iommu = qpci_device_find(t.bus, QPCI_DEVFN(5, 0));
+    g_assert_nonnull(iommu);
+    qpci_device_enable(iommu);
+    qiommu_emul_cmdq_start(&ring, iommu,
+                           qpci_iomap(iommu, IOMMU_EMUL_REGS_BAR, NULL),
+                           guest_alloc(&t.alloc, 4 * IOMMU_EMUL_CMD_SIZE),
+                           2, 0);
+    data = zc_data(&t, len, 44);
+    want = guest_bytes(&t, data, len);
+    page = ROUND_UP(data, 4096) + 4096;
+    g_assert_cmphex(qiommu_emul_cmd(&ring, &(QIOMMUEmulCmd) {
+                        .opcode = IOMMU_EMUL_OP_MAP,
+                        .flags = IOMMU_EMUL_MAP_READ,
+                        .requester = rid, .addr = page, .length = 4096,
+                    }, &out), ==, IOMMU_EMUL_ST_OK);
+    st = zc_post_req(&t, t.vq, 9, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+
+    lfd2 = zc_listen(0, &port2);
+    args = g_strdup_printf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
+                           "dest=127.0.0.1:%d", zc_machine, port2);
+    zc_machine = machine;
+    from = t.qts;
+    t.qts = qzc_migrate(from, args);
+    rfd2 = accept(lfd2, NULL, NULL);
+    g_assert_cmpint(rfd2, >=, 0);
+
+    g_assert_cmpuint(zc_counter_qts(from, "offline-refused"), >=, 1);
+    g_assert_cmpuint(zc_counter_qts(from, "dest-errors"), ==, 1);
+    g_assert(qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+    g_assert_cmpuint(used, ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    /* The source gave its connection up (t.dev still talks to it) */
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+
+    g_free(iommu);
+    qtest_quit(from);
+    zc_stop(&t);
+    close(rfd2);
+    close(lfd2);
+}
+
 /* Poll query-migrate until its status is @want */
 static void zc_wait_migration(QTestState *qts, const char *want)
 {
@@ -1900,6 +1973,7 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
     qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
     qtest_add_func("/virtio-zc/migration/paused", test_migrate_paused);
+    qtest_add_func("/virtio-zc/migration/pinned", test_migrate_pinned);
     qtest_add_func("/virtio-zc/migration/bg-snapshot", test_bg_snapshot);
     qtest_add_func("/virtio-zc/listen/reconnect", test_listen_reconnect);
     qtest_add_func("/virtio-zc/listen/two-queues", test_listen_mq);
