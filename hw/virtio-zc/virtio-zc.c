@@ -19,16 +19,19 @@
 #include "hw/qdev-properties.h"
 #include "hw/virtio/virtio.h"
 #include "hw/virtio-zc/virtio-zc.h"
+#include "migration/misc.h"
 #include "migration/vmstate.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
 #include "qemu/bswap.h"
 #include "qemu/iov.h"
+#include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "qemu/sockets.h"
 #include "qemu/timer.h"
 #include "system/ram-offline.h"
+#include "system/runstate.h"
 #include "trace.h"
 
 #ifdef CONFIG_LINUX
@@ -54,7 +57,7 @@
  * tail that owns a copy of the bytes still to send (bounce set).
  */
 struct VirtIOZCReq {
-    VirtIOZC *s;
+    VirtIOZCQueue *q;
     VirtQueueElement *elem;
     struct virtio_zc_frame_hdr frame;   /* little-endian */
     struct iovec *iov;                  /* data: guest RAM or bounce */
@@ -79,8 +82,10 @@ typedef struct VirtIOZCSend {
     VirtIOZCReq *req;                   /* NULL once reclaimed */
 } VirtIOZCSend;
 
-static void virtio_zc_flush(VirtIOZC *s);
-static void virtio_zc_disconnect(VirtIOZC *s, const char *why, bool detach);
+static void virtio_zc_flush(VirtIOZCQueue *q);
+static void virtio_zc_listen_update(VirtIOZC *s);
+static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
+                                 bool detach);
 
 static size_t virtio_zc_msg_len(VirtIOZCReq *req)
 {
@@ -97,20 +102,20 @@ static void virtio_zc_req_free(VirtIOZCReq *req)
     g_free(req);
 }
 
-static void virtio_zc_sendq_remove(VirtIOZC *s, VirtIOZCReq *req)
+static void virtio_zc_sendq_remove(VirtIOZCQueue *q, VirtIOZCReq *req)
 {
     if (req->queued) {
-        QTAILQ_REMOVE(&s->sendq, req, sendq_link);
+        QTAILQ_REMOVE(&q->sendq, req, sendq_link);
         req->queued = false;
     }
 }
 
 /* Forget the zero-copy sendmsgs of @req: their completions are ignored */
-static void virtio_zc_forget_sends(VirtIOZC *s, VirtIOZCReq *req)
+static void virtio_zc_forget_sends(VirtIOZCQueue *q, VirtIOZCReq *req)
 {
     GList *l;
 
-    for (l = s->zc_sends.head; l && req->zc_pending; l = l->next) {
+    for (l = q->zc_sends.head; l && req->zc_pending; l = l->next) {
         VirtIOZCSend *snd = l->data;
 
         if (snd->req == req) {
@@ -126,15 +131,17 @@ static void virtio_zc_forget_sends(VirtIOZC *s, VirtIOZCReq *req)
  * for reset, when the rings are about to be reset: the status byte is
  * written but nothing goes on the used ring.
  */
-static void virtio_zc_complete(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
-                               bool detach)
+static void virtio_zc_complete(VirtIOZCQueue *q, VirtIOZCReq *req,
+                               uint8_t status, bool detach)
 {
+    VirtIOZC *s = q->s;
     VirtIODevice *vdev = VIRTIO_DEVICE(s);
     VirtQueueElement *elem = req->elem;
 
-    virtio_zc_sendq_remove(s, req);
-    virtio_zc_forget_sends(s, req);
-    QTAILQ_REMOVE(&s->reqs, req, link);
+    virtio_zc_sendq_remove(q, req);
+    virtio_zc_forget_sends(q, req);
+    QTAILQ_REMOVE(&q->reqs, req, link);
+    q->inflight--;
     s->stat_inflight--;
     s->stat_completed++;
     switch (status) {
@@ -148,15 +155,15 @@ static void virtio_zc_complete(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
         s->stat_dest_errors++;
         break;
     }
-    trace_virtio_zc_complete(req, le64_to_cpu(req->frame.tag), status,
-                             detach);
+    trace_virtio_zc_complete(q->index, req, le64_to_cpu(req->frame.tag),
+                             status, detach);
 
     iov_from_buf(elem->in_sg, elem->in_num, 0, &status, 1);
     if (detach) {
-        virtqueue_detach_element(s->txq, elem, 1);
+        virtqueue_detach_element(q->vq, elem, 1);
     } else {
-        virtqueue_push(s->txq, elem, 1);
-        virtio_notify(vdev, s->txq);
+        virtqueue_push(q->vq, elem, 1);
+        virtio_notify(vdev, q->vq);
         /* Room for one more request */
         qemu_bh_schedule(s->bh);
     }
@@ -165,7 +172,7 @@ static void virtio_zc_complete(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
 }
 
 /* A request whose message is fully written may be done */
-static void virtio_zc_maybe_complete(VirtIOZC *s, VirtIOZCReq *req)
+static void virtio_zc_maybe_complete(VirtIOZCQueue *q, VirtIOZCReq *req)
 {
     if (req->queued || req->zc_pending) {
         return;
@@ -174,7 +181,7 @@ static void virtio_zc_maybe_complete(VirtIOZC *s, VirtIOZCReq *req)
         virtio_zc_req_free(req);
         return;
     }
-    virtio_zc_complete(s, req, req->copied ? VIRTIO_ZC_S_COPIED :
+    virtio_zc_complete(q, req, req->copied ? VIRTIO_ZC_S_COPIED :
                        VIRTIO_ZC_S_OK, false);
 }
 
@@ -213,7 +220,7 @@ static int virtio_zc_offline(VirtIOZC *s, VirtIOZCReq *req)
  * a copy of those bytes, so that the stream stays well-framed and carries
  * the bytes the message had at this moment.
  */
-static void virtio_zc_orphan_tail(VirtIOZC *s, VirtIOZCReq *req)
+static void virtio_zc_orphan_tail(VirtIOZCQueue *q, VirtIOZCReq *req)
 {
     VirtIOZCReq *tail = g_new0(VirtIOZCReq, 1);
     size_t total = virtio_zc_msg_len(req);
@@ -222,7 +229,7 @@ static void virtio_zc_orphan_tail(VirtIOZC *s, VirtIOZCReq *req)
     size_t data_off = req->sent - hdr_sent;
     size_t n = sizeof(req->frame) - hdr_sent;
 
-    tail->s = s;
+    tail->q = q;
     tail->bounce = g_malloc(rest);
     memcpy(tail->bounce, (char *)&req->frame + hdr_sent, n);
     iov_to_buf(req->iov, req->iov_cnt, data_off, tail->bounce + n, rest - n);
@@ -235,7 +242,7 @@ static void virtio_zc_orphan_tail(VirtIOZC *s, VirtIOZCReq *req)
     tail->iov[0].iov_len = rest;
     tail->iov_cnt = 1;
     tail->queued = true;
-    QTAILQ_INSERT_AFTER(&s->sendq, req, tail, sendq_link);
+    QTAILQ_INSERT_AFTER(&q->sendq, req, tail, sendq_link);
     trace_virtio_zc_orphan_tail(req, rest);
 }
 
@@ -245,13 +252,13 @@ static void virtio_zc_orphan_tail(VirtIOZC *s, VirtIOZCReq *req)
  * with @status, or a negative errno (-EBUSY: refused for now) with the
  * request untouched.
  */
-static int virtio_zc_reclaim(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
-                             bool detach)
+static int virtio_zc_reclaim(VirtIOZCQueue *q, VirtIOZCReq *req,
+                             uint8_t status, bool detach)
 {
     int ret;
 
     if (req->zc_pending) {
-        ret = virtio_zc_offline(s, req);
+        ret = virtio_zc_offline(q->s, req);
         if (ret) {
             return ret;
         }
@@ -263,12 +270,12 @@ static int virtio_zc_reclaim(VirtIOZC *s, VirtIOZCReq *req, uint8_t status,
              * that took a sequence number, so give the number back and
              * send nothing.
              */
-            s->seq--;
+            q->seq--;
         } else if (req->sent < virtio_zc_msg_len(req)) {
-            virtio_zc_orphan_tail(s, req);
+            virtio_zc_orphan_tail(q, req);
         }
     }
-    virtio_zc_complete(s, req, status, detach);
+    virtio_zc_complete(q, req, status, detach);
     return 0;
 }
 
@@ -283,20 +290,25 @@ static void virtio_zc_timeout(void *opaque)
 
     trace_virtio_zc_timeout(req, req->zc_pending, req->sent);
     req->expired = true;
-    qemu_bh_schedule(req->s->bh);
+    qemu_bh_schedule(req->q->s->bh);
 }
 
-static void virtio_zc_reclaim_expired(VirtIOZC *s)
+static void virtio_zc_reclaim_expired(VirtIOZCQueue *q)
 {
     VirtIOZCReq *req, *tmp;
     int ret;
 
-    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+    QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         if (!req->expired) {
             continue;
         }
         req->expired = false;
-        ret = virtio_zc_reclaim(s, req, VIRTIO_ZC_S_RECLAIMED, false);
+        if (q->fd < 0) {
+            /* Listening mode: no receiver came in time; nothing was sent */
+            virtio_zc_complete(q, req, VIRTIO_ZC_S_DEST_ERROR, false);
+            continue;
+        }
+        ret = virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, false);
         if (ret == -EBUSY) {
             /* Refused for now (postcopy, snapshot, pinned): it waits */
             timer_mod(req->timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
@@ -306,24 +318,24 @@ static void virtio_zc_reclaim_expired(VirtIOZC *s)
              * The pages cannot be offlined: give up on the destination
              * rather than on the guest's memory.
              */
-            virtio_zc_disconnect(s, "offline failed", false);
+            virtio_zc_disconnect(q, "offline failed", false);
             break;
         }
     }
-    virtio_zc_flush(s);
+    virtio_zc_flush(q);
 }
 
 /* Zero-copy completions [lo, hi] arrived */
-static void virtio_zc_zc_done(VirtIOZC *s, uint32_t lo, uint32_t hi,
+static void virtio_zc_zc_done(VirtIOZCQueue *q, uint32_t lo, uint32_t hi,
                               bool copied)
 {
     GList *l, *next;
 
-    trace_virtio_zc_zc_done(lo, hi, copied);
+    trace_virtio_zc_zc_done(q->index, lo, hi, copied);
     if (copied) {
-        s->stat_kernel_copied++;
+        q->s->stat_kernel_copied++;
     }
-    for (l = s->zc_sends.head; l; l = next) {
+    for (l = q->zc_sends.head; l; l = next) {
         VirtIOZCSend *snd = l->data;
         VirtIOZCReq *req = snd->req;
 
@@ -331,28 +343,28 @@ static void virtio_zc_zc_done(VirtIOZC *s, uint32_t lo, uint32_t hi,
         if ((uint32_t)(snd->id - lo) > (uint32_t)(hi - lo)) {
             continue;
         }
-        g_queue_delete_link(&s->zc_sends, l);
+        g_queue_delete_link(&q->zc_sends, l);
         g_free(snd);
         if (req) {
             req->zc_pending--;
-            virtio_zc_maybe_complete(s, req);
+            virtio_zc_maybe_complete(q, req);
         }
     }
 }
 
 #if VIRTIO_ZC_HAVE_MSG_ZEROCOPY
-static void virtio_zc_reap(VirtIOZC *s)
+static void virtio_zc_reap(VirtIOZCQueue *q)
 {
     char control[CMSG_SPACE(sizeof(struct sock_extended_err)) + 64];
     struct msghdr msg;
     struct cmsghdr *cm;
     int ret;
 
-    while (s->fd >= 0) {
+    while (q->fd >= 0) {
         memset(&msg, 0, sizeof(msg));
         msg.msg_control = control;
         msg.msg_controllen = sizeof(control);
-        ret = recvmsg(s->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
+        ret = recvmsg(q->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
         if (ret < 0) {
             if (errno == EINTR) {
                 continue;
@@ -371,37 +383,37 @@ static void virtio_zc_reap(VirtIOZC *s)
             if (serr.ee_origin != SO_EE_ORIGIN_ZEROCOPY || serr.ee_errno) {
                 continue;
             }
-            virtio_zc_zc_done(s, serr.ee_info, serr.ee_data,
+            virtio_zc_zc_done(q, serr.ee_info, serr.ee_data,
                               serr.ee_code & SO_EE_CODE_ZEROCOPY_COPIED);
         }
     }
 }
 #else
-static void virtio_zc_reap(VirtIOZC *s)
+static void virtio_zc_reap(VirtIOZCQueue *q)
 {
 }
 #endif
 
 static void virtio_zc_fd_write(void *opaque)
 {
-    VirtIOZC *s = opaque;
+    VirtIOZCQueue *q = opaque;
 
-    virtio_zc_flush(s);
+    virtio_zc_flush(q);
 }
 
 static void virtio_zc_fd_read(void *opaque);
 
-static void virtio_zc_set_fd_handlers(VirtIOZC *s)
+static void virtio_zc_set_fd_handlers(VirtIOZCQueue *q)
 {
-    qemu_set_fd_handler(s->fd, virtio_zc_fd_read,
-                        s->want_write ? virtio_zc_fd_write : NULL, s);
+    qemu_set_fd_handler(q->fd, virtio_zc_fd_read,
+                        q->want_write ? virtio_zc_fd_write : NULL, q);
 }
 
-static void virtio_zc_update_handlers(VirtIOZC *s, bool want_write)
+static void virtio_zc_update_handlers(VirtIOZCQueue *q, bool want_write)
 {
-    if (s->fd >= 0 && want_write != s->want_write) {
-        s->want_write = want_write;
-        virtio_zc_set_fd_handlers(s);
+    if (q->fd >= 0 && want_write != q->want_write) {
+        q->want_write = want_write;
+        virtio_zc_set_fd_handlers(q);
     }
 }
 
@@ -417,31 +429,32 @@ static void virtio_zc_update_handlers(VirtIOZC *s, bool want_write)
  */
 static void virtio_zc_fd_read(void *opaque)
 {
-    VirtIOZC *s = opaque;
+    VirtIOZCQueue *q = opaque;
     char buf[512];
     ssize_t n;
 
-    while (s->fd >= 0) {
-        n = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    while (q->fd >= 0) {
+        n = recv(q->fd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n > 0) {
             continue;
         }
         if (n == 0) {
-            virtio_zc_disconnect(s, "end of stream", false);
+            virtio_zc_disconnect(q, "end of stream", false);
         } else if (errno == EINTR) {
             continue;
         } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            virtio_zc_disconnect(s, strerror(errno), false);
+            virtio_zc_disconnect(q, strerror(errno), false);
         }
         break;
     }
-    virtio_zc_reap(s);
-    virtio_zc_flush(s);
+    virtio_zc_reap(q);
+    virtio_zc_flush(q);
 }
 
 /* Write as much of the send queue as the socket takes */
-static void virtio_zc_flush(VirtIOZC *s)
+static void virtio_zc_flush(VirtIOZCQueue *q)
 {
+    VirtIOZC *s = q->s;
     struct iovec iov[VIRTQUEUE_MAX_SIZE + 1];
     VirtIOZCReq *req;
     struct msghdr msg;
@@ -450,10 +463,15 @@ static void virtio_zc_flush(VirtIOZC *s)
     ssize_t n;
     int flags;
 
-    while (s->fd >= 0 && (req = QTAILQ_FIRST(&s->sendq))) {
+    while (q->fd >= 0 && (req = QTAILQ_FIRST(&q->sendq))) {
         if (!req->started) {
-            req->frame.seq = cpu_to_le64(s->seq++);
+            req->frame.seq = cpu_to_le64(q->seq++);
             req->started = true;
+            if (req->elem && !req->copied) {
+                /* In listening mode the connection came after the request */
+                req->zc = s->zerocopy && q->zc_enabled;
+                req->copied = !req->zc;
+            }
         }
         memset(&msg, 0, sizeof(msg));
         flags = MSG_DONTWAIT | MSG_NOSIGNAL;
@@ -479,13 +497,13 @@ static void virtio_zc_flush(VirtIOZC *s)
         }
         msg.msg_iov = iov;
         msg.msg_iovlen = cnt;
-        n = sendmsg(s->fd, &msg, flags);
+        n = sendmsg(q->fd, &msg, flags);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                virtio_zc_update_handlers(s, true);
+                virtio_zc_update_handlers(q, true);
                 return;
             }
             if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
@@ -495,15 +513,15 @@ static void virtio_zc_flush(VirtIOZC *s)
                 req->copied = true;
                 continue;
             }
-            virtio_zc_disconnect(s, strerror(errno), false);
+            virtio_zc_disconnect(q, strerror(errno), false);
             return;
         }
         if ((flags & MSG_ZEROCOPY) && n > 0) {
             VirtIOZCSend *snd = g_new(VirtIOZCSend, 1);
 
-            snd->id = s->zc_next_id++;
+            snd->id = q->zc_next_id++;
             snd->req = req;
-            g_queue_push_tail(&s->zc_sends, snd);
+            g_queue_push_tail(&q->zc_sends, snd);
             req->zc_pending++;
         }
         off = req->sent;
@@ -513,58 +531,61 @@ static void virtio_zc_flush(VirtIOZC *s)
         }
         trace_virtio_zc_sendmsg(req, n, !!(flags & MSG_ZEROCOPY), req->sent);
         if (req->sent == virtio_zc_msg_len(req)) {
-            virtio_zc_sendq_remove(s, req);
+            virtio_zc_sendq_remove(q, req);
             if (req->elem) {
                 s->stat_sent++;
             }
-            virtio_zc_maybe_complete(s, req);
+            virtio_zc_maybe_complete(q, req);
         }
     }
-    virtio_zc_update_handlers(s, false);
+    virtio_zc_update_handlers(q, false);
 }
 
 /*
- * The destination is gone (or had to be given up): every request held
- * completes with DEST_ERROR, after its pages are offlined if the kernel
- * may still reference them.
+ * The destination of @q is gone (or had to be given up): every request
+ * the queue holds completes with DEST_ERROR, after its pages are offlined
+ * if the kernel may still reference them. Other queues are not affected.
  */
-static void virtio_zc_disconnect(VirtIOZC *s, const char *why, bool detach)
+static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
+                                 bool detach)
 {
     VirtIOZCReq *req, *tmp;
-    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    VirtIODevice *vdev = VIRTIO_DEVICE(q->s);
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
     VirtIOZCSend *snd;
 
-    if (s->fd < 0) {
+    if (q->fd < 0) {
         return;
     }
-    trace_virtio_zc_disconnect(why);
-    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+    trace_virtio_zc_disconnect(q->index, why);
+    QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         if (req->zc_pending) {
             /* Best effort: the socket is aborted right after */
-            virtio_zc_offline(s, req);
+            virtio_zc_offline(q->s, req);
         }
     }
-    qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+    qemu_set_fd_handler(q->fd, NULL, NULL, NULL);
     /* Abortive close: drop unsent data instead of lingering with it */
-    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    close(s->fd);
-    s->fd = -1;
-    s->want_write = false;
-    while ((snd = g_queue_pop_head(&s->zc_sends))) {
+    setsockopt(q->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(q->fd);
+    q->fd = -1;
+    q->want_write = false;
+    while ((snd = g_queue_pop_head(&q->zc_sends))) {
         g_free(snd);
     }
-    QTAILQ_FOREACH_SAFE(req, &s->sendq, sendq_link, tmp) {
+    QTAILQ_FOREACH_SAFE(req, &q->sendq, sendq_link, tmp) {
         if (!req->elem) {
-            virtio_zc_sendq_remove(s, req);
+            virtio_zc_sendq_remove(q, req);
             virtio_zc_req_free(req);
         }
     }
-    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
+    QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         req->zc_pending = 0;
-        virtio_zc_complete(s, req, VIRTIO_ZC_S_DEST_ERROR, detach);
+        virtio_zc_complete(q, req, VIRTIO_ZC_S_DEST_ERROR, detach);
     }
     virtio_notify_config(vdev);
+    /* Listening mode: the next receiver that connects takes this queue */
+    virtio_zc_listen_update(q->s);
 }
 
 static bool virtio_zc_data_offlinable(VirtIOZCReq *req)
@@ -581,8 +602,9 @@ static bool virtio_zc_data_offlinable(VirtIOZCReq *req)
 }
 
 /* Validate a request; returns the status to complete it with, or -1 */
-static int virtio_zc_parse(VirtIOZC *s, VirtIOZCReq *req)
+static int virtio_zc_parse(VirtIOZCQueue *q, VirtIOZCReq *req)
 {
+    VirtIOZC *s = q->s;
     VirtIODevice *vdev = VIRTIO_DEVICE(s);
     VirtQueueElement *elem = req->elem;
     struct virtio_zc_req_hdr hdr;
@@ -636,10 +658,15 @@ static int virtio_zc_parse(VirtIOZC *s, VirtIOZCReq *req)
                       PRIu32 "\n", __func__, nseg, s->max_segments);
         return VIRTIO_ZC_S_BAD_REQUEST;
     }
-    if (s->fd < 0) {
+    if (q->fd < 0 && s->listen_fd < 0) {
         return VIRTIO_ZC_S_DEST_ERROR;
     }
-    req->zc = s->zerocopy && s->zc_enabled && virtio_zc_data_offlinable(req);
+    /*
+     * Not connected yet (listening mode): the request waits for a
+     * receiver, at most until its timeout. zc is decided again when the
+     * message starts, on the connection it goes to.
+     */
+    req->zc = s->zerocopy && virtio_zc_data_offlinable(req);
     req->copied = !req->zc;
     req->timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, virtio_zc_timeout, req);
     timer_mod(req->timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
@@ -647,116 +674,211 @@ static int virtio_zc_parse(VirtIOZC *s, VirtIOZCReq *req)
     return -1;
 }
 
-static void virtio_zc_handle_tx(VirtIODevice *vdev, VirtQueue *vq)
+/* Take requests from @q's ring, up to max-inflight held by this queue */
+static void virtio_zc_process(VirtIOZCQueue *q)
 {
-    VirtIOZC *s = VIRTIO_ZC(vdev);
+    VirtIOZC *s = q->s;
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
     VirtQueueElement *elem;
     VirtIOZCReq *req;
     int status;
 
-    if (!virtio_device_started(vdev, vdev->status)) {
+    if (!virtio_device_started(vdev, vdev->status) || !vdev->vm_running) {
         return;
     }
-    while (s->stat_inflight < s->max_inflight &&
-           (elem = virtqueue_pop(vq, sizeof(VirtQueueElement)))) {
-        trace_virtio_zc_handle_tx(elem->out_num, elem->in_num);
+    while (q->inflight < s->max_inflight &&
+           (elem = virtqueue_pop(q->vq, sizeof(VirtQueueElement)))) {
+        trace_virtio_zc_handle_tx(q->index, elem->out_num, elem->in_num);
         s->stat_requests++;
         if (iov_size(elem->in_sg, elem->in_num) == 0) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: request without a status "
                           "byte, returned unprocessed\n", __func__);
             s->stat_bad_requests++;
-            virtqueue_push(vq, elem, 0);
-            virtio_notify(vdev, vq);
+            virtqueue_push(q->vq, elem, 0);
+            virtio_notify(vdev, q->vq);
             g_free(elem);
             continue;
         }
         req = g_new0(VirtIOZCReq, 1);
-        req->s = s;
+        req->q = q;
         req->elem = elem;
         req->frame.magic = cpu_to_le32(VIRTIO_ZC_FRAME_MAGIC);
-        QTAILQ_INSERT_TAIL(&s->reqs, req, link);
+        QTAILQ_INSERT_TAIL(&q->reqs, req, link);
+        q->inflight++;
         s->stat_inflight++;
-        status = virtio_zc_parse(s, req);
+        status = virtio_zc_parse(q, req);
         if (status >= 0) {
             if (status == VIRTIO_ZC_S_BAD_REQUEST) {
                 s->stat_bad_requests++;
             }
-            virtio_zc_complete(s, req, status, false);
+            virtio_zc_complete(q, req, status, false);
             continue;
         }
         req->frame.len = cpu_to_le32(req->data_len);
         req->queued = true;
-        QTAILQ_INSERT_TAIL(&s->sendq, req, sendq_link);
-        trace_virtio_zc_request(req, le64_to_cpu(req->frame.tag),
+        QTAILQ_INSERT_TAIL(&q->sendq, req, sendq_link);
+        trace_virtio_zc_request(q->index, req, le64_to_cpu(req->frame.tag),
                                 req->data_len, req->iov_cnt, req->zc);
     }
-    virtio_zc_flush(s);
+    virtio_zc_flush(q);
+}
+
+static void virtio_zc_handle_tx(VirtIODevice *vdev, VirtQueue *vq)
+{
+    VirtIOZC *s = VIRTIO_ZC(vdev);
+    unsigned int i = virtio_get_queue_index(vq);
+
+    if (i < s->num_queues) {
+        virtio_zc_process(&s->queues[i]);
+    }
 }
 
 static void virtio_zc_bh(void *opaque)
 {
     VirtIOZC *s = opaque;
+    unsigned int i;
 
-    virtio_zc_reclaim_expired(s);
-    virtio_zc_handle_tx(VIRTIO_DEVICE(s), s->txq);
+    for (i = 0; i < s->num_queues; i++) {
+        virtio_zc_reclaim_expired(&s->queues[i]);
+        virtio_zc_process(&s->queues[i]);
+    }
 }
 
 /*
- * Reset: every request the device holds completes now, reclaimed. The
+ * Before the device state is saved for a migration or snapshot, every
+ * request the device holds is taken back and used (status RECLAIMED),
+ * while guest RAM is still to be sent: the used ring and status bytes
+ * then reach the destination with the rest of RAM. A request whose pages
+ * cannot be offlined now (postcopy, pinned) costs its queue the
+ * destination: the connection is aborted and its requests complete with
+ * DEST_ERROR. Either way nothing is left in flight.
+ */
+static void virtio_zc_reclaim_for_migration(VirtIOZC *s, const char *why)
+{
+    unsigned int i;
+
+    trace_virtio_zc_migration_reclaim(why, s->stat_inflight);
+    for (i = 0; i < s->num_queues; i++) {
+        VirtIOZCQueue *q = &s->queues[i];
+        VirtIOZCReq *req, *tmp;
+
+        QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
+            if (virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, false)) {
+                virtio_zc_disconnect(q, "offline refused before migration",
+                                     false);
+                break;
+            }
+        }
+        virtio_zc_flush(q);
+    }
+}
+
+/*
+ * No request is taken from a ring while the VM is stopped; when it runs
+ * again, take what waits in the rings. When it stops for the end of a
+ * migration or for a snapshot, reclaim everything in flight.
+ */
+static void virtio_zc_vm_state_change(void *opaque, bool running,
+                                      RunState state)
+{
+    VirtIOZC *s = opaque;
+
+    if (running) {
+        qemu_bh_schedule(s->bh);
+    } else if (state == RUN_STATE_FINISH_MIGRATE ||
+               state == RUN_STATE_SAVE_VM) {
+        virtio_zc_reclaim_for_migration(s, RunState_str(state));
+    }
+}
+
+/*
+ * A VM that is already stopped when a migration starts does not stop
+ * again at its end: reclaim at the start, before RAM is sent.
+ */
+static int virtio_zc_migration_notify(NotifierWithReturn *notifier,
+                                      MigrationEvent *e, Error **errp)
+{
+    VirtIOZC *s = container_of(notifier, VirtIOZC, migration_notifier);
+
+    if (e->type == MIG_EVENT_PRECOPY_SETUP && !runstate_is_running()) {
+        virtio_zc_reclaim_for_migration(s, "migration of a stopped VM");
+    }
+    return 0;
+}
+
+/*
+ * Reset: every request the queue holds completes now, reclaimed. The
  * destination is never waited for. If an offline is refused or fails, the
  * destination is given up (abortive close) so that no guest page stays
  * referenced, and the remaining requests complete with DEST_ERROR.
  */
-static void virtio_zc_reclaim_all(VirtIOZC *s, bool detach)
+static void virtio_zc_reclaim_all(VirtIOZCQueue *q, bool detach)
 {
     VirtIOZCReq *req, *tmp;
 
-    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
-        if (virtio_zc_reclaim(s, req, VIRTIO_ZC_S_RECLAIMED, detach)) {
-            virtio_zc_disconnect(s, "offline refused during reset", detach);
+    QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
+        if (virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, detach)) {
+            virtio_zc_disconnect(q, "offline refused during reset", detach);
             break;
         }
     }
     /* With the destination gone the rest were completed by disconnect */
-    QTAILQ_FOREACH_SAFE(req, &s->reqs, link, tmp) {
-        virtio_zc_complete(s, req, VIRTIO_ZC_S_DEST_ERROR, detach);
+    QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
+        virtio_zc_complete(q, req, VIRTIO_ZC_S_DEST_ERROR, detach);
     }
 }
 
 static void virtio_zc_reset(VirtIODevice *vdev)
 {
     VirtIOZC *s = VIRTIO_ZC(vdev);
+    unsigned int i;
 
     trace_virtio_zc_reset(s->stat_inflight);
     qemu_bh_cancel(s->bh);
-    virtio_zc_reclaim_all(s, true);
-    virtio_zc_flush(s);
+    for (i = 0; i < s->num_queues; i++) {
+        virtio_zc_reclaim_all(&s->queues[i], true);
+        virtio_zc_flush(&s->queues[i]);
+    }
 }
 
 static void virtio_zc_queue_reset(VirtIODevice *vdev, uint32_t queue_index)
 {
     VirtIOZC *s = VIRTIO_ZC(vdev);
 
-    if (queue_index == VIRTIO_ZC_TXQ) {
-        trace_virtio_zc_reset(s->stat_inflight);
-        virtio_zc_reclaim_all(s, true);
-        virtio_zc_flush(s);
+    if (queue_index < s->num_queues) {
+        VirtIOZCQueue *q = &s->queues[queue_index];
+
+        trace_virtio_zc_queue_reset(queue_index, q->inflight);
+        virtio_zc_reclaim_all(q, true);
+        virtio_zc_flush(q);
     }
 }
 
 static void virtio_zc_get_config(VirtIODevice *vdev, uint8_t *config)
 {
     VirtIOZC *s = VIRTIO_ZC(vdev);
-    struct virtio_zc_config cfg = {
+    uint32_t mask = 0;
+    unsigned int i;
+    struct virtio_zc_config cfg;
+
+    for (i = 0; i < s->num_queues; i++) {
+        if (s->queues[i].fd >= 0) {
+            mask |= 1u << i;
+        }
+    }
+    cfg = (struct virtio_zc_config) {
         .max_inflight = cpu_to_le32(s->max_inflight),
         .max_segments = cpu_to_le32(s->max_segments),
         .max_data_len = cpu_to_le32(s->max_data_len),
         .default_timeout_ms = cpu_to_le32(s->timeout_ms),
         .max_timeout_ms = cpu_to_le32(s->max_timeout_ms),
-        .dest_state = cpu_to_le32(s->fd >= 0 ? VIRTIO_ZC_DEST_CONNECTED :
+        .dest_state = cpu_to_le32(s->num_queues &&
+                                  mask == MAKE_64BIT_MASK(0, s->num_queues) ?
+                                  VIRTIO_ZC_DEST_CONNECTED :
                                   VIRTIO_ZC_DEST_DISCONNECTED),
+        .num_queues = cpu_to_le32(s->num_queues),
+        .dest_mask = cpu_to_le32(mask),
     };
-
     memcpy(config, &cfg, sizeof(cfg));
 }
 
@@ -767,26 +889,13 @@ static uint64_t virtio_zc_get_features(VirtIODevice *vdev, uint64_t features,
     return features;
 }
 
-static bool virtio_zc_connect(VirtIOZC *s, Error **errp)
+/* Make the connected socket @fd the destination of @q */
+static bool virtio_zc_attach(VirtIOZCQueue *q, int fd, const char *peer,
+                             Error **errp)
 {
-    SocketAddress *addr;
+    VirtIOZC *s = q->s;
     int one = 1;
-    int fd;
 
-    addr = socket_parse(s->dest, errp);
-    if (!addr) {
-        return false;
-    }
-    if (addr->type != SOCKET_ADDRESS_TYPE_INET) {
-        error_setg(errp, "virtio-zc: dest must be host:port");
-        qapi_free_SocketAddress(addr);
-        return false;
-    }
-    fd = socket_connect(addr, errp);
-    qapi_free_SocketAddress(addr);
-    if (fd < 0) {
-        return false;
-    }
     qemu_socket_set_nonblock(fd);
 #ifdef CONFIG_LINUX
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -797,25 +906,170 @@ static bool virtio_zc_connect(VirtIOZC *s, Error **errp)
         close(fd);
         return false;
     }
-    s->zc_enabled = false;
+    q->zc_enabled = false;
 #if VIRTIO_ZC_HAVE_MSG_ZEROCOPY
     if (s->zerocopy &&
         setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0) {
-        s->zc_enabled = true;
+        q->zc_enabled = true;
     }
 #endif
-    s->fd = fd;
-    s->want_write = false;
-    virtio_zc_set_fd_handlers(s);
-    trace_virtio_zc_connect(s->dest, s->zc_enabled);
+    q->fd = fd;
+    q->want_write = false;
+    /* A new stream: frames and zero-copy ids start from 0 again */
+    q->seq = 0;
+    q->zc_next_id = 0;
+    virtio_zc_set_fd_handlers(q);
+    trace_virtio_zc_connect(q->index, peer, q->zc_enabled);
     return true;
+}
+
+static SocketAddress *virtio_zc_parse_inet(const char *str, const char *prop,
+                                           Error **errp)
+{
+    SocketAddress *addr = socket_parse(str, errp);
+
+    if (addr && addr->type != SOCKET_ADDRESS_TYPE_INET) {
+        error_setg(errp, "virtio-zc: %s must be host:port", prop);
+        qapi_free_SocketAddress(addr);
+        return NULL;
+    }
+    return addr;
+}
+
+static bool virtio_zc_connect(VirtIOZCQueue *q, Error **errp)
+{
+    SocketAddress *addr;
+    int fd;
+
+    addr = virtio_zc_parse_inet(q->dest, "dest", errp);
+    if (!addr) {
+        return false;
+    }
+    fd = socket_connect(addr, errp);
+    qapi_free_SocketAddress(addr);
+    if (fd < 0) {
+        return false;
+    }
+    return virtio_zc_attach(q, fd, q->dest, errp);
+}
+
+/* Listening mode: the first transmitq without a receiver, or NULL */
+static VirtIOZCQueue *virtio_zc_free_queue(VirtIOZC *s)
+{
+    unsigned int i;
+
+    for (i = 0; i < s->num_queues; i++) {
+        if (s->queues[i].fd < 0) {
+            return &s->queues[i];
+        }
+    }
+    return NULL;
+}
+
+/* A receiver connects: it takes the first transmitq without one */
+static void virtio_zc_accept(void *opaque)
+{
+    VirtIOZC *s = opaque;
+    VirtIOZCQueue *q = virtio_zc_free_queue(s);
+    Error *err = NULL;
+    int fd;
+
+    if (!q) {
+        virtio_zc_listen_update(s);
+        return;
+    }
+    fd = qemu_accept(s->listen_fd, NULL, NULL);
+    if (fd < 0) {
+        return;
+    }
+    if (!virtio_zc_attach(q, fd, s->listen, &err)) {
+        warn_report_err(err);
+        return;
+    }
+    virtio_notify_config(VIRTIO_DEVICE(s));
+    virtio_zc_listen_update(s);
+    virtio_zc_flush(q);
+}
+
+/* Accept connections while a transmitq has no receiver */
+static void virtio_zc_listen_update(VirtIOZC *s)
+{
+    if (s->listen_fd >= 0) {
+        qemu_set_fd_handler(s->listen_fd, virtio_zc_free_queue(s) ?
+                            virtio_zc_accept : NULL, NULL, s);
+    }
+}
+
+/* Split dest into its destinations: "a;b" or "a,b" (",," on -device) */
+static bool virtio_zc_parse_dests(VirtIOZC *s, Error **errp)
+{
+    unsigned int i, n;
+
+    s->dests = NULL;
+    if (!s->dest || !*s->dest) {
+        return true;
+    }
+    s->dests = g_strsplit_set(s->dest, ";,", -1);
+    n = g_strv_length(s->dests);
+    for (i = 0; i < n; i++) {
+        g_strstrip(s->dests[i]);
+        if (!*s->dests[i]) {
+            error_setg(errp, "virtio-zc: dest has an empty entry");
+            return false;
+        }
+    }
+    if (n > s->num_queues) {
+        error_setg(errp, "virtio-zc: dest names %u destinations for %"
+                   PRIu32 " queues (num-queues)", n, s->num_queues);
+        return false;
+    }
+    return true;
+}
+
+static void virtio_zc_queues_free(VirtIOZC *s)
+{
+    VirtIOZCReq *req, *tmp;
+    VirtIOZCSend *snd;
+    unsigned int i;
+
+    for (i = 0; s->queues && i < s->num_queues; i++) {
+        VirtIOZCQueue *q = &s->queues[i];
+
+        QTAILQ_FOREACH_SAFE(req, &q->sendq, sendq_link, tmp) {
+            virtio_zc_sendq_remove(q, req);
+            virtio_zc_req_free(req);
+        }
+        while ((snd = g_queue_pop_head(&q->zc_sends))) {
+            g_free(snd);
+        }
+        if (q->fd >= 0) {
+            qemu_set_fd_handler(q->fd, NULL, NULL, NULL);
+            close(q->fd);
+            q->fd = -1;
+        }
+    }
+    if (s->listen_fd >= 0) {
+        qemu_set_fd_handler(s->listen_fd, NULL, NULL, NULL);
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    g_free(s->queues);
+    s->queues = NULL;
+    g_strfreev(s->dests);
+    s->dests = NULL;
 }
 
 static void virtio_zc_realize(DeviceState *dev, Error **errp)
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOZC *s = VIRTIO_ZC(dev);
+    unsigned int i, ndests;
 
+    if (s->num_queues < 1 || s->num_queues > VIRTIO_ZC_MAX_QUEUES) {
+        error_setg(errp, "virtio-zc: num-queues must be in 1..%d",
+                   VIRTIO_ZC_MAX_QUEUES);
+        return;
+    }
     if (s->max_inflight < 1 || s->max_inflight > VIRTIO_ZC_QUEUE_SIZE) {
         error_setg(errp, "virtio-zc: max-inflight must be in 1..%d",
                    VIRTIO_ZC_QUEUE_SIZE);
@@ -861,38 +1115,77 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
         }
         s->offline_method = m;
     }
-    s->fd = -1;
-    if (s->dest && *s->dest && !virtio_zc_connect(s, errp)) {
+    if (s->listen && *s->listen && s->dest && *s->dest) {
+        error_setg(errp, "virtio-zc: listen and dest exclude each other");
         return;
+    }
+    if (!virtio_zc_parse_dests(s, errp)) {
+        g_strfreev(s->dests);
+        s->dests = NULL;
+        return;
+    }
+    ndests = s->dests ? g_strv_length(s->dests) : 0;
+    s->queues = g_new0(VirtIOZCQueue, s->num_queues);
+    for (i = 0; i < s->num_queues; i++) {
+        VirtIOZCQueue *q = &s->queues[i];
+
+        q->s = s;
+        q->index = i;
+        q->fd = -1;
+        QTAILQ_INIT(&q->reqs);
+        QTAILQ_INIT(&q->sendq);
+        g_queue_init(&q->zc_sends);
+        q->dest = ndests ? s->dests[i % ndests] : NULL;
+    }
+    for (i = 0; i < s->num_queues; i++) {
+        if (s->queues[i].dest && !virtio_zc_connect(&s->queues[i], errp)) {
+            error_prepend(errp, "transmitq%u: ", i);
+            virtio_zc_queues_free(s);
+            return;
+        }
+    }
+    if (s->listen && *s->listen) {
+        SocketAddress *addr = virtio_zc_parse_inet(s->listen, "listen", errp);
+
+        if (addr) {
+            s->listen_fd = socket_listen(addr, s->num_queues, errp);
+            qapi_free_SocketAddress(addr);
+        }
+        if (s->listen_fd < 0) {
+            virtio_zc_queues_free(s);
+            return;
+        }
+        qemu_socket_set_nonblock(s->listen_fd);
+        virtio_zc_listen_update(s);
     }
 
     virtio_init(vdev, VIRTIO_ID_ZC, sizeof(struct virtio_zc_config));
-    s->txq = virtio_add_queue(vdev, VIRTIO_ZC_QUEUE_SIZE, virtio_zc_handle_tx);
+    for (i = 0; i < s->num_queues; i++) {
+        s->queues[i].vq = virtio_add_queue(vdev, VIRTIO_ZC_QUEUE_SIZE,
+                                           virtio_zc_handle_tx);
+    }
     s->bh = qemu_bh_new_guarded(virtio_zc_bh, s, &dev->mem_reentrancy_guard);
+    s->vmstate_entry =
+        qdev_add_vm_change_state_handler(dev, virtio_zc_vm_state_change, s);
+    migration_add_notifier(&s->migration_notifier, virtio_zc_migration_notify);
 }
 
 static void virtio_zc_unrealize(DeviceState *dev)
 {
     VirtIODevice *vdev = VIRTIO_DEVICE(dev);
     VirtIOZC *s = VIRTIO_ZC(dev);
-    VirtIOZCReq *req, *tmp;
-    VirtIOZCSend *snd;
+    unsigned int i;
 
-    virtio_zc_reclaim_all(s, true);
-    QTAILQ_FOREACH_SAFE(req, &s->sendq, sendq_link, tmp) {
-        virtio_zc_sendq_remove(s, req);
-        virtio_zc_req_free(req);
+    for (i = 0; i < s->num_queues; i++) {
+        virtio_zc_reclaim_all(&s->queues[i], true);
     }
-    while ((snd = g_queue_pop_head(&s->zc_sends))) {
-        g_free(snd);
-    }
-    if (s->fd >= 0) {
-        qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
-        close(s->fd);
-        s->fd = -1;
-    }
+    migration_remove_notifier(&s->migration_notifier);
+    qemu_del_vm_change_state_handler(s->vmstate_entry);
+    virtio_zc_queues_free(s);
     qemu_bh_delete(s->bh);
-    virtio_del_queue(vdev, VIRTIO_ZC_TXQ);
+    for (i = 0; i < s->num_queues; i++) {
+        virtio_del_queue(vdev, i);
+    }
     virtio_cleanup(vdev);
 }
 
@@ -920,11 +1213,7 @@ static void virtio_zc_instance_init(Object *obj)
     VirtIOZC *s = VIRTIO_ZC(obj);
     int i;
 
-    s->fd = -1;
-    QTAILQ_INIT(&s->reqs);
-    QTAILQ_INIT(&s->sendq);
-    g_queue_init(&s->zc_sends);
-
+    s->listen_fd = -1;
     for (i = 0; i < ARRAY_SIZE(counters); i++) {
         object_property_add_uint64_ptr(obj, counters[i].name,
                                        (uint64_t *)((char *)obj +
@@ -933,14 +1222,65 @@ static void virtio_zc_instance_init(Object *obj)
     }
 }
 
+/*
+ * The requests were reclaimed when the VM stopped (see
+ * virtio_zc_vm_state_change). Anything still in flight now could not be
+ * completed on the destination, and a used-ring write now would miss
+ * RAM, which has been sent: refuse the migration or snapshot.
+ */
+static int virtio_zc_pre_save(void *opaque)
+{
+    VirtIOZC *s = opaque;
+
+    if (s->stat_inflight) {
+        error_report("virtio-zc: cannot save the device state with %"
+                     PRIu64 " requests in flight: they could not be "
+                     "reclaimed (offlining is refused during a background "
+                     "snapshot; savevm of a stopped VM does not reclaim)",
+                     s->stat_inflight);
+        return -EBUSY;
+    }
+    return 0;
+}
+
+/* Device state: the configuration check and the counters */
+static const VMStateDescription vmstate_virtio_zc_device = {
+    .name = "virtio-zc-device",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .pre_save = virtio_zc_pre_save,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32_EQUAL(num_queues, VirtIOZC, NULL),
+        VMSTATE_UINT64(stat_requests, VirtIOZC),
+        VMSTATE_UINT64(stat_completed, VirtIOZC),
+        VMSTATE_UINT64(stat_sent, VirtIOZC),
+        VMSTATE_UINT64(stat_bytes, VirtIOZC),
+        VMSTATE_UINT64(stat_reclaimed, VirtIOZC),
+        VMSTATE_UINT64(stat_copied, VirtIOZC),
+        VMSTATE_UINT64(stat_kernel_copied, VirtIOZC),
+        VMSTATE_UINT64(stat_dest_errors, VirtIOZC),
+        VMSTATE_UINT64(stat_bad_requests, VirtIOZC),
+        VMSTATE_UINT64(stat_offline_refused, VirtIOZC),
+        VMSTATE_UINT64(stat_offline_failed, VirtIOZC),
+        VMSTATE_UINT64(stat_offlined_bytes, VirtIOZC),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 static const VMStateDescription vmstate_virtio_zc = {
     .name = "virtio-zc",
-    /* Not yet: see "Migration" in docs/specs/virtio-zc.rst */
-    .unmigratable = 1,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_VIRTIO_DEVICE,
+        VMSTATE_END_OF_LIST()
+    },
 };
 
 static const Property virtio_zc_properties[] = {
     DEFINE_PROP_STRING("dest", VirtIOZC, dest),
+    DEFINE_PROP_STRING("listen", VirtIOZC, listen),
+    DEFINE_PROP_UINT32("num-queues", VirtIOZC, num_queues, 1),
     DEFINE_PROP_UINT32("max-inflight", VirtIOZC, max_inflight, 64),
     DEFINE_PROP_UINT32("max-segments", VirtIOZC, max_segments, 64),
     DEFINE_PROP_UINT32("max-data-len", VirtIOZC, max_data_len, 1 << 20),
@@ -966,6 +1306,7 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
     vdc->get_config = virtio_zc_get_config;
     vdc->reset = virtio_zc_reset;
     vdc->queue_reset = virtio_zc_queue_reset;
+    vdc->vmsd = &vmstate_virtio_zc_device;
 }
 
 static const TypeInfo virtio_zc_types[] = {

@@ -24,6 +24,7 @@
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
 #include "libqos/iommu-emul.h"
+#include "libqos/qemu-zc-migrate.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "standard-headers/linux/virtio_config.h"
@@ -36,15 +37,21 @@
 #define WAIT_US             (30 * G_USEC_PER_SEC)   /* liveness only */
 #define STALL_SNDBUF        (8 << 20)
 #define MAX_DESC            16
+#define ZC_MAXQ             4
 
 typedef struct ZC {
     QTestState *qts;
     QGuestAllocator alloc;
     QPCIBus *bus;
     QVirtioPCIDevice *dev;
-    QVirtQueue *vq;
-    int lfd;                /* listening socket */
-    int rfd;                /* the receiver's end of the connection */
+    QVirtQueue *vq;         /* transmitq0 */
+    int lfd;                /* listening socket of the first destination */
+    int rfd;                /* the receiver's end of transmitq0's stream */
+    /* With num-queues > 1: [0] is unused, see vq, lfd and rfd */
+    int nq;
+    QVirtQueue *vqs[ZC_MAXQ];
+    int lfds[ZC_MAXQ];      /* listening socket of destination i */
+    int rfds[ZC_MAXQ];      /* the receiver's end of transmitq i's stream */
 } ZC;
 
 typedef struct Desc {
@@ -71,9 +78,37 @@ static int zc_listen(int rcvbuf, int *port)
                             sizeof(rcvbuf)) == 0);
     }
     g_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    g_assert(listen(fd, 1) == 0);
+    g_assert(listen(fd, ZC_MAXQ) == 0);
     g_assert(getsockname(fd, (struct sockaddr *)&sa, &salen) == 0);
     *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* A loopback port nobody listens on (until QEMU does) */
+static int zc_free_port(void)
+{
+    int port;
+
+    close(zc_listen(0, &port));
+    return port;
+}
+
+/* Connect to a listening device as its receiver */
+static int zc_connect_receiver(int port, int rcvbuf)
+{
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET,
+        .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+        .sin_port = htons(port),
+    };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    if (rcvbuf) {
+        g_assert(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+                            sizeof(rcvbuf)) == 0);
+    }
+    g_assert(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
     return fd;
 }
 
@@ -101,18 +136,23 @@ static bool recv_idle(int fd, int ms)
 }
 
 /* Receive one message: checks the frame and returns its payload */
-static uint8_t *recv_msg(ZC *t, uint64_t seq, uint64_t tag, size_t len)
+static uint8_t *recv_msg_fd(int fd, uint64_t seq, uint64_t tag, size_t len)
 {
     struct virtio_zc_frame_hdr fh;
     uint8_t *buf = g_malloc(len);
 
-    recv_full(t->rfd, &fh, sizeof(fh));
+    recv_full(fd, &fh, sizeof(fh));
     g_assert_cmphex(le32_to_cpu(fh.magic), ==, VIRTIO_ZC_FRAME_MAGIC);
     g_assert_cmpuint(le32_to_cpu(fh.len), ==, len);
     g_assert_cmpuint(le64_to_cpu(fh.seq), ==, seq);
     g_assert_cmphex(le64_to_cpu(fh.tag), ==, tag);
-    recv_full(t->rfd, buf, len);
+    recv_full(fd, buf, len);
     return buf;
+}
+
+static uint8_t *recv_msg(ZC *t, uint64_t seq, uint64_t tag, size_t len)
+{
+    return recv_msg_fd(t->rfd, seq, tag, len);
 }
 
 /* ---- device ------------------------------------------------------------ */
@@ -120,36 +160,47 @@ static uint8_t *recv_msg(ZC *t, uint64_t seq, uint64_t tag, size_t len)
 /* The machine of every device test; the memfd test changes it */
 static const char *zc_machine = "-machine pc -m 256M";
 
-static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
-                     const char *fmt, ...) G_GNUC_PRINTF(5, 6);
-
-static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
-                     const char *fmt, ...)
+/*
+ * Start QEMU with virtio-zc (num-queues=@nq) and @ndest receivers: the
+ * device's dest lists them, so transmitq i streams to receiver i % ndest.
+ * @rcvbuf[i] (if @rcvbuf) is receiver i's SO_RCVBUF, small to stall it.
+ */
+static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
+                        bool feature_timeout, const char *extra)
 {
-    g_autofree char *extra = NULL;
-    g_autofree char *dest = NULL;
+    g_autoptr(GString) opts = g_string_new("virtio-zc-pci,id=zc,addr=06.0");
     QPCIAddress addr = { .devfn = VIRTIO_ZC_DEVFN };
     uint64_t features;
-    va_list ap;
-    int port;
+    int i, port;
 
-    va_start(ap, fmt);
-    extra = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-
+    g_assert(nq >= 1 && nq <= ZC_MAXQ && ndest <= nq);
     memset(t, 0, sizeof(*t));
-    t->lfd = t->rfd = -1;
-    if (with_dest) {
-        t->lfd = zc_listen(rcvbuf, &port);
-        dest = g_strdup_printf(",dest=127.0.0.1:%d", port);
+    t->nq = nq;
+    for (i = 0; i < ZC_MAXQ; i++) {
+        t->lfds[i] = t->rfds[i] = -1;
     }
-    t->qts = qtest_initf("%s -device virtio-zc-pci,id=zc,addr=06.0%s%s%s",
-                         zc_machine, dest ? dest : "", *extra ? "," : "",
-                         extra);
-    if (with_dest) {
-        t->rfd = accept(t->lfd, NULL, NULL);
-        g_assert_cmpint(t->rfd, >=, 0);
+    for (i = 0; i < ndest; i++) {
+        t->lfds[i] = zc_listen(rcvbuf ? rcvbuf[i] : 0, &port);
+        /* ';' needs no escaping on -device, unlike ',' (",,") */
+        g_string_append_printf(opts, "%s127.0.0.1:%d", i ? ";" : ",dest=",
+                               port);
     }
+    if (nq > 1) {
+        g_string_append_printf(opts, ",num-queues=%d", nq);
+    }
+    if (*extra) {
+        g_string_append_printf(opts, ",%s", extra);
+    }
+    /* Quoted: the command line goes through sh, and ';' is special there */
+    t->qts = qtest_initf("%s -device '%s'", zc_machine, opts->str);
+    /* The device connects queue by queue, in order */
+    for (i = 0; ndest && i < nq; i++) {
+        t->rfds[i] = accept(t->lfds[i % ndest], NULL, NULL);
+        g_assert_cmpint(t->rfds[i], >=, 0);
+    }
+    t->lfd = t->lfds[0];
+    t->rfd = t->rfds[0];
+    t->lfds[0] = t->rfds[0] = -1;
     pc_alloc_init(&t->alloc, t->qts, ALLOC_NO_FLAGS);
     t->bus = qpci_new_pc(t->qts, NULL);
     t->dev = virtio_pci_new(t->bus, &addr);
@@ -163,11 +214,34 @@ static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
                 (feature_timeout ? 1ull << VIRTIO_ZC_F_TIMEOUT : 0);
     qvirtio_set_features(&t->dev->vdev, features);
     t->vq = qvirtqueue_setup(&t->dev->vdev, &t->alloc, VIRTIO_ZC_TXQ);
+    for (i = 1; i < nq; i++) {
+        t->vqs[i] = qvirtqueue_setup(&t->dev->vdev, &t->alloc, i);
+    }
     qvirtio_set_driver_ok(&t->dev->vdev);
+}
+
+static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
+                     const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+
+static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
+                     const char *fmt, ...)
+{
+    g_autofree char *extra = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    extra = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    zc_start_mq(t, 1, with_dest, &rcvbuf, feature_timeout, extra);
 }
 
 static void zc_stop(ZC *t)
 {
+    int i;
+
+    for (i = 1; i < t->nq; i++) {
+        qvirtqueue_cleanup(t->dev->vdev.bus, t->vqs[i], &t->alloc);
+    }
     qvirtqueue_cleanup(t->dev->vdev.bus, t->vq, &t->alloc);
     qvirtio_pci_device_disable(t->dev);
     g_free(t->dev->pdev);
@@ -181,11 +255,19 @@ static void zc_stop(ZC *t)
     if (t->lfd >= 0) {
         close(t->lfd);
     }
+    for (i = 1; i < ZC_MAXQ; i++) {
+        if (t->rfds[i] >= 0) {
+            close(t->rfds[i]);
+        }
+        if (t->lfds[i] >= 0) {
+            close(t->lfds[i]);
+        }
+    }
 }
 
-static uint64_t zc_counter(ZC *t, const char *name)
+static uint64_t zc_counter_qts(QTestState *qts, const char *name)
 {
-    QDict *rsp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments': "
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': "
                            "{'path': %s, 'property': %s}}", ZC_QOM, name);
     uint64_t v;
 
@@ -193,6 +275,11 @@ static uint64_t zc_counter(ZC *t, const char *name)
     v = qdict_get_int(rsp, "return");
     qobject_unref(rsp);
     return v;
+}
+
+static uint64_t zc_counter(ZC *t, const char *name)
+{
+    return zc_counter_qts(t->qts, name);
 }
 
 /* Counters change in QEMU's main loop: wait for a value */
@@ -206,21 +293,26 @@ static void zc_wait_counter(ZC *t, const char *name, uint64_t want)
     }
 }
 
-static uint32_t zc_post(ZC *t, const Desc *d, int n)
+static uint32_t zc_post_vq(ZC *t, QVirtQueue *vq, const Desc *d, int n)
 {
     uint32_t head = 0;
     int i;
 
     for (i = 0; i < n; i++) {
-        uint32_t idx = qvirtqueue_add(t->qts, t->vq, d[i].addr, d[i].len,
+        uint32_t idx = qvirtqueue_add(t->qts, vq, d[i].addr, d[i].len,
                                       d[i].write, i < n - 1);
 
         if (i == 0) {
             head = idx;
         }
     }
-    qvirtqueue_kick(t->qts, &t->dev->vdev, t->vq, head);
+    qvirtqueue_kick(t->qts, &t->dev->vdev, vq, head);
     return head;
+}
+
+static uint32_t zc_post(ZC *t, const Desc *d, int n)
+{
+    return zc_post_vq(t, t->vq, d, n);
 }
 
 static uint64_t zc_hdr(ZC *t, uint32_t flags, uint32_t timeout_ms,
@@ -267,16 +359,22 @@ static uint8_t *guest_bytes(ZC *t, uint64_t a, size_t len)
 }
 
 /* Wait for the next used element; returns its head and used length */
-static uint32_t zc_wait_used(ZC *t, uint32_t *len)
+static uint32_t zc_wait_used_vq(QTestState *qts, QVirtQueue *vq,
+                                uint32_t *len)
 {
     gint64 start = g_get_monotonic_time();
     uint32_t head;
 
-    while (!qvirtqueue_get_buf(t->qts, t->vq, &head, len)) {
+    while (!qvirtqueue_get_buf(qts, vq, &head, len)) {
         g_assert(g_get_monotonic_time() - start <= WAIT_US);
         g_usleep(200);
     }
     return head;
+}
+
+static uint32_t zc_wait_used(ZC *t, uint32_t *len)
+{
+    return zc_wait_used_vq(t->qts, t->vq, len);
 }
 
 /* Post header + one data buffer + status, wait, return the status */
@@ -361,6 +459,7 @@ static void test_bad_properties(void)
         { "timeout-ms", 0 }, { "timeout-ms", 70000 },
         { "max-timeout-ms", 0 }, { "max-timeout-ms", 3600001 },
         { "max-data-len", 0 }, { "max-data-len", 0x4000001 },
+        { "num-queues", 0 }, { "num-queues", 33 },
     };
     QTestState *qts = qtest_init("-machine pc");
     QDict *resp, *err;
@@ -388,6 +487,35 @@ static void test_bad_properties(void)
     resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
                      " {'driver': 'virtio-zc-pci', 'dest': 'unix:/x'}}");
     g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    /* listen and dest together; listen not on TCP */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'dest': '127.0.0.1:1',"
+                     "  'listen': '127.0.0.1:0'}}");
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "listen"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'listen': 'unix:/x'}}");
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "listen"));
+    qobject_unref(resp);
+    /* More destinations than queues; an empty entry */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'num-queues': 2,"
+                     "  'dest': '127.0.0.1:1;127.0.0.1:2;127.0.0.1:3'}}");
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "num-queues"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments':"
+                     " {'driver': 'virtio-zc-pci', 'num-queues': 2,"
+                     "  'dest': '127.0.0.1:1;'}}");
+    err = qdict_get_qdict(resp, "error");
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "empty"));
     qobject_unref(resp);
     qtest_quit(qts);
 }
@@ -1150,6 +1278,658 @@ static void test_outside_ram(void)
     zc_stop(&t);
 }
 
+/* Post header + data + status on @vq; returns the status address */
+static uint64_t zc_post_req(ZC *t, QVirtQueue *vq, uint64_t tag,
+                            uint64_t data, uint32_t len)
+{
+    uint64_t hdr = zc_hdr(t, 0, 0, tag);
+    uint64_t st = zc_status_buf(t);
+
+    zc_post_vq(t, vq, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                                 { st, 1, true } }, 3);
+    return st;
+}
+
+/*
+ * Two queues, two destinations. Receiver A (transmitq0) stalls; receiver
+ * B (transmitq1) reads. transmitq1's requests complete, and arrive at B
+ * intact, while transmitq0's are in flight, even with more of them than
+ * max-inflight: the bound is per queue. Then transmitq0's timeouts
+ * reclaim its requests, and A drains only the original bytes.
+ */
+static void test_mq_independent(void)
+{
+    enum { N0 = 4, N1 = 6, LEN = 64 * 1024 };
+    static const int rcvbuf[] = { 4096, 0 };
+    g_autofree uint8_t *want0 = g_malloc((size_t)(N0 + 1) * LEN);
+    g_autofree char *extra = g_strdup_printf("sndbuf=%d,max-inflight=%d,"
+                                             "timeout-ms=500", STALL_SNDBUF,
+                                             N0);
+    uint64_t data0[N0 + 1], st0[N0 + 1], data1[N1], st1[N1];
+    uint64_t sent0;
+    size_t got_msgs = 0;
+    QVirtioDevice *vd;
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start_mq(&t, 2, 2, rcvbuf, false, extra);
+    vd = &t.dev->vdev;
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_CONNECTED);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 24), ==, 2);
+    g_assert_cmphex(qvirtio_config_readl(vd, 28), ==, 0x3);
+
+    /* One more than max-inflight on transmitq0: the last one waits */
+    for (i = 0; i < N0 + 1; i++) {
+        data0[i] = zc_data(&t, LEN, 10 + i);
+        qtest_memread(t.qts, data0[i], want0 + (size_t)i * LEN, LEN);
+        st0[i] = zc_post_req(&t, t.vq, 1000 + i, data0[i], LEN);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N0);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, N0);
+    sent0 = zc_counter(&t, "sent");
+
+    /* transmitq1 is not held up by transmitq0, nor by its bound */
+    for (i = 0; i < N1; i++) {
+        data1[i] = zc_data(&t, LEN, 100 + i);
+        st1[i] = zc_post_req(&t, t.vqs[1], 2000 + i, data1[i], LEN);
+    }
+    for (i = 0; i < N1; i++) {
+        g_autofree uint8_t *want = guest_bytes(&t, data1[i], LEN);
+        g_autofree uint8_t *got = recv_msg_fd(t.rfds[1], i, 2000 + i, LEN);
+
+        g_assert(memcmp(want, got, LEN) == 0);
+    }
+    for (i = 0; i < N1; i++) {
+        zc_wait_used_vq(t.qts, t.vqs[1], &used);
+        g_assert_cmpuint(used, ==, 1);
+    }
+    for (i = 0; i < N1; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st1[i]), ==, VIRTIO_ZC_S_OK);
+    }
+    g_assert(recv_idle(t.rfds[1], 50));
+
+    /* Meanwhile transmitq0 has completed nothing */
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N0);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    for (i = 0; i < N0 + 1; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st0[i]), ==, 0xff);
+    }
+
+    /* Its timeouts reclaim the first N0, then the one that waited */
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    for (i = 0; i < N0; i++) {
+        zc_wait_used(&t, &used);
+    }
+    zc_wait_counter(&t, "requests", N0 + N1 + 1);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, N0 + 1);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N0 + 1 + N1);
+    sent0 = zc_counter(&t, "sent") - N1;
+    for (i = 0; i < N0 + 1; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data0[i], LEN);
+
+        g_assert_cmpuint(qtest_readb(t.qts, st0[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+        g_assert(memcmp(want0 + (size_t)i * LEN, now, LEN) == 0);
+        qtest_memset(t.qts, data0[i], 0x3c, LEN);
+    }
+
+    /* A drains whole messages with the original bytes, in order */
+    while (got_msgs < sent0 || (got_msgs == sent0 && got_msgs < N0 + 1 &&
+                                !recv_idle(t.rfd, 500))) {
+        g_autofree uint8_t *got = recv_msg(&t, got_msgs, 1000 + got_msgs,
+                                           LEN);
+
+        g_assert(memcmp(want0 + got_msgs * LEN, got, LEN) == 0);
+        got_msgs++;
+    }
+    g_assert(recv_idle(t.rfd, 100));
+    g_assert(recv_idle(t.rfds[1], 0));
+    zc_stop(&t);
+}
+
+/*
+ * One destination for two queues: each queue has its own connection to
+ * it (its own stream, numbered from 0).
+ */
+static void test_mq_one_dest(void)
+{
+    uint64_t data = 0, st;
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start_mq(&t, 2, 1, NULL, false, "");
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 24), ==, 2);
+    g_assert_cmphex(qvirtio_config_readl(&t.dev->vdev, 28), ==, 0x3);
+    for (i = 1; i >= 0; i--) {
+        QVirtQueue *vq = i ? t.vqs[1] : t.vq;
+        g_autofree uint8_t *want = NULL;
+        g_autofree uint8_t *got = NULL;
+
+        data = zc_data(&t, 5000, i);
+        want = guest_bytes(&t, data, 5000);
+        st = zc_post_req(&t, vq, 50 + i, data, 5000);
+        got = recv_msg_fd(i ? t.rfds[1] : t.rfd, 0, 50 + i, 5000);
+        g_assert(memcmp(want, got, 5000) == 0);
+        zc_wait_used_vq(t.qts, vq, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    }
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert(recv_idle(t.rfds[1], 0));
+    zc_stop(&t);
+}
+
+/*
+ * Migration with a stalled destination. The source holds INFL requests
+ * that its receiver A does not take, and N - INFL more wait in the ring
+ * (max-inflight). The migration reclaims the INFL when the VM stops,
+ * before the rest of RAM is sent. On the destination every request is in
+ * the used ring exactly once: the INFL RECLAIMED, the others sent by the
+ * destination device to its own receiver B, OK; the guest's bytes are
+ * unchanged and nothing else completes. A drains only whole messages
+ * with the original bytes, and B gets what the guest sends afterwards.
+ */
+static void test_migrate_stalled(void)
+{
+    enum { N = 8, INFL = 6, LEN = 64 * 1024 };
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    g_autofree char *args = NULL;
+    g_autofree uint8_t *seen = g_malloc0(N);
+    uint64_t data[N], st[N], sent, st2;
+    uint32_t head[N], h, used;
+    QPCIAddress addr = { .devfn = VIRTIO_ZC_DEVFN };
+    QTestState *from;
+    size_t got_msgs = 0;
+    int i, j, lfd2, rfd2, port2;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000,"
+             "max-inflight=%d", STALL_SNDBUF, INFL);
+    for (i = 0; i < N; i++) {
+        uint64_t hdr = zc_hdr(&t, 0, 0, 500 + i);
+
+        data[i] = zc_data(&t, LEN, 60 + i);
+        qtest_memread(t.qts, data[i], want + (size_t)i * LEN, LEN);
+        st[i] = zc_status_buf(&t);
+        head[i] = zc_post(&t, (Desc[]) { { hdr, 16, false },
+                                         { data[i], LEN, false },
+                                         { st[i], 1, true } }, 3);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, INFL);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+
+    /* The destination QEMU streams to its own receiver B */
+    lfd2 = zc_listen(0, &port2);
+    args = g_strdup_printf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
+                           "dest=127.0.0.1:%d,sndbuf=%d,timeout-ms=60000,"
+                           "max-inflight=%d", zc_machine, port2,
+                           STALL_SNDBUF, INFL);
+    from = t.qts;
+    t.qts = qzc_migrate(from, args);
+    rfd2 = accept(lfd2, NULL, NULL);
+    g_assert_cmpint(rfd2, >=, 0);
+
+    /* The source reclaimed what it held, and took nothing more */
+    g_assert_cmpuint(zc_counter_qts(from, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, INFL);
+    g_assert_cmpuint(zc_counter_qts(from, "requests"), ==, INFL);
+    sent = zc_counter_qts(from, "sent");
+    g_assert_cmpuint(sent, <=, INFL);
+
+    /* The destination took the rest and sent them to B */
+    for (i = INFL; i < N; i++) {
+        g_autofree uint8_t *got = recv_msg_fd(rfd2, i - INFL, 500 + i, LEN);
+
+        g_assert(memcmp(want + (size_t)i * LEN, got, LEN) == 0);
+    }
+
+    /* The destination's used ring: each request once */
+    for (i = 0; i < N; i++) {
+        h = zc_wait_used(&t, &used);
+        g_assert_cmpuint(used, ==, 1);
+        for (j = 0; j < N && head[j] != h; j++) {
+            /* find the request */
+        }
+        g_assert_cmpint(j, <, N);
+        g_assert(!seen[j]);
+        seen[j] = 1;
+    }
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
+
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         i < INFL ? VIRTIO_ZC_S_RECLAIMED : VIRTIO_ZC_S_OK);
+        g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
+        /* The guest reuses its memory on the destination */
+        qtest_memset(t.qts, data[i], 0x77, LEN);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, INFL);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
+
+    /* Nothing more completes, however long the destination runs */
+    qtest_clock_step(t.qts, 120 * NANOSECONDS_PER_SECOND);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
+
+    /* A: whole messages with the bytes from before the migration */
+    while (got_msgs < sent || (got_msgs == sent && got_msgs < INFL &&
+                               !recv_idle(t.rfd, 500))) {
+        g_autofree uint8_t *got = recv_msg(&t, got_msgs, 500 + got_msgs,
+                                           LEN);
+
+        g_assert(memcmp(want + got_msgs * LEN, got, LEN) == 0);
+        got_msgs++;
+    }
+    g_assert(recv_idle(t.rfd, 100));
+
+    /* The destination's device keeps working, towards B */
+    g_free(t.dev->pdev);
+    g_free(t.dev);
+    qpci_free_pc(t.bus);
+    t.bus = qpci_new_pc(t.qts, NULL);
+    t.dev = virtio_pci_new(t.bus, &addr);
+    g_assert_nonnull(t.dev);
+    qvirtio_pci_device_enable(t.dev);
+    qvirtqueue_reset_pool(t.vq);
+    st2 = zc_post_req(&t, t.vq, 600, data[0], LEN);
+    {
+        g_autofree uint8_t *now = guest_bytes(&t, data[0], LEN);
+        g_autofree uint8_t *got = recv_msg_fd(rfd2, N - INFL, 600, LEN);
+
+        g_assert(memcmp(now, got, LEN) == 0);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st2), ==, VIRTIO_ZC_S_OK);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, N + 1);
+    g_assert(recv_idle(rfd2, 50));
+
+    qtest_quit(from);
+    zc_stop(&t);
+    close(rfd2);
+    close(lfd2);
+}
+
+/*
+ * Listening mode. A request posted before any receiver connects waits,
+ * and its timeout completes it with DEST_ERROR; one posted before the
+ * receiver connects is sent once it does. When the receiver goes away,
+ * what it held completes with DEST_ERROR, and the next receiver to
+ * connect gets a new stream, numbered from 0.
+ */
+static void test_listen_reconnect(void)
+{
+    size_t len = 64 * 1024;
+    int port = zc_free_port();
+    g_autofree uint8_t *want = NULL;
+    uint64_t data, st;
+    QVirtioDevice *vd;
+    uint32_t used;
+    ZC t;
+
+    zc_start(&t, false, 0, false, "listen=127.0.0.1:%d,sndbuf=%d,"
+             "timeout-ms=500", port, STALL_SNDBUF);
+    vd = &t.dev->vdev;
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+    g_assert_cmphex(qvirtio_config_readl(vd, 28), ==, 0);
+    data = zc_data(&t, len, 5);
+    want = guest_bytes(&t, data, len);
+
+    /* Nobody connects: the request waits, then times out */
+    st = zc_post_req(&t, t.vq, 1, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+
+    /* A receiver connects after the request was posted: it gets it */
+    st = zc_post_req(&t, t.vq, 2, data, len);
+    t.rfd = zc_connect_receiver(port, 4096);
+    {
+        g_autofree uint8_t *got = recv_msg(&t, 0, 2, len);
+
+        g_assert(memcmp(want, got, len) == 0);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_CONNECTED);
+    g_assert_cmphex(qvirtio_config_readl(vd, 28), ==, 1);
+
+    /* It stalls and goes away: DEST_ERROR, guest bytes unchanged */
+    st = zc_post_req(&t, t.vq, 3, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    close(t.rfd);
+    t.rfd = -1;
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    {
+        g_autofree uint8_t *now = guest_bytes(&t, data, len);
+
+        g_assert(memcmp(want, now, len) == 0);
+    }
+    g_assert_cmpuint(qvirtio_config_readl(vd, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+
+    /* The next receiver: a new stream */
+    st = zc_post_req(&t, t.vq, 4, data, len);
+    t.rfd = zc_connect_receiver(port, 0);
+    {
+        g_autofree uint8_t *got = recv_msg(&t, 0, 4, len);
+
+        g_assert(memcmp(want, got, len) == 0);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 2);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 4);
+    zc_stop(&t);
+}
+
+/*
+ * Migration while iommu-emul pins a page of a stalled request: the page
+ * cannot be offlined when the VM stops, so the device gives up that
+ * queue's destination and the request completes with DEST_ERROR; on the
+ * destination it is on the used ring once, with unchanged bytes.
+ */
+static void test_migrate_pinned(void)
+{
+    const char *machine = zc_machine;
+    size_t len = 64 * 1024;
+    uint16_t rid = VIRTIO_ZC_DEVFN;   /* bus 0 */
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    g_autofree char *args = NULL;
+    uint64_t data, st, page;
+    QIOMMUEmulCmdOut out;
+    QIOMMUEmulRing ring;
+    QPCIDevice *iommu;
+    QTestState *from;
+    uint32_t used;
+    int lfd2, rfd2, port2;
+    ZC t;
+
+    zc_machine = "-machine pc -m 256M -device iommu-emul,addr=05.0";
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000",
+             STALL_SNDBUF);
+    iommu = qpci_device_find(t.bus, QPCI_DEVFN(5, 0));
+    g_assert_nonnull(iommu);
+    qpci_device_enable(iommu);
+    qiommu_emul_cmdq_start(&ring, iommu,
+                           qpci_iomap(iommu, IOMMU_EMUL_REGS_BAR, NULL),
+                           guest_alloc(&t.alloc, 4 * IOMMU_EMUL_CMD_SIZE),
+                           2, 0);
+    data = zc_data(&t, len, 44);
+    want = guest_bytes(&t, data, len);
+    page = ROUND_UP(data, 4096) + 4096;
+    g_assert_cmphex(qiommu_emul_cmd(&ring, &(QIOMMUEmulCmd) {
+                        .opcode = IOMMU_EMUL_OP_MAP,
+                        .flags = IOMMU_EMUL_MAP_READ,
+                        .requester = rid, .addr = page, .length = 4096,
+                    }, &out), ==, IOMMU_EMUL_ST_OK);
+    st = zc_post_req(&t, t.vq, 9, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+
+    lfd2 = zc_listen(0, &port2);
+    args = g_strdup_printf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
+                           "dest=127.0.0.1:%d", zc_machine, port2);
+    zc_machine = machine;
+    from = t.qts;
+    t.qts = qzc_migrate(from, args);
+    rfd2 = accept(lfd2, NULL, NULL);
+    g_assert_cmpint(rfd2, >=, 0);
+
+    g_assert_cmpuint(zc_counter_qts(from, "offline-refused"), >=, 1);
+    g_assert_cmpuint(zc_counter_qts(from, "dest-errors"), ==, 1);
+    g_assert(qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+    g_assert_cmpuint(used, ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    /* The source gave its connection up (t.dev still talks to it) */
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
+                     VIRTIO_ZC_DEST_DISCONNECTED);
+
+    g_free(iommu);
+    qtest_quit(from);
+    zc_stop(&t);
+    close(rfd2);
+    close(lfd2);
+}
+
+/* Poll query-migrate until its status is @want */
+static void zc_wait_migration(QTestState *qts, const char *want)
+{
+    gint64 start = g_get_monotonic_time();
+
+    for (;;) {
+        QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                                  "{'execute': 'query-migrate'}");
+        const char *status = qdict_get_try_str(rsp, "status");
+        bool done = !g_strcmp0(status, want);
+        bool failed = !g_strcmp0(status, "failed") && strcmp(want, "failed");
+
+        qobject_unref(rsp);
+        if (done) {
+            return;
+        }
+        g_assert(!failed);
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(10 * 1000);
+    }
+}
+
+static void zc_ensure_running(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                                              "{'execute': 'query-status'}");
+
+    if (strcmp(qdict_get_str(rsp, "status"), "running")) {
+        qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    }
+    qobject_unref(rsp);
+}
+
+/*
+ * Migration of a VM that was stopped before: it does not stop again at
+ * the end of the migration, so the device reclaims when the migration
+ * starts. The destination (which stays paused, as the source was) finds
+ * each request on the used ring once, RECLAIMED, with unchanged bytes.
+ */
+static void test_migrate_paused(void)
+{
+    enum { N = 3, LEN = 64 * 1024 };
+    g_autofree char *dir = g_dir_make_tmp("virtio-zc-mig-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "sock", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", path);
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    uint64_t data[N], st[N];
+    uint32_t used;
+    QTestState *from;
+    int i, lfd2, rfd2, port2;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=60000",
+             STALL_SNDBUF);
+    for (i = 0; i < N; i++) {
+        data[i] = zc_data(&t, LEN, 90 + i);
+        qtest_memread(t.qts, data[i], want + (size_t)i * LEN, LEN);
+        st[i] = zc_post_req(&t, t.vq, 800 + i, data[i], LEN);
+    }
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+    qtest_qmp_assert_success(t.qts, "{'execute': 'stop'}");
+
+    lfd2 = zc_listen(0, &port2);
+    from = t.qts;
+    t.qts = qtest_initf("%s -device virtio-zc-pci,id=zc,addr=06.0,"
+                        "dest=127.0.0.1:%d -incoming %s", zc_machine, port2,
+                        uri);
+    rfd2 = accept(lfd2, NULL, NULL);
+    g_assert_cmpint(rfd2, >=, 0);
+    qtest_qmp_assert_success(from, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    zc_wait_migration(from, "completed");
+    g_assert_cmpuint(zc_counter_qts(from, "in-flight"), ==, 0);
+    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, N);
+
+    /* The destination is paused like the source; its RAM has the ring */
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = guest_bytes(&t, data[i], LEN);
+
+        g_assert(qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+        g_assert_cmpuint(used, ==, 1);
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+        g_assert(memcmp(want + (size_t)i * LEN, now, LEN) == 0);
+    }
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    zc_ensure_running(t.qts);
+    qtest_clock_step(t.qts, 120 * NANOSECONDS_PER_SECOND);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert(recv_idle(rfd2, 50));
+
+    qtest_quit(from);
+    zc_stop(&t);
+    close(rfd2);
+    close(lfd2);
+    unlink(path);
+    rmdir(dir);
+}
+
+/*
+ * Background snapshots. One that starts while a request is in flight
+ * fails: the device cannot reclaim the request then (offlining is
+ * refused) and would lose it, so its pre_save refuses; the request stays
+ * in flight and its timeout reclaims it later. While one runs, a request
+ * whose timeout expires waits (offline-refused counts the attempts) and
+ * is reclaimed once the snapshot has ended.
+ */
+static void test_bg_snapshot(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("virtio-zc-snap-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "snap", NULL);
+    g_autofree char *uri = g_strdup_printf("file:%s", path);
+    g_autofree uint8_t *want = NULL;
+    g_autofree uint8_t *now = NULL;
+    size_t len = 64 * 1024;
+    uint64_t data, st;
+    gint64 start;
+    uint32_t used;
+    ZC t;
+
+    if (!have_userfaultfd()) {
+        g_test_skip("no userfaultfd for kernel faults");
+        return;
+    }
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
+             STALL_SNDBUF);
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate-set-capabilities',"
+                             " 'arguments': {'capabilities': [{"
+                             "  'capability': 'background-snapshot',"
+                             "  'state': true}]}}");
+    /* Slow enough to still run while the test looks */
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate-set-parameters',"
+                             " 'arguments': {'max-bandwidth': 4096}}");
+    data = zc_data(&t, len, 21);
+    want = guest_bytes(&t, data, len);
+
+    /* In flight when the snapshot starts: the snapshot fails */
+    st = zc_post_req(&t, t.vq, 1, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    zc_wait_migration(t.qts, "failed");
+    zc_ensure_running(t.qts);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
+
+    /* A snapshot that runs: the timeout's offline is refused, it waits */
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    zc_wait_migration(t.qts, "active");
+    st = zc_post_req(&t, t.vq, 2, data, len);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    start = g_get_monotonic_time();
+    while (zc_counter(&t, "offline-refused") < 1) {
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(1000);
+    }
+    qtest_clock_step(t.qts, 250 * SCALE_MS);
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), >=, 2);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+
+    /* The snapshot ends: the next retry reclaims the request */
+    qtest_qmp_assert_success(t.qts, "{'execute': 'migrate_cancel'}");
+    zc_wait_migration(t.qts, "cancelled");
+    zc_ensure_running(t.qts);
+    qtest_clock_step(t.qts, 250 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    now = guest_bytes(&t, data, len);
+    g_assert(memcmp(want, now, len) == 0);
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 2);
+    zc_stop(&t);
+    unlink(path);
+    rmdir(dir);
+}
+
+/*
+ * Listening mode with two queues: the first receiver to connect takes
+ * transmitq0, the second transmitq1; each gets only its queue's messages.
+ */
+static void test_listen_mq(void)
+{
+    int port = zc_free_port();
+    g_autofree char *extra = g_strdup_printf("listen=127.0.0.1:%d", port);
+    uint64_t data, st;
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start_mq(&t, 2, 0, NULL, false, extra);
+    t.rfd = zc_connect_receiver(port, 0);
+    t.rfds[1] = zc_connect_receiver(port, 0);
+    data = zc_data(&t, 3000, 8);
+    for (i = 1; i >= 0; i--) {
+        QVirtQueue *vq = i ? t.vqs[1] : t.vq;
+        g_autofree uint8_t *want = guest_bytes(&t, data, 3000);
+        g_autofree uint8_t *got = NULL;
+
+        st = zc_post_req(&t, vq, 70 + i, data, 3000);
+        got = recv_msg_fd(i ? t.rfds[1] : t.rfd, 0, 70 + i, 3000);
+        g_assert(memcmp(want, got, 3000) == 0);
+        zc_wait_used_vq(t.qts, vq, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_OK);
+    }
+    g_assert_cmphex(qvirtio_config_readl(&t.dev->vdev, 28), ==, 0x3);
+    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
+                     VIRTIO_ZC_DEST_CONNECTED);
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert(recv_idle(t.rfds[1], 0));
+    zc_stop(&t);
+}
+
 int main(int argc, char **argv)
 {
     static const char *machines[] = { "pc", "q35" };
@@ -1189,6 +1969,14 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/stall/disconnect", test_disconnect);
     qtest_add_func("/virtio-zc/stall/unplug", test_unplug_stalled);
     qtest_add_func("/virtio-zc/stall/max-inflight", test_max_inflight);
+    qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
+    qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
+    qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
+    qtest_add_func("/virtio-zc/migration/paused", test_migrate_paused);
+    qtest_add_func("/virtio-zc/migration/pinned", test_migrate_pinned);
+    qtest_add_func("/virtio-zc/migration/bg-snapshot", test_bg_snapshot);
+    qtest_add_func("/virtio-zc/listen/reconnect", test_listen_reconnect);
+    qtest_add_func("/virtio-zc/listen/two-queues", test_listen_mq);
     qtest_add_func("/virtio-zc/bad/header", test_bad_header);
     qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
     qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);

@@ -20,8 +20,9 @@
 #define VIRTIO_ID_ZC                61
 #define VIRTIO_ZC_PCI_DEVICE_ID     (0x1040 + VIRTIO_ID_ZC)
 
-/* Virtqueues */
+/* Virtqueues: transmitq0 .. transmitq(num_queues - 1) */
 #define VIRTIO_ZC_TXQ               0
+#define VIRTIO_ZC_MAX_QUEUES        32
 
 /* Feature bits */
 /* The driver may set a per-request timeout (timeout_ms) */
@@ -35,6 +36,8 @@ struct virtio_zc_config {
     uint32_t default_timeout_ms;    /* used when timeout_ms is 0 */
     uint32_t max_timeout_ms;        /* largest timeout_ms accepted */
     uint32_t dest_state;            /* VIRTIO_ZC_DEST_* */
+    uint32_t num_queues;            /* transmit queues */
+    uint32_t dest_mask;             /* bit i: transmitq i has its dest */
 };
 
 #define VIRTIO_ZC_DEST_DISCONNECTED 0

@@ -10,6 +10,7 @@
 
 #include "hw/virtio/virtio.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
+#include "qemu/notify.h"
 #include "qemu/page-offline.h"
 #include "qemu/queue.h"
 #include "qom/object.h"
@@ -19,23 +20,12 @@ OBJECT_DECLARE_SIMPLE_TYPE(VirtIOZC, VIRTIO_ZC)
 
 typedef struct VirtIOZCReq VirtIOZCReq;
 
-struct VirtIOZC {
-    VirtIODevice parent_obj;
-
-    /* Properties */
-    char *dest;
-    uint32_t max_inflight;
-    uint32_t max_segments;
-    uint32_t max_data_len;
-    uint32_t timeout_ms;
-    uint32_t max_timeout_ms;
-    uint32_t sndbuf;
-    bool zerocopy;
-    char *offline_method_str;
-    PageOfflineMethod offline_method;
-
-    VirtQueue *txq;
-    QEMUBH *bh;
+/* One transmit queue with its own destination connection */
+typedef struct VirtIOZCQueue {
+    VirtIOZC *s;
+    unsigned int index;
+    VirtQueue *vq;
+    const char *dest;           /* host:port; points into VirtIOZC.dests */
 
     /* Destination */
     int fd;                     /* -1: none or disconnected */
@@ -46,10 +36,36 @@ struct VirtIOZC {
     GQueue zc_sends;            /* VirtIOZCSend, in id order */
 
     /* Requests and orphaned message tails */
-    QTAILQ_HEAD(, VirtIOZCReq) reqs;    /* every request the device holds */
+    QTAILQ_HEAD(, VirtIOZCReq) reqs;    /* every request the queue holds */
     QTAILQ_HEAD(, VirtIOZCReq) sendq;   /* messages with bytes to send */
+    uint32_t inflight;                  /* requests on reqs */
+} VirtIOZCQueue;
 
-    /* Counters (read-only QOM properties) */
+struct VirtIOZC {
+    VirtIODevice parent_obj;
+
+    /* Properties */
+    char *dest;
+    char *listen;
+    uint32_t num_queues;
+    uint32_t max_inflight;
+    uint32_t max_segments;
+    uint32_t max_data_len;
+    uint32_t timeout_ms;
+    uint32_t max_timeout_ms;
+    uint32_t sndbuf;
+    bool zerocopy;
+    char *offline_method_str;
+    PageOfflineMethod offline_method;
+
+    VirtIOZCQueue *queues;      /* num_queues of them */
+    char **dests;               /* dest split at ';' or ',' */
+    int listen_fd;              /* listening mode: -1 otherwise */
+    QEMUBH *bh;
+    VMChangeStateEntry *vmstate_entry;
+    NotifierWithReturn migration_notifier;
+
+    /* Counters (read-only QOM properties), totals over the queues */
     uint64_t stat_requests;
     uint64_t stat_completed;
     uint64_t stat_sent;
