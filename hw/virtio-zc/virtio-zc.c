@@ -694,6 +694,7 @@ static void virtio_zc_process(VirtIOZCQueue *q)
             qemu_log_mask(LOG_GUEST_ERROR, "%s: request without a status "
                           "byte, returned unprocessed\n", __func__);
             s->stat_bad_requests++;
+            s->stat_completed++;
             virtqueue_push(q->vq, elem, 0);
             virtio_notify(vdev, q->vq);
             g_free(elem);

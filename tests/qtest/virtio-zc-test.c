@@ -1230,6 +1230,9 @@ static void test_bad_layout(void)
     g_assert_cmpuint(zc_counter(&t, "bad-requests"), ==, 5);
     g_assert_cmpuint(zc_counter(&t, "sent"), ==, 0);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    /* Each one completed once, the one without a status byte too */
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 5);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 5);
 
     /* Still works */
     qvirtqueue_reset_pool(t.vq);
