@@ -1298,22 +1298,23 @@ static bool hpa_skip(void)
     return false;
 }
 
-/* MAP for the edu with no DMA limit: host addresses are above 256 MiB */
+/* MAP read-write for the edu with no DMA limit (host addresses are high) */
 static uint64_t hpa_map(Fixture *f, uint64_t gpa, uint64_t len)
 {
     CmdOut out;
 
-    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
-                        gpa, len, 0, &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ |
+                        IOMMU_EMUL_MAP_WRITE, EDU_RID, gpa, len, 0, &out), ==,
+                    IOMMU_EMUL_ST_OK);
     return out.addr;
 }
 
 /*
- * QEMU's virtual address of guest RAM: its one anonymous read-write
- * mapping of exactly the RAM size (call before any MAP: locking a page
- * splits the mapping).
+ * QEMU's virtual address of guest RAM: its one read-write mapping of
+ * exactly the RAM size, anonymous or (@file) of that file (call before any
+ * MAP: locking a page splits the mapping).
  */
-static uint64_t hpa_ram_hva(Fixture *f)
+static uint64_t hpa_ram_hva(Fixture *f, const char *file)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/maps",
                                             (int)qtest_pid(f->qts));
@@ -1334,8 +1335,12 @@ static uint64_t hpa_ram_hva(Fixture *f)
                    perm, &off, dev, &inode, &name) < 6) {
             continue;
         }
-        if (end - start == HPA_RAM_SIZE && !strcmp(perm, "rw-p") &&
-            inode == 0 && (!name || !lines[i][name])) {
+        if (end - start != HPA_RAM_SIZE || strncmp(perm, "rw", 2)) {
+            continue;
+        }
+        if (file ? name && g_str_has_prefix(lines[i] + name, file) :
+            !strcmp(perm, "rw-p") && inode == 0 &&
+            (!name || !lines[i][name])) {
             hva = start;
             found++;
         }
@@ -1420,7 +1425,7 @@ static Fixture *hpa_start(const char *machine, uint64_t *ram)
     Fixture *f = fx_new(machine, ",bus-addr=hpa",
                         ",dma_mask=0xffffffffffffffff");
 
-    *ram = hpa_ram_hva(f);
+    *ram = hpa_ram_hva(f, NULL);
     rings_on(f);
     return f;
 }
@@ -1627,6 +1632,67 @@ static void test_hpa_not_contiguous(const void *data)
 }
 
 /*
+ * Shared memfd RAM (4 KiB shmem pages here): long-term pins work on it,
+ * the same page mapped twice has one bus address and two pins, and each
+ * MAP needs its own UNMAP.
+ */
+static void test_hpa_memfd_twice(const void *data)
+{
+    Fixture *f;
+    uint64_t ram, v0, b1, b2, charged;
+    CmdOut out;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = fx_new(data, ",bus-addr=hpa", ",dma_mask=0xffffffffffffffff"
+               " -object memory-backend-memfd,id=ram0,size=256M"
+               " -machine memory-backend=ram0");
+    ram = hpa_ram_hva(f, "/memfd:memory-backend-memfd");
+    rings_on(f);
+    translate_on(f);
+    fill(f, DATA_GPA, 0x9e, PAGE);
+    v0 = vmpin_kb(f);
+
+    b1 = hpa_map(f, DATA_GPA, PAGE);
+    g_assert_cmphex(b1, ==, hpa_of(f, ram, DATA_GPA));
+    charged = hpa_charged_pages(b1 / PAGE) * (PAGE / 1024);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + charged);
+    b2 = hpa_map(f, DATA_GPA, PAGE);
+    g_test_message("memfd page at HPA 0x%" PRIx64 " charged %" PRIu64 " kB;"
+                   " mapped twice: VmPin %" PRIu64 " -> %" PRIu64 " kB", b1,
+                   charged, v0, vmpin_kb(f));
+    g_assert_cmphex(b2, ==, b1);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    /* The kernel charges a compound page once, a small page per pin */
+    g_assert_cmpuint(vmpin_kb(f), ==,
+                     v0 + (charged == PAGE / 1024 ? 2 : 1) * charged);
+
+    /* edu -> RAM through the shared page */
+    edu_load(f, b1, 0x4f, DATA_GPA);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, b2, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x4f, PAGE));
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + charged);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, b1, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.addr, ==, DATA_GPA);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    fx_free(f);
+}
+
+/*
  * Without CAP_SYS_ADMIN the PFNs read as 0: realize fails with a clear
  * error. When we can read PFNs ourselves, setpriv(1) starts QEMU with no
  * capabilities at all.
@@ -1712,6 +1778,7 @@ int main(int argc, char **argv)
         add(machines[i], "hpa-longterm-pin", test_hpa_longterm_pin);
         add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);
         add(machines[i], "hpa-no-pfn", test_hpa_no_pfn);
+        add(machines[i], "hpa-memfd-twice", test_hpa_memfd_twice);
     }
     return g_test_run();
 }
