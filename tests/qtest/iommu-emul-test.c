@@ -1693,6 +1693,74 @@ static void test_hpa_memfd_twice(const void *data)
 }
 
 /*
+ * When the host refuses a long-term pin (here: all 16384 io_uring buffer
+ * slots are taken), and when max-pinned is reached, MAP fails with
+ * PIN_LIMIT and leaves nothing behind. Memfd RAM: 4 KiB pages.
+ */
+static void test_hpa_pin_limit(const void *data)
+{
+    const int slots = 16384;
+    Fixture *f;
+    uint64_t ram, v0, l0, bus = 0, charged;
+    int i;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = fx_new(data, ",bus-addr=hpa,max-pinned=8K,max-mappings=20000",
+               " -object memory-backend-memfd,id=ram0,size=256M"
+               " -machine memory-backend=ram0");
+    ram = hpa_ram_hva(f, "/memfd:memory-backend-memfd");
+    rings_on(f);
+    fill(f, DATA_GPA, 0x21, 3 * PAGE);
+    v0 = vmpin_kb(f);
+    l0 = locked_kb(f);
+
+    /* One page, pinned once per mapping, until the slots run out */
+    for (i = 0; i < slots; i++) {
+        bus = hpa_map(f, DATA_GPA, PAGE);
+    }
+    charged = hpa_charged_pages(hpa_of(f, ram, DATA_GPA) / PAGE) *
+              (PAGE / 1024);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + (charged == 4 ? slots : 1) *
+                     charged);
+    g_assert_cmpuint(locked_kb(f), ==, l0 + 4);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA, PAGE, 0, NULL), ==, IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, slots);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + (charged == 4 ? slots : 1) *
+                     charged);
+    g_assert_cmpuint(locked_kb(f), ==, l0 + 4);
+    /* Releasing one pin makes room for one */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(hpa_map(f, DATA_GPA + PAGE, PAGE), ==,
+                    hpa_of(f, ram, DATA_GPA + PAGE));
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(locked_kb(f), ==, l0);
+
+    /* max-pinned (8 KiB): a third distinct page is refused */
+    hpa_map(f, DATA_GPA, PAGE);
+    hpa_map(f, DATA_GPA + PAGE, PAGE);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 2 * PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    g_assert_cmpuint(locked_kb(f), ==, l0 + 8);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(locked_kb(f), ==, l0);
+    fx_free(f);
+}
+
+/*
  * Without CAP_SYS_ADMIN the PFNs read as 0: realize fails with a clear
  * error. When we can read PFNs ourselves, setpriv(1) starts QEMU with no
  * capabilities at all.
@@ -1779,6 +1847,7 @@ int main(int argc, char **argv)
         add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);
         add(machines[i], "hpa-no-pfn", test_hpa_no_pfn);
         add(machines[i], "hpa-memfd-twice", test_hpa_memfd_twice);
+        add(machines[i], "hpa-pin-limit", test_hpa_pin_limit);
     }
     return g_test_run();
 }
