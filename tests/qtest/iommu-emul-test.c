@@ -1310,17 +1310,19 @@ static uint64_t hpa_map(Fixture *f, uint64_t gpa, uint64_t len)
 }
 
 /*
- * QEMU's virtual address of guest RAM: its one read-write mapping of
- * exactly the RAM size, anonymous or (@file) of that file (call before any
- * MAP: locking a page splits the mapping).
+ * QEMU's virtual address of guest RAM block @block, as "info ramblock"
+ * reports it, checked against the kernel's view: /proc/PID/maps must
+ * have a read-write mapping of exactly the RAM size there, anonymous or
+ * (@file) of that file. Call before any MAP: locking a page splits the
+ * mapping.
  */
-static uint64_t hpa_ram_hva(Fixture *f, const char *file)
+static uint64_t hpa_ram_hva(Fixture *f, const char *block, const char *file)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/maps",
                                             (int)qtest_pid(f->qts));
     g_autofree char *text = NULL;
     g_auto(GStrv) lines = NULL;
-    uint64_t hva = 0;
+    uint64_t hva = host_addr(f, block, 0);
     int i, found = 0;
 
     g_assert(g_file_get_contents(path, &text, NULL, NULL));
@@ -1332,16 +1334,14 @@ static uint64_t hpa_ram_hva(Fixture *f, const char *file)
         int name = 0;
 
         if (sscanf(lines[i], "%llx-%llx %7s %llx %15s %llu %n", &start, &end,
-                   perm, &off, dev, &inode, &name) < 6) {
-            continue;
-        }
-        if (end - start != HPA_RAM_SIZE || strncmp(perm, "rw", 2)) {
+                   perm, &off, dev, &inode, &name) < 6 ||
+            start != hva || end - start != HPA_RAM_SIZE ||
+            strncmp(perm, "rw", 2)) {
             continue;
         }
         if (file ? name && g_str_has_prefix(lines[i] + name, file) :
             !strcmp(perm, "rw-p") && inode == 0 &&
             (!name || !lines[i][name])) {
-            hva = start;
             found++;
         }
     }
@@ -1425,7 +1425,7 @@ static Fixture *hpa_start(const char *machine, uint64_t *ram)
     Fixture *f = fx_new(machine, ",bus-addr=hpa",
                         ",dma_mask=0xffffffffffffffff");
 
-    *ram = hpa_ram_hva(f, NULL);
+    *ram = hpa_ram_hva(f, "pc.ram", NULL);
     rings_on(f);
     return f;
 }
@@ -1648,7 +1648,7 @@ static void test_hpa_memfd_twice(const void *data)
     f = fx_new(data, ",bus-addr=hpa", ",dma_mask=0xffffffffffffffff"
                " -object memory-backend-memfd,id=ram0,size=256M"
                " -machine memory-backend=ram0");
-    ram = hpa_ram_hva(f, "/memfd:memory-backend-memfd");
+    ram = hpa_ram_hva(f, "ram0", "/memfd:memory-backend-memfd");
     rings_on(f);
     translate_on(f);
     fill(f, DATA_GPA, 0x9e, PAGE);
@@ -1710,7 +1710,7 @@ static void test_hpa_pin_limit(const void *data)
     f = fx_new(data, ",bus-addr=hpa,max-pinned=8K,max-mappings=20000",
                " -object memory-backend-memfd,id=ram0,size=256M"
                " -machine memory-backend=ram0");
-    ram = hpa_ram_hva(f, "/memfd:memory-backend-memfd");
+    ram = hpa_ram_hva(f, "ram0", "/memfd:memory-backend-memfd");
     rings_on(f);
     fill(f, DATA_GPA, 0x21, 3 * PAGE);
     v0 = vmpin_kb(f);
