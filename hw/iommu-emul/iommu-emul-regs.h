@@ -130,6 +130,7 @@ REG32(FAULT_OVERFLOW,   0x078)
 #define IOMMU_EMUL_ST_NO_SPACE      0x05
 #define IOMMU_EMUL_ST_PIN_LIMIT     0x06
 #define IOMMU_EMUL_ST_NOT_FOUND     0x07
+#define IOMMU_EMUL_ST_NOT_CONTIGUOUS 0x08  /* hpa: pages not adjacent */
 
 /* Fault record: 32 bytes */
 #define IOMMU_EMUL_FAULT_SIZE       32

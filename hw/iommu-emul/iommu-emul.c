@@ -37,6 +37,7 @@
 #include "system/system.h"
 #include "hw/iommu-emul/iommu-emul.h"
 #include "iommu-emul-regs.h"
+#include "iommu-emul-hpa.h"
 #include "trace.h"
 
 #define PAGE_MASK_EMUL      (IOMMU_EMUL_PAGE_SIZE - 1)
@@ -638,6 +639,7 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
     IOMMUAccessFlags perm = IOMMU_NONE;
     uint64_t last, limit, npages, i;
     g_autofree uintptr_t *hosts = NULL;
+    IOMMUEmulHpaPin *hpa_pin = NULL;
     IOMMUEmulMapping *m;
     IOMMUEmulDev *d;
     uint64_t bus;
@@ -681,6 +683,8 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
             return IOMMU_EMUL_ST_NO_SPACE;
         }
         bus = c->addr;
+    } else if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
+        bus = 0;    /* the pages' host-physical address, once pinned */
     } else {
         DMAMap map = {
             .translated_addr = c->addr,
@@ -726,9 +730,19 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
             goto pin_limit;
         }
     }
+    if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
+        uint16_t st = iommu_emul_hpa_pin(s, hosts, npages, limit, &bus,
+                                         &hpa_pin);
+
+        if (st != IOMMU_EMUL_ST_OK) {
+            iommu_emul_unpin_range(s, hosts, npages);
+            return st;
+        }
+    }
 
     m = g_new0(IOMMUEmulMapping, 1);
     m->hosts = g_steal_pointer(&hosts);
+    m->hpa_pin = hpa_pin;
     m->bus = bus;
     m->gpa = c->addr;
     m->len = c->length;
@@ -742,7 +756,7 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
     return IOMMU_EMUL_ST_OK;
 
 pin_limit:
-    if (s->mode != IOMMU_EMUL_BUS_ADDR_GPA) {
+    if (s->mode == IOMMU_EMUL_BUS_ADDR_IOVA) {
         DMAMap map = { .iova = bus, .size = c->length - 1 };
 
         iova_tree_remove(d->iova, map);
@@ -757,8 +771,10 @@ static void iommu_emul_remove(IOMMUEmulDev *d, unsigned idx)
     IOMMUEmulMapping *m = g_ptr_array_index(d->maps, idx);
 
     trace_iommu_emul_unmap(iommu_emul_rid(d), m->bus, m->len);
+    iommu_emul_hpa_unpin(s, m->hpa_pin);
+    m->hpa_pin = NULL;
     iommu_emul_unpin_range(s, m->hosts, m->len >> IOMMU_EMUL_PAGE_SHIFT);
-    if (s->mode != IOMMU_EMUL_BUS_ADDR_GPA) {
+    if (s->mode == IOMMU_EMUL_BUS_ADDR_IOVA) {
         DMAMap map = { .iova = m->bus, .size = m->len - 1 };
 
         iova_tree_remove(d->iova, map);
@@ -1315,8 +1331,7 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     } else if (!strcmp(s->bus_addr, "gpa")) {
         s->mode = IOMMU_EMUL_BUS_ADDR_GPA;
     } else if (!strcmp(s->bus_addr, "hpa")) {
-        error_setg(errp, "iommu-emul: bus-addr=hpa is not implemented yet");
-        return;
+        s->mode = IOMMU_EMUL_BUS_ADDR_HPA;
     } else {
         error_setg(errp, "iommu-emul: bus-addr must be iova, gpa or hpa,"
                    " not '%s'", s->bus_addr);
@@ -1346,6 +1361,9 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "iommu-emul: PCI bus %s already has an IOMMU"
                    " (intel-iommu, amd-iommu or virtio-iommu?); iommu-emul"
                    " cannot be combined with another IOMMU", BUS(bus)->name);
+        return;
+    }
+    if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA && !iommu_emul_hpa_init(s, errp)) {
         return;
     }
 
@@ -1396,6 +1414,7 @@ static void iommu_emul_exit(PCIDevice *pdev)
     int devfn;
 
     iommu_emul_release_all(s);
+    iommu_emul_hpa_fini(s);
     ram_block_discard_veto_remove(&s->discard_veto);
     qemu_remove_machine_init_done_notifier(&s->machine_done);
     if (bus->iommu_ops == &iommu_emul_iommu_ops && bus->iommu_opaque == s) {
@@ -1652,6 +1671,16 @@ static int iommu_emul_get_mapping(QEMUFile *f, IOMMUEmulState *s,
     gpa = qemu_get_be64(f);
     len = qemu_get_be64(f);
     perm = qemu_get_byte(f);
+    if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
+        /*
+         * Host-physical bus addresses do not survive a move to another
+         * host or process; hpa mode blocks migration, so a stream with
+         * mappings for it is not from us.
+         */
+        error_report("iommu-emul: %s: bus-addr=hpa mappings cannot be"
+                     " migrated", who);
+        return -EINVAL;
+    }
     if (!len || ((bus | gpa | len) & PAGE_MASK_EMUL) ||
         bus + (len - 1) < bus || gpa + (len - 1) < gpa ||
         perm < IOMMU_RO || perm > IOMMU_RW ||

@@ -1657,9 +1657,573 @@ static void test_bad_config(const void *data)
     b = g_strdup_printf("-machine %s -device iommu-emul"
                         " -device virtio-iommu-pci", (const char *)data);
     expect_fail(b, "another IOMMU took over");
-    c = g_strdup_printf("-machine %s -device iommu-emul,bus-addr=hpa",
+    c = g_strdup_printf("-machine %s -device iommu-emul,bus-addr=foo",
                         (const char *)data);
-    expect_fail(c, "bus-addr=hpa is not implemented yet");
+    expect_fail(c, "bus-addr must be iova, gpa or hpa");
+}
+
+/*
+ * bus-addr=hpa: bus addresses are host-physical addresses of long-term
+ * pinned pages. The test reads QEMU's page tables itself.
+ */
+
+#define PAGEMAP_PRESENT     (1ULL << 63)
+#define PAGEMAP_PFN_MASK    ((1ULL << 55) - 1)
+#define KPF_COMPOUND_HEAD   (1ULL << 15)
+#define KPF_COMPOUND_TAIL   (1ULL << 16)
+#define HPA_RAM_SIZE        (256ULL << 20)  /* fx_new's -m */
+
+/* Skip unless QEMU can run bus-addr=hpa on this host at all */
+static bool hpa_skip_no_io_uring(void)
+{
+#ifndef CONFIG_LINUX_IO_URING
+    g_test_skip("QEMU is built without io_uring: bus-addr=hpa is refused");
+    return true;
+#else
+    g_autofree char *dis = NULL;
+
+    if (g_file_get_contents("/proc/sys/kernel/io_uring_disabled", &dis,
+                            NULL, NULL) && atoi(dis) == 2) {
+        g_test_skip("io_uring is disabled on this host");
+        return true;
+    }
+    return false;
+#endif
+}
+
+/* Can we (and so QEMU, run by us) read PFNs from /proc/PID/pagemap? */
+static bool hpa_pfns_readable(void)
+{
+    g_autofree uint64_t *page = g_malloc0(PAGE);
+    uint64_t ent = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    bool ok;
+
+    page[0] = 1;
+    ok = fd >= 0 && pread(fd, &ent, sizeof(ent),
+                          ((uintptr_t)page / PAGE) * 8) == sizeof(ent) &&
+         (ent & PAGEMAP_PFN_MASK);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+/* Skip unless this host can run bus-addr=hpa and show us PFNs */
+static bool hpa_skip(void)
+{
+    if (hpa_skip_no_io_uring()) {
+        return true;
+    }
+    if (!hpa_pfns_readable()) {
+        g_test_skip("reading PFNs from /proc/PID/pagemap needs"
+                    " CAP_SYS_ADMIN (run as root)");
+        return true;
+    }
+    return false;
+}
+
+/* MAP read-write for the edu with no DMA limit (host addresses are high) */
+static uint64_t hpa_map(Fixture *f, uint64_t gpa, uint64_t len)
+{
+    CmdOut out;
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ |
+                        IOMMU_EMUL_MAP_WRITE, EDU_RID, gpa, len, 0, &out), ==,
+                    IOMMU_EMUL_ST_OK);
+    return out.addr;
+}
+
+/*
+ * QEMU's virtual address of guest RAM block @block, as "info ramblock"
+ * reports it, checked against the kernel's view: /proc/PID/maps must
+ * have a read-write mapping of exactly the RAM size there, anonymous or
+ * (@file) of that file. Call before any MAP: locking a page splits the
+ * mapping.
+ */
+static uint64_t hpa_ram_hva(Fixture *f, const char *block, const char *file)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/maps",
+                                            (int)qtest_pid(f->qts));
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t hva = host_addr(f, block, 0);
+    int i, found = 0;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        unsigned long long start, end, off;
+        char perm[8], dev[16];
+        unsigned long long inode;
+        int name = 0;
+
+        if (sscanf(lines[i], "%llx-%llx %7s %llx %15s %llu %n", &start, &end,
+                   perm, &off, dev, &inode, &name) < 6 ||
+            start != hva || end - start != HPA_RAM_SIZE ||
+            strncmp(perm, "rw", 2)) {
+            continue;
+        }
+        if (file ? name && g_str_has_prefix(lines[i] + name, file) :
+            !strcmp(perm, "rw-p") && inode == 0 &&
+            (!name || !lines[i][name])) {
+            found++;
+        }
+    }
+    g_assert_cmpint(found, ==, 1);
+    return hva;
+}
+
+/* /proc/PID/pagemap entries of @n guest pages from @gpa */
+static void hpa_pagemap(Fixture *f, uint64_t ram, uint64_t gpa, uint64_t n,
+                        uint64_t *ent)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/pagemap",
+                                            (int)qtest_pid(f->qts));
+    int fd = open(path, O_RDONLY);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pread(fd, ent, n * 8, ((ram + gpa) / PAGE) * 8), ==,
+                    n * 8);
+    close(fd);
+}
+
+/* Host-physical address of the (present) guest page at @gpa */
+static uint64_t hpa_of(Fixture *f, uint64_t ram, uint64_t gpa)
+{
+    uint64_t ent;
+
+    hpa_pagemap(f, ram, gpa, 1, &ent);
+    g_assert(ent & PAGEMAP_PRESENT);
+    g_assert_cmphex(ent & PAGEMAP_PFN_MASK, !=, 0);
+    return (ent & PAGEMAP_PFN_MASK) * PAGE;
+}
+
+static uint64_t kpageflags(int fd, uint64_t pfn)
+{
+    uint64_t flags = 0;
+
+    g_assert_cmpint(pread(fd, &flags, 8, pfn * 8), ==, 8);
+    return flags;
+}
+
+/*
+ * Host pages that a long-term pin of the page at @pfn accounts in VmPin:
+ * the kernel (io_uring) charges a compound page (THP) in full.
+ */
+static uint64_t hpa_charged_pages(uint64_t pfn)
+{
+    int fd = open("/proc/kpageflags", O_RDONLY);
+    uint64_t head = pfn, n = 1;
+
+    g_assert_cmpint(fd, >=, 0);
+    if (kpageflags(fd, pfn) & (KPF_COMPOUND_HEAD | KPF_COMPOUND_TAIL)) {
+        while (!(kpageflags(fd, head) & KPF_COMPOUND_HEAD)) {
+            g_assert_cmpuint(pfn - head, <, 1 << 18);
+            head--;
+        }
+        while (kpageflags(fd, head + n) & KPF_COMPOUND_TAIL) {
+            n++;
+        }
+    }
+    close(fd);
+    return n;
+}
+
+/* VmPin of the QEMU process (long-term pinned memory), in kB */
+static uint64_t vmpin_kb(Fixture *f)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status",
+                                            (int)qtest_pid(f->qts));
+    g_autofree char *text = NULL;
+    char *p;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    p = strstr(text, "\nVmPin:");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + strlen("\nVmPin:"), NULL, 10);
+}
+
+/* Start an hpa-mode fixture; *@ram: QEMU's address of guest RAM */
+static Fixture *hpa_start(const char *machine, uint64_t *ram)
+{
+    Fixture *f = fx_new(machine, ",bus-addr=hpa",
+                        ",dma_mask=0xffffffffffffffff");
+
+    *ram = hpa_ram_hva(f, "pc.ram", NULL);
+    rings_on(f);
+    return f;
+}
+
+/* MAP one page: the bus address is its host-physical address */
+static void test_hpa_map_dma(const void *data)
+{
+    Fixture *f;
+    uint64_t ram, bus;
+    CmdOut out;
+    Fault x;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = hpa_start(data, &ram);
+    g_assert_cmpuint(FIELD_EX32(rd32(f, A_CAP), CAP, BUS_ADDR), ==,
+                     IOMMU_EMUL_BUS_ADDR_HPA);
+    g_assert_cmphex(rd64(f, A_APERTURE_START), ==, 0);
+    translate_on(f);
+    fill(f, DATA_GPA, 0x5c, PAGE);
+    fill(f, DATA_GPA + PAGE, 0xc5, PAGE);
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ |
+                        IOMMU_EMUL_MAP_WRITE, EDU_RID, DATA_GPA, PAGE, 0,
+                        &out), ==, IOMMU_EMUL_ST_OK);
+    bus = out.addr;
+    g_assert_cmphex(bus, ==, hpa_of(f, ram, DATA_GPA));
+    g_assert_false(bus <= IOMMU_EMUL_MSI_LAST &&
+                   bus + PAGE > IOMMU_EMUL_MSI_BASE);
+
+    /* RAM -> edu, then edu -> RAM, both through the host-physical address */
+    edu_dma(f, bus, PAGE, false);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, bus + 0x80, 0x40, true);
+    g_assert(all_eq(f, DATA_GPA, 0, 0x80));
+    g_assert(all_eq(f, DATA_GPA + 0x80, 0x5c, 0x40));
+    g_assert(all_eq(f, DATA_GPA + 0xc0, 0, PAGE - 0xc0));
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0xc5, PAGE));
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+
+    /* QUERY translates the bus address back to the guest page */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus + 8, 0, 0,
+                        &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.addr, ==, DATA_GPA + 8);
+    g_assert_cmphex(out.base, ==, bus);
+    g_assert_cmphex(out.length, ==, PAGE);
+
+    /* The next host page is not mapped: its HPA faults */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus + PAGE, 0, 0,
+                        &out), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    edu_dma(f, bus + PAGE, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0xc5, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    x = fault_at(f, 0);
+    g_assert_cmphex(x.requester, ==, EDU_RID);
+    g_assert_cmpuint(x.access, ==, IOMMU_EMUL_ACCESS_WRITE);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(x.addr, ==, bus + PAGE);
+
+    /* After UNMAP the HPA faults too */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    edu_dma(f, bus, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + 0x80, 0x5c, 0x40));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 2);
+    g_assert_cmphex(fault_at(f, 1).addr, ==, bus);
+    fx_free(f);
+}
+
+/* Map one page and check VmPin grew by what the kernel pinned for it */
+static uint64_t hpa_map_pinned(Fixture *f, uint64_t ram, uint64_t gpa,
+                               uint64_t vmpin0)
+{
+    uint64_t bus = hpa_map(f, gpa, PAGE);
+    uint64_t charged = hpa_charged_pages(bus / PAGE);
+
+    g_assert_cmphex(bus, ==, hpa_of(f, ram, gpa));
+    g_test_message("one page at HPA 0x%" PRIx64 ": VmPin %" PRIu64 " -> %"
+                   PRIu64 " kB (host folio of %" PRIu64 " pages)", bus,
+                   vmpin0, vmpin_kb(f), charged);
+    g_assert_cmpuint(vmpin_kb(f), ==, vmpin0 + charged * (PAGE / 1024));
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    return bus;
+}
+
+/* The pin is a real long-term pin, dropped by UNMAP, DETACH and reset */
+static void test_hpa_longterm_pin(const void *data)
+{
+    Fixture *f;
+    uint64_t ram, v0, bus;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = hpa_start(data, &ram);
+    fill(f, DATA_GPA, 0x17, PAGE);
+    v0 = vmpin_kb(f);
+
+    bus = hpa_map_pinned(f, ram, DATA_GPA, v0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+
+    hpa_map_pinned(f, ram, DATA_GPA, v0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+
+    hpa_map_pinned(f, ram, DATA_GPA, v0);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert(all_eq(f, DATA_GPA, 0x17, PAGE));
+    fx_free(f);
+}
+
+/* Failures after the pin (NOT_CONTIGUOUS, NO_SPACE) leave nothing behind */
+static void hpa_expect_nothing(Fixture *f, uint64_t vmpin0, uint64_t lck0,
+                               uint64_t maps)
+{
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "maps"), ==, maps);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 0);
+    g_assert_cmpuint(vmpin_kb(f), ==, vmpin0);
+    g_assert_cmpuint(locked_kb(f), ==, lck0);
+}
+
+/*
+ * A multi-page MAP needs physically adjacent pages: otherwise it fails
+ * with NOT_CONTIGUOUS and the guest maps page by page.
+ */
+static void test_hpa_not_contiguous(const void *data)
+{
+    const uint64_t lo = 16 << 20, n = (64 << 20) / PAGE;
+    g_autofree uint64_t *ent = g_new(uint64_t, n);
+    Fixture *f;
+    uint64_t ram, v0, l0, i, split = 0, adj = 0, b0, b1;
+    CmdOut out;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = hpa_start(data, &ram);
+    qtest_memset(f->qts, lo, 0x3d, n * PAGE);
+    v0 = vmpin_kb(f);
+    l0 = locked_kb(f);
+
+    /* Beyond the DMA limit: NO_SPACE, found only once pinned */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        lo, PAGE, 1, &out), ==, IOMMU_EMUL_ST_NO_SPACE);
+    hpa_expect_nothing(f, v0, l0, 0);
+
+    /* Find adjacent guest pages that are, and are not, adjacent in RAM */
+    hpa_pagemap(f, ram, lo, n, ent);
+    for (i = 0; i + 1 < n; i++) {
+        uint64_t a = ent[i] & PAGEMAP_PFN_MASK;
+        uint64_t b = ent[i + 1] & PAGEMAP_PFN_MASK;
+
+        g_assert(ent[i] & PAGEMAP_PRESENT);
+        if (!split && b != a + 1) {
+            split = lo + i * PAGE;
+        }
+        if (!adj && b == a + 1) {
+            adj = lo + i * PAGE;
+        }
+    }
+    g_test_message("guest pages 0x%" PRIx64 "/+4K: not adjacent in host"
+                   " RAM; 0x%" PRIx64 "/+4K: adjacent", split, adj);
+    if (!split) {
+        g_test_skip("64 MiB of guest RAM is physically contiguous");
+        fx_free(f);
+        return;
+    }
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        split, 2 * PAGE, 0, &out), ==,
+                    IOMMU_EMUL_ST_NOT_CONTIGUOUS);
+    hpa_expect_nothing(f, v0, l0, 0);
+
+    /* Page by page works; each page has its own bus address */
+    b0 = hpa_map(f, split, PAGE);
+    b1 = hpa_map(f, split + PAGE, PAGE);
+    g_assert_cmphex(b0, ==, hpa_of(f, ram, split));
+    g_assert_cmphex(b1, ==, hpa_of(f, ram, split + PAGE));
+    g_assert_cmphex(b1, !=, b0 + PAGE);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    hpa_expect_nothing(f, v0, l0, 2);
+
+    /* Physically adjacent pages (THP, or luck) map as one range */
+    if (adj) {
+        b0 = hpa_map(f, adj, 2 * PAGE);
+        g_assert_cmphex(b0, ==, hpa_of(f, ram, adj));
+        g_assert_cmphex(hpa_of(f, ram, adj + PAGE), ==, b0 + PAGE);
+        g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    }
+    fx_free(f);
+}
+
+/*
+ * Shared memfd RAM (4 KiB shmem pages here): long-term pins work on it,
+ * the same page mapped twice has one bus address and two pins, and each
+ * MAP needs its own UNMAP.
+ */
+static void test_hpa_memfd_twice(const void *data)
+{
+    Fixture *f;
+    uint64_t ram, v0, b1, b2, charged;
+    CmdOut out;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = fx_new(data, ",bus-addr=hpa", ",dma_mask=0xffffffffffffffff"
+               " -object memory-backend-memfd,id=ram0,size=256M"
+               " -machine memory-backend=ram0");
+    ram = hpa_ram_hva(f, "ram0", "/memfd:memory-backend-memfd");
+    rings_on(f);
+    translate_on(f);
+    fill(f, DATA_GPA, 0x9e, PAGE);
+    v0 = vmpin_kb(f);
+
+    b1 = hpa_map(f, DATA_GPA, PAGE);
+    g_assert_cmphex(b1, ==, hpa_of(f, ram, DATA_GPA));
+    charged = hpa_charged_pages(b1 / PAGE) * (PAGE / 1024);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + charged);
+    b2 = hpa_map(f, DATA_GPA, PAGE);
+    g_test_message("memfd page at HPA 0x%" PRIx64 " charged %" PRIu64 " kB;"
+                   " mapped twice: VmPin %" PRIu64 " -> %" PRIu64 " kB", b1,
+                   charged, v0, vmpin_kb(f));
+    g_assert_cmphex(b2, ==, b1);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    /* The kernel charges a compound page once, a small page per pin */
+    g_assert_cmpuint(vmpin_kb(f), ==,
+                     v0 + (charged == PAGE / 1024 ? 2 : 1) * charged);
+
+    /* edu -> RAM through the shared page */
+    edu_load(f, b1, 0x4f, DATA_GPA);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, b2, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x4f, PAGE));
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + charged);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, b1, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.addr, ==, DATA_GPA);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+    fx_free(f);
+}
+
+/*
+ * When the host refuses a long-term pin (here: all 16384 io_uring buffer
+ * slots are taken), and when max-pinned is reached, MAP fails with
+ * PIN_LIMIT and leaves nothing behind. Memfd RAM: 4 KiB pages.
+ */
+static void test_hpa_pin_limit(const void *data)
+{
+    const int slots = 16384;
+    Fixture *f;
+    uint64_t ram, v0, l0, bus = 0, charged;
+    int i;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = fx_new(data, ",bus-addr=hpa,max-pinned=8K,max-mappings=20000",
+               " -object memory-backend-memfd,id=ram0,size=256M"
+               " -machine memory-backend=ram0");
+    ram = hpa_ram_hva(f, "ram0", "/memfd:memory-backend-memfd");
+    rings_on(f);
+    fill(f, DATA_GPA, 0x21, 3 * PAGE);
+    v0 = vmpin_kb(f);
+    l0 = locked_kb(f);
+
+    /* One page, pinned once per mapping, until the slots run out */
+    for (i = 0; i < slots; i++) {
+        bus = hpa_map(f, DATA_GPA, PAGE);
+    }
+    charged = hpa_charged_pages(hpa_of(f, ram, DATA_GPA) / PAGE) *
+              (PAGE / 1024);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + (charged == 4 ? slots : 1) *
+                     charged);
+    g_assert_cmpuint(locked_kb(f), ==, l0 + 4);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA, PAGE, 0, NULL), ==, IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, slots);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + (charged == 4 ? slots : 1) *
+                     charged);
+    g_assert_cmpuint(locked_kb(f), ==, l0 + 4);
+    /* Releasing one pin makes room for one */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(hpa_map(f, DATA_GPA + PAGE, PAGE), ==,
+                    hpa_of(f, ram, DATA_GPA + PAGE));
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(locked_kb(f), ==, l0);
+
+    /* max-pinned (8 KiB): a third distinct page is refused */
+    hpa_map(f, DATA_GPA, PAGE);
+    hpa_map(f, DATA_GPA + PAGE, PAGE);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 2 * PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    g_assert_cmpuint(locked_kb(f), ==, l0 + 8);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(locked_kb(f), ==, l0);
+    fx_free(f);
+}
+
+/*
+ * Without CAP_SYS_ADMIN the PFNs read as 0: realize fails with a clear
+ * error. When we can read PFNs ourselves, setpriv(1) starts QEMU with no
+ * capabilities at all.
+ */
+static void test_hpa_no_pfn(const void *data)
+{
+    g_autofree char *setpriv = g_find_program_in_path("setpriv");
+    g_autofree char *drop = NULL;
+    g_autofree char *cmdline = NULL;
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    g_auto(GStrv) argv = NULL;
+    int status = 0;
+
+    if (hpa_skip_no_io_uring()) {
+        return;
+    }
+    if (hpa_pfns_readable()) {
+        if (!setpriv) {
+            g_test_skip("setpriv(1) is needed to drop capabilities");
+            return;
+        }
+        drop = g_strdup_printf("%s --bounding-set=-all --inh-caps=-all"
+                               " --ambient-caps=-all", setpriv);
+    }
+    cmdline = g_strdup_printf("%s timeout 60 %s -accel qtest -display none"
+                              " -nodefaults -S -machine %s"
+                              " -device iommu-emul,bus-addr=hpa",
+                              drop ? drop : "", getenv("QTEST_QEMU_BINARY"),
+                              (const char *)data);
+    g_assert(g_shell_parse_argv(cmdline, NULL, &argv, NULL));
+    g_assert(g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                          &out, &err, &status, NULL));
+    g_assert_cmpint(status, !=, 0);
+    if (!strstr(err, "cannot read host-physical addresses")) {
+        g_test_message("stderr: %s", err);
+    }
+    g_assert_nonnull(strstr(err, "cannot read host-physical addresses"));
 }
 
 static void add(const char *machine, const char *name,
@@ -1708,6 +2272,12 @@ int main(int argc, char **argv)
             test_balloon_deferred_detach);
         add(machines[i], "migrate", test_migrate);
         add(machines[i], "migrate-refused", test_migrate_refused);
+        add(machines[i], "hpa-map-dma", test_hpa_map_dma);
+        add(machines[i], "hpa-longterm-pin", test_hpa_longterm_pin);
+        add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);
+        add(machines[i], "hpa-no-pfn", test_hpa_no_pfn);
+        add(machines[i], "hpa-memfd-twice", test_hpa_memfd_twice);
+        add(machines[i], "hpa-pin-limit", test_hpa_pin_limit);
     }
     return g_test_run();
 }

@@ -24,6 +24,10 @@ OBJECT_DECLARE_SIMPLE_TYPE(IOMMUEmulState, IOMMU_EMUL)
 /* Faults recorded by translate() before they reach the fault ring */
 #define IOMMU_EMUL_PENDING_FAULTS 64
 
+/* bus-addr=hpa state and one mapping's long-term pin (iommu-emul-hpa.c) */
+typedef struct IOMMUEmulHpa IOMMUEmulHpa;
+typedef struct IOMMUEmulHpaPin IOMMUEmulHpaPin;
+
 /* One mapping of a requester: [bus, bus + len) -> [gpa, gpa + len) */
 typedef struct IOMMUEmulMapping {
     uint64_t bus;
@@ -31,6 +35,7 @@ typedef struct IOMMUEmulMapping {
     uint64_t len;
     IOMMUAccessFlags perm;
     uintptr_t *hosts;           /* the pinned host page of each page */
+    IOMMUEmulHpaPin *hpa_pin;   /* bus-addr=hpa: its long-term pin */
 } IOMMUEmulMapping;
 
 /* One requester (PCIBus *, devfn): its address space and its domain */
@@ -118,6 +123,8 @@ struct IOMMUEmulState {
     uint64_t invalidations;
     uint64_t vetoed_discards;
     uint64_t deferred_discards;
+
+    IOMMUEmulHpa *hpa;          /* bus-addr=hpa only, under mutex */
 };
 
 #endif
