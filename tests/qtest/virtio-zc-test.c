@@ -1541,6 +1541,8 @@ static void test_migrate_stalled(void)
     t.dev = virtio_pci_new(t.bus, &addr);
     g_assert_nonnull(t.dev);
     qvirtio_pci_device_enable(t.dev);
+    /* The queue was set up through the source's device object */
+    t.vq->vdev = &t.dev->vdev;
     qvirtqueue_reset_pool(t.vq);
     st2 = zc_post_req(&t, t.vq, 600, data[0], LEN);
     {
