@@ -1671,6 +1671,15 @@ static int iommu_emul_get_mapping(QEMUFile *f, IOMMUEmulState *s,
     gpa = qemu_get_be64(f);
     len = qemu_get_be64(f);
     perm = qemu_get_byte(f);
+    if (migration_in_incoming_postcopy()) {
+        /*
+         * Pinning would fault in pages that have not arrived, from the
+         * thread that loads the device state: refuse instead of hanging.
+         */
+        error_report("iommu-emul: %s: mappings cannot be migrated with"
+                     " postcopy", who);
+        return -EINVAL;
+    }
     if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
         /*
          * Host-physical bus addresses do not survive a move to another
