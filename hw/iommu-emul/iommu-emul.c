@@ -1190,21 +1190,17 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
         s->faultq.error = IOMMU_EMUL_QERR_NONE;
         break;
     case A_CMDQ_SIZE:
-        if (s->cmdq.on) {
-            qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_SIZE written while the"
-                          " ring is on\n", __func__);
+    case A_FAULTQ_SIZE: {
+        IOMMUEmulQueue *q = addr == A_CMDQ_SIZE ? &s->cmdq : &s->faultq;
+
+        if (q->on) {
+            qemu_log_mask(LOG_GUEST_ERROR, "%s: ring size 0x%" HWADDR_PRIx
+                          " written while the ring is on\n", __func__, addr);
             break;
         }
-        s->cmdq.size = val;
+        q->size = val;
         break;
-    case A_FAULTQ_SIZE:
-        if (s->faultq.on) {
-            qemu_log_mask(LOG_GUEST_ERROR, "%s: FAULTQ_SIZE written while the"
-                          " ring is on\n", __func__);
-            break;
-        }
-        s->faultq.size = val;
-        break;
+    }
     case A_CMDQ_TAIL:
         if (!s->cmdq.on) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_TAIL written while the"
