@@ -232,18 +232,25 @@ static Fault fault_at(Fixture *f, uint32_t idx)
     return x;
 }
 
-/* Total "Locked:" of the QEMU process, in kB */
-static uint64_t locked_kb(Fixture *f)
+/* Field @key ("Locked:", "VmRSS:", ...) of /proc/PID/@file of QEMU, in kB */
+static uint64_t proc_kb(Fixture *f, const char *file, const char *key)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/smaps_rollup",
-                                            (int)qtest_pid(f->qts));
+    g_autofree char *path = g_strdup_printf("/proc/%d/%s",
+                                            (int)qtest_pid(f->qts), file);
+    g_autofree char *nkey = g_strconcat("\n", key, NULL);
     g_autofree char *text = NULL;
     char *p;
 
     g_assert(g_file_get_contents(path, &text, NULL, NULL));
-    p = strstr(text, "\nLocked:");
+    p = strstr(text, nkey);
     g_assert_nonnull(p);
-    return g_ascii_strtoull(p + strlen("\nLocked:"), NULL, 10);
+    return g_ascii_strtoull(p + strlen(nkey), NULL, 10);
+}
+
+/* Total "Locked:" of the QEMU process, in kB */
+static uint64_t locked_kb(Fixture *f)
+{
+    return proc_kb(f, "smaps_rollup", "Locked:");
 }
 
 /* Tests */
@@ -1311,14 +1318,7 @@ static void test_balloon_deferred_detach(const void *data)
 
 static uint64_t vmrss_kb(Fixture *f)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/status",
-                                            (int)qtest_pid(f->qts));
-    g_autofree char *text = NULL;
-    char *p;
-
-    g_assert(g_file_get_contents(path, &text, NULL, NULL));
-    p = strstr(text, "\nVmRSS:");
-    return g_ascii_strtoull(p + 7, NULL, 10);
+    return proc_kb(f, "status", "VmRSS:");
 }
 
 /*
@@ -1833,15 +1833,7 @@ static uint64_t hpa_charged_pages(uint64_t pfn)
 /* VmPin of the QEMU process (long-term pinned memory), in kB */
 static uint64_t vmpin_kb(Fixture *f)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/status",
-                                            (int)qtest_pid(f->qts));
-    g_autofree char *text = NULL;
-    char *p;
-
-    g_assert(g_file_get_contents(path, &text, NULL, NULL));
-    p = strstr(text, "\nVmPin:");
-    g_assert_nonnull(p);
-    return g_ascii_strtoull(p + strlen("\nVmPin:"), NULL, 10);
+    return proc_kb(f, "status", "VmPin:");
 }
 
 /* Start an hpa-mode fixture; *@ram: QEMU's address of guest RAM */
