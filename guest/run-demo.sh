@@ -13,13 +13,13 @@
 #   QEMU          qemu-system-x86_64 (default build/qemu/build/qemu-system-x86_64)
 #   QEMU_FIRMWARE directory for -L (default the build's qemu-bundle share dir,
 #                 or <dir of $QEMU>/share)
-#   KVER          guest kernel release (default: newest installed Debian
-#                 *-amd64 kernel with headers; installs linux-image-amd64 and
-#                 linux-headers-amd64 when there is none)
+#   KVER          guest kernel release (default: the one Debian's
+#                 linux-image-amd64 points at; installs linux-image-amd64
+#                 and linux-headers-amd64 when they are missing)
 #   DEMO_TIMEOUT  seconds one VM may run (default 300)
 #   IOMMU_PROPS   extra iommu-emul properties, e.g. ",bus-addr=gpa"
-#   QEMU_ZC_CACHE cache root (default ~/.cache/qemu-zc); artefacts go to
-#                 $QEMU_ZC_CACHE/guest
+#   QEMU_ZC_STATE state root (default build/state in this repository);
+#                 builds, initramfs and logs go to $QEMU_ZC_STATE/iommu-emul
 
 set -euo pipefail
 
@@ -30,7 +30,7 @@ case "$machines" in
 q35|pc) ;;
 all) machines="q35 pc" ;;
 -h|--help)
-    sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '3,23p' "$0" | sed 's/^# \{0,1\}//'
     exit 0 ;;
 *)
     echo "run-demo.sh: unknown machine '$machines' (q35, pc or all)" >&2
@@ -42,85 +42,43 @@ if [ -z "${QEMU_FIRMWARE:-}" ]; then
     QEMU_FIRMWARE=$(dirname "$QEMU")/qemu-bundle/usr/local/share/qemu
     [ -d "$QEMU_FIRMWARE" ] || QEMU_FIRMWARE=$(dirname "$QEMU")/share
 fi
-cache=${QEMU_ZC_CACHE:-$HOME/.cache/qemu-zc}/guest
 timeout_s=${DEMO_TIMEOUT:-300}
 
-say() { echo "run-demo: $*"; }
-die() { echo "run-demo: error: $*" >&2; exit 1; }
+QZC_NAME=run-demo
+# shellcheck source=guest/common.sh
+. "$here/common.sh"
+say() { qzc_say "$@"; }
+die() { qzc_die "$@"; }
 
 [ -x "$QEMU" ] || die "no QEMU binary at $QEMU (build it with ./configure-wrapper.sh build, or set QEMU=)"
 [ -d "$QEMU_FIRMWARE" ] || die "no firmware directory $QEMU_FIRMWARE (set QEMU_FIRMWARE=)"
+state=$(qzc_state iommu-emul)
 
 # --- packages ---------------------------------------------------------------
 
-find_kver() {
-    local k best=
-    for k in /boot/vmlinuz-*-amd64; do
-        [ -e "$k" ] || continue
-        k=${k#/boot/vmlinuz-}
-        [ -e "/lib/modules/$k/build/Makefile" ] || continue
-        best=$(printf '%s\n%s\n' "$best" "$k" | sort -V | tail -n1)
-    done
-    echo "$best"
-}
-
-KVER=${KVER:-$(find_kver)}
-pkgs=()
-command -v make >/dev/null || pkgs+=(make)
-command -v gcc >/dev/null || pkgs+=(gcc)
-command -v cpio >/dev/null || pkgs+=(cpio)
-busybox=
-for b in /bin/busybox /usr/bin/busybox; do
-    if [ -x "$b" ] && ! ldd "$b" >/dev/null 2>&1; then busybox=$b; break; fi
-done
-[ -n "$busybox" ] || pkgs+=(busybox-static)
-if [ -z "$KVER" ]; then
-    pkgs+=(linux-image-amd64 linux-headers-amd64)
-elif [ ! -e "/lib/modules/$KVER/build/Makefile" ]; then
-    pkgs+=("linux-headers-$KVER")
-fi
-if [ ${#pkgs[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "run-demo: missing packages; run as root, or install them with:" >&2
-        echo "  sudo apt-get install --no-install-recommends ${pkgs[*]}" >&2
-        exit 2
-    fi
-    mkdir -p "$cache"
-    say "installing ${pkgs[*]} (log: $cache/apt-install.log)"
-    # a stale package list is the usual cause of a failure: update once
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y \
-            --no-install-recommends "${pkgs[@]}" >"$cache/apt-install.log" 2>&1; then
-        say "apt-get install failed; running apt-get update and retrying"
-        { apt-get update &&
-          DEBIAN_FRONTEND=noninteractive apt-get install -y \
-              --no-install-recommends "${pkgs[@]}"; } >>"$cache/apt-install.log" 2>&1 ||
-            die "apt-get install failed, see $cache/apt-install.log"
-    fi
-    [ -n "${KVER}" ] || KVER=$(find_kver)
-    [ -n "$busybox" ] || busybox=/bin/busybox
-fi
-[ -n "$KVER" ] || die "no kernel with headers found under /boot and /lib/modules"
-vmlinuz=/boot/vmlinuz-$KVER
-[ -r "$vmlinuz" ] || die "cannot read $vmlinuz"
+qzc_guest_prereqs "$state/apt-install.log"
+busybox=$QZC_BUSYBOX
+vmlinuz=$VMLINUZ
 
 # --- module -----------------------------------------------------------------
 
-# Build in the cache, not in the source directory, so the tree stays clean.
-build=$cache/build-$KVER
+# Build in the state directory, not in the source directory, so the tree
+# stays clean.
+build=$state/build-$KVER
 mkdir -p "$build"
 cp "$here"/iommu-emul/Makefile "$here"/iommu-emul/Kbuild \
    "$here"/iommu-emul/*.[ch] "$build"/
 say "building iommu_emul.ko for $KVER"
 make -C "$build" KVER="$KVER" >"$build/make.log" 2>&1 ||
-    { cat "$build/make.log"; die "module build failed"; }
+    { cat "$build/make.log" >&2; die "module build failed"; }
 if grep -E 'warning:|error:' "$build/make.log"; then
     die "the module builds with warnings (see $build/make.log)"
 fi
 
 # --- initramfs --------------------------------------------------------------
 
-initrd=$cache/initramfs-$KVER.cpio.gz
-rootfs=$cache/rootfs-$KVER
+initrd=$state/initramfs-$KVER.cpio.gz
+rootfs=$state/rootfs-$KVER
 rm -rf "$rootfs"
 mkdir -p "$rootfs"/{bin,dev,proc,sys}
 cp "$busybox" "$rootfs/bin/busybox"
@@ -170,8 +128,9 @@ chmod +x "$rootfs/init"
 
 rc=0
 for m in $machines; do
-    log=$cache/demo-$m.log
+    log=$state/demo-$m.log
     say "booting $m (TCG) with -device iommu-emul${IOMMU_PROPS:-} and two edu devices, timeout ${timeout_s}s"
+    : >"$log"
     set +e
     timeout -k 10 "$timeout_s" "$QEMU" -L "$QEMU_FIRMWARE" \
         -machine "$m" -accel tcg -m 512M -smp 1 \
@@ -190,15 +149,15 @@ for m in $machines; do
     fails=$((fails + $(grep -E 'iommu-emul-selftest: SUMMARY' "$log.txt" |
                        head -n2 | grep -cvE ' 0 skipped' || true)))
     if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-        say "$m: FAILED: the VM did not power off within ${timeout_s}s (log: $log.txt)"
+        echo "run-demo: $m: FAILED: the VM did not power off within ${timeout_s}s (log: $log.txt)" >&2
         rc=1
     elif [ "$qrc" != 0 ]; then
-        say "$m: FAILED: QEMU exited with $qrc (log: $log.txt)"
+        echo "run-demo: $m: FAILED: QEMU exited with $qrc (log: $log.txt)" >&2
         rc=1
     elif [ "$summaries" != 3 ] || [ "$fails" != 0 ] ||
          ! grep -q '^demo: rmmod polled ok' "$log.txt" ||
          ! grep -q '^demo: done' "$log.txt"; then
-        say "$m: FAILED: $summaries of 3 self-test runs finished, $fails failures (log: $log.txt)"
+        echo "run-demo: $m: FAILED: $summaries of 3 self-test runs finished, $fails failures (log: $log.txt)" >&2
         rc=1
     else
         say "$m: all checks passed in all 3 runs"

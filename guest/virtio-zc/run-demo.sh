@@ -3,7 +3,7 @@
 #
 # virtio-zc demo in a real VM: stall -> reclaim -> rewrite -> drain.
 #
-# Builds the guest driver and vzc-tool against a Debian 6.1 kernel, packs a
+# Builds the guest driver and vzc-tool against the guest kernel, packs a
 # busybox initramfs, starts receiver.py stalled, boots a q35 TCG VM with
 # -device virtio-zc pointing at it, runs guest-init.sh inside, lets the
 # receiver drain when the guest prints VZC-DRAIN, and checks both sides.
@@ -18,10 +18,11 @@
 #              (default: build/qemu/build/qemu-system-x86_64 of the repo)
 #   QEMU_DATA  firmware directory for -L
 #              (default: build/qemu/build/qemu-bundle/usr/local/share/qemu)
-#   KVER       guest kernel version (default: newest 6.1 with headers)
+#   KVER       guest kernel release (default: the one Debian's
+#              linux-image-amd64 points at, installed when missing)
 #   DEMO_TIMEOUT  seconds for the whole VM run (default 300)
-#   QEMU_ZC_CACHE  cache root (default ~/.cache/qemu-zc); this script uses
-#              $QEMU_ZC_CACHE/guest-vzc
+#   QEMU_ZC_STATE  state root (default build/state in this repository);
+#              builds, initramfs and run logs go to $QEMU_ZC_STATE/virtio-zc
 
 set -euo pipefail
 
@@ -29,7 +30,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 QEMU=${QEMU:-$ROOT/build/qemu/build/qemu-system-x86_64}
 QEMU_DATA=${QEMU_DATA:-$ROOT/build/qemu/build/qemu-bundle/usr/local/share/qemu}
-CACHE=${QEMU_ZC_CACHE:-$HOME/.cache/qemu-zc}/guest-vzc
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-300}
 MODE=normal
 case "${1:-}" in
@@ -38,33 +38,18 @@ case "${1:-}" in
 *) echo "usage: $0 [--negative]" >&2; exit 2 ;;
 esac
 
-say() { echo "run-demo: $*"; }
-die() { echo "run-demo: error: $*" >&2; exit 1; }
+QZC_NAME=run-demo
+# shellcheck source=guest/common.sh
+. "$HERE/../common.sh"
+say() { qzc_say "$@"; }
+die() { qzc_die "$@"; }
 
-find_kver() {
-    local d
-    for d in $(ls -d /lib/modules/6.1.* 2>/dev/null | sort -V -r); do
-        if [ -e "$d/build/Makefile" ] && [ -e "/boot/vmlinuz-${d##*/}" ]; then
-            echo "${d##*/}"
-            return
-        fi
-    done
-}
-
-KVER=${KVER:-$(find_kver)}
-if [ -z "$KVER" ] || ! command -v busybox >/dev/null || ! command -v cpio >/dev/null; then
-    pkgs="linux-image-amd64 linux-headers-amd64 busybox-static cpio"
-    [ "$(id -u)" = 0 ] || die "missing packages: run apt-get install $pkgs"
-    say "installing $pkgs"
-    apt-get install -y $pkgs >/dev/null
-    KVER=${KVER:-$(find_kver)}
-fi
-[ -n "$KVER" ] || die "no Debian 6.1 kernel with headers"
 [ -x "$QEMU" ] || die "no QEMU at $QEMU (set QEMU=)"
 [ -d "$QEMU_DATA" ] || die "no firmware directory $QEMU_DATA (set QEMU_DATA=)"
-BUSYBOX=$(command -v busybox)
-file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
-    [ -x /bin/busybox ] || die "need busybox-static"
+CACHE=$(qzc_state virtio-zc)
+qzc_guest_prereqs "$CACHE/apt-install.log"
+BUSYBOX=$QZC_BUSYBOX
+command -v python3 >/dev/null || die "the receiver needs python3"
 
 # ---- build (out of the source tree) ----
 B=$CACHE/build-$KVER
@@ -73,12 +58,12 @@ cp "$HERE"/virtio_zc.c "$HERE"/virtio_zc_user.h "$HERE"/vzc-tool.c \
    "$HERE"/Makefile "$B"/
 say "building virtio_zc.ko for $KVER and vzc-tool in $B"
 make -s -C "/lib/modules/$KVER/build" M="$B" modules > "$B/build.log" 2>&1 ||
-    { cat "$B/build.log"; die "module build failed"; }
+    { cat "$B/build.log" >&2; die "module build failed"; }
 if grep -qi 'warning' "$B/build.log"; then
-    cat "$B/build.log"; die "module build has warnings"
+    cat "$B/build.log" >&2; die "module build has warnings"
 fi
 make -s -C "$B" tool > "$B/tool.log" 2>&1 ||
-    { cat "$B/tool.log"; die "vzc-tool build failed"; }
+    { cat "$B/tool.log" >&2; die "vzc-tool build failed"; }
 
 # ---- initramfs ----
 I=$B/initramfs
@@ -88,14 +73,13 @@ cp "$BUSYBOX" "$I/bin/busybox"
 for a in sh mount insmod sleep echo cat grep sed tail readlink basename dmesg poweroff sync; do
     ln -s busybox "$I/bin/$a"
 done
+# virtio_pci is a module in 6.1 and built in in 6.12: guest-init.sh
+# loads the modules that are there, in this order.
+: >"$I/lib/modules/order"
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci; do
-    f=$(find "/lib/modules/$KVER/kernel/drivers/virtio" -name "$m.ko*" | head -1)
-    [ -n "$f" ] || die "no $m module in /lib/modules/$KVER"
-    case "$f" in
-    *.xz) xz -dc "$f" > "$I/lib/modules/$m.ko" ;;
-    *.zst) zstd -qdc "$f" > "$I/lib/modules/$m.ko" ;;
-    *) cp "$f" "$I/lib/modules/$m.ko" ;;
-    esac
+    if qzc_copy_module "$m" "$I/lib/modules"; then
+        echo "$m" >>"$I/lib/modules/order"
+    fi
 done
 cp "$B/virtio_zc.ko" "$I/lib/modules/"
 cp "$B/vzc-tool" "$I/bin/"
@@ -104,8 +88,8 @@ chmod +x "$I/init"
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$B/initramfs.gz"
 
 # ---- run ----
-# Keep the logs of the last few runs only.
-ls -dt "$CACHE"/run.* 2>/dev/null | tail -n +6 | xargs -r rm -rf
+# Keep the logs of the last few runs only (none on a first run).
+qzc_prune "$CACHE" run. 5
 RUN=$(mktemp -d "$CACHE/run.XXXXXX")
 RX_LOG=$RUN/receiver.log
 SERIAL=$RUN/serial.log
@@ -133,7 +117,7 @@ for _ in $(seq 100); do
     [ -s "$RUN/port" ] && break
     sleep 0.1
 done
-[ -s "$RUN/port" ] || { cat "$RX_LOG"; die "receiver did not start"; }
+[ -s "$RUN/port" ] || { cat "$RX_LOG" >&2; die "receiver did not start"; }
 PORT=$(cat "$RUN/port")
 say "receiver stalled on 127.0.0.1:$PORT, logs in $RUN"
 
@@ -225,18 +209,18 @@ if [ $MODE = negative ]; then
         say "PASS (negative): the receiver caught the bytes written while the device held the buffer"
         exit 0
     fi
-    say "FAIL (negative): the receiver did not catch the rewrite (logs in $RUN)"
+    say "FAIL (negative): the receiver did not catch the rewrite (logs in $RUN)" >&2
     exit 1
 fi
 ok=1
-[ $closed = 1 ] || { say "FAIL: the guest never asked to close"; ok=0; }
-[ $qemu_rc = 0 ] || { say "FAIL: QEMU exit status $qemu_rc (124 = timeout)"; ok=0; }
-grep -q '^VZC-RESULT PASS' "$SERIAL" || { say "FAIL: guest checks"; ok=0; }
-[ $drained = 1 ] || { say "FAIL: the guest never asked for the drain"; ok=0; }
-[ $rx_rc = 0 ] || { say "FAIL: receiver"; ok=0; }
+[ $closed = 1 ] || { say "FAIL: the guest never asked to close" >&2; ok=0; }
+[ $qemu_rc = 0 ] || { say "FAIL: QEMU exit status $qemu_rc (124 = timeout)" >&2; ok=0; }
+grep -q '^VZC-RESULT PASS' "$SERIAL" || { say "FAIL: guest checks" >&2; ok=0; }
+[ $drained = 1 ] || { say "FAIL: the guest never asked for the drain" >&2; ok=0; }
+[ $rx_rc = 0 ] || { say "FAIL: receiver" >&2; ok=0; }
 if [ $ok = 1 ]; then
     say "PASS (stall -> reclaim -> rewrite -> drain; reset; unbind; plain send)"
     exit 0
 fi
-say "FAIL (logs in $RUN)"
+say "FAIL (logs in $RUN)" >&2
 exit 1
