@@ -23,6 +23,7 @@
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
+#include <linux/version.h>
 
 #include "virtio_zc_user.h"
 
@@ -344,7 +345,11 @@ static int vzc_mmap(struct file *file, struct vm_area_struct *vma)
 	/* A private mapping would copy on write: user writes must land. */
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+#else
 	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP;
+#endif
 	return vm_map_pages(vma, vzc->pages, vzc->npages);
 }
 
@@ -683,7 +688,7 @@ static const struct file_operations vzc_fops = {
 	.poll = vzc_poll,
 	.unlocked_ioctl = vzc_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
-	.llseek = no_llseek,
+	/* no .llseek: lseek() fails with ESPIPE (no_llseek is gone in 6.12) */
 };
 
 /* ---- virtio driver ---- */
