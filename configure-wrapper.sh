@@ -42,6 +42,10 @@ Commands:
              meson test names that replace the default list
   lint       checkpatch.pl on the new files and patches/, SPDX lines
   export     same as --export-series DIR
+  fresh-system [--keep] [--suite SUITE]
+             run commands one and two in a brand-new minimal Debian
+             system (mmdebstrap chroot), sharing only the download caches
+             and ccache with this machine; root only
 
 Options:
   --qemu-src DIR        use this QEMU 10.0.x source tree (e.g. a git checkout)
@@ -54,6 +58,9 @@ Options:
   -h, --help            this text
 Environment:
   QEMU_ZC_CACHE  download cache (default: ~/.cache/qemu-zc)
+  QEMU_ZC_STATE  guest demo state: builds, initramfs, logs
+                 (default: build/state in this repository)
+  QEMU_ZC_GUEST  0 skips the guest demos of the test command
   CCACHE_DIR     ccache directory (ccache's default otherwise)
 EOF
 }
@@ -70,6 +77,7 @@ note() {
 while [ $# -gt 0 ]; do
     case "$1" in
     all|setup|build|demo|test|lint) cmd=$1 ;;
+    fresh-system) shift; exec "$TOP/wrapper/fresh-system.sh" "$@" ;;
     export) cmd=export ;;
     --qemu-src)
         [ -d "${2:?--qemu-src needs a directory}" ] || die "--qemu-src: no such directory: $2"
@@ -191,8 +199,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
         changed=1
     fi
-    if [ $changed = 1 ] || [ ! -e /var/lib/apt/lists/lock ] ||
-       [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial)" ]; then
+    if [ $changed = 1 ] || ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
         note "apt-get update"
         apt-get update -qq || die "apt-get update failed: no access to the package archive?"
     fi
@@ -236,9 +243,15 @@ install_deps() {
     local bp=() rest=()
     split_backports
     note "installing: ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        "${rest[@]}" "${bp[@]}" >"$cache/apt-install.log" 2>&1 ||
-        { tail -n 20 "$cache/apt-install.log" >&2; die "apt-get install failed (log: $cache/apt-install.log)"; }
+    # A stale package list (a machine set up long ago) is the usual cause
+    # of a failure: update once and retry.
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "${rest[@]}" "${bp[@]}" >"$cache/apt-install.log" 2>&1; then
+        note "apt-get install failed; running apt-get update and retrying"
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+              --no-install-recommends "${rest[@]}" "${bp[@]}"; } >>"$cache/apt-install.log" 2>&1 ||
+            { tail -n 20 "$cache/apt-install.log" >&2; die "apt-get install failed (log: $cache/apt-install.log)"; }
+    fi
     deps_probe || die "still missing after apt-get install: ${missing[*]}"
 }
 
@@ -285,6 +298,9 @@ fetch_source() {
         note "fetching Debian's qemu=$DEB_VERSION source package" >&2
         rm -rf "$d.dl" && mkdir -p "$d.dl"
         (cd "$d.dl" && apt-get source -q --only-source "qemu=$DEB_VERSION") >"$cache/apt-source.log" 2>&1 ||
+            { [ "$(id -u)" = 0 ] && note "apt-get source failed; running apt-get update and retrying" >&2 &&
+              apt-get update -q >>"$cache/apt-source.log" 2>&1 && rm -rf "$d.dl" && mkdir -p "$d.dl" &&
+              (cd "$d.dl" && apt-get source -q --only-source "qemu=$DEB_VERSION") >>"$cache/apt-source.log" 2>&1; } ||
             { tail -n 20 "$cache/apt-source.log" >&2
               die "apt-get source qemu=$DEB_VERSION failed (no access to the package archive, or no deb-src for trixie?)"; }
         local u
@@ -545,9 +561,33 @@ run_guest_demos() {
     done
 }
 
+# Dies unless checkpatch runs and can fail: a checkpatch that cannot start
+# (a minimal system has perl-base only, without Term::ANSIColor) prints no
+# ERROR line, which would otherwise pass as clean.
+lint_selftest() {
+    local cp=$1 probe=$tree/.qemu-zc-lint-probe.c
+    if ! perl -MTerm::ANSIColor -MEncode -e 1 2>/dev/null; then
+        [ "$(id -u)" = 0 ] || die "lint needs perl with its standard modules: sudo apt-get install perl"
+        note "installing perl (checkpatch needs its standard modules)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends perl \
+            >"$cache/apt-install.log" 2>&1 ||
+            { tail -n 20 "$cache/apt-install.log" >&2; die "apt-get install perl failed"; }
+    fi
+    local out
+    printf 'int f(void)\n{\n    return 1;;\n}\n' >"$probe"
+    # checkpatch exits 1 when it finds the error: no pipeline under pipefail
+    out=$($cp -q -f "$probe" 2>&1) || true
+    if ! grep -q '^ERROR' <<<"$out"; then
+        rm -f "$probe"
+        die "checkpatch does not run: '$cp -f FILE' finds no error in a file that has one"
+    fi
+    rm -f "$probe"
+}
+
 do_lint() {
     local cp="perl $tree/scripts/checkpatch.pl --no-tree --color=never"
     local out rc=0 f nospdx
+    lint_selftest "$cp"
     nospdx=$(cd "$TOP" && overlay_files | grep -v '\.json$' |
              while read -r f; do
                  grep -q SPDX-License-Identifier "$f" || echo "$f"

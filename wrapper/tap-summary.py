@@ -11,6 +11,7 @@ failure or if nothing ran.
 """
 
 import json
+import os
 import re
 import sys
 
@@ -64,6 +65,16 @@ def main():
           f"{'skip':>5s} {'secs':>7s}")
     for name, result, p, fl, s, d in rows:
         print(f"{name:40s} {result:8s} {p:5d} {fl:5d} {s:5d} {d:7.1f}")
+    # Why it fails goes to stderr, before the closing line, which stays
+    # the last line of the output.
+    failed = [r[0] for r in rows if r[3]]
+    sys.stdout.flush()
+    if failed:
+        print(f"error: failed: {', '.join(failed)} (logs: "
+              f"{os.path.dirname(sys.argv[1])})", file=sys.stderr)
+    elif not total[0]:
+        print("error: no test passed", file=sys.stderr)
+    sys.stderr.flush()
     print(f"{total[0]} passed, {total[1]} failed, {total[2]} skipped")
     if total[1] or not total[0]:
         sys.exit(1)
