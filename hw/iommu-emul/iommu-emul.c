@@ -27,6 +27,7 @@
 #include "hw/pci/pci_bus.h"
 #include "hw/pci/pci_ids.h"
 #include "hw/pci/msix.h"
+#include "hw/pci/pcie.h"
 #include "hw/qdev-properties.h"
 #include "hw/resettable.h"
 #include "migration/misc.h"
@@ -1320,6 +1321,7 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
 {
     IOMMUEmulState *s = IOMMU_EMUL(pdev);
     PCIBus *bus = pci_get_bus(pdev);
+    Error *err = NULL;
     int ret;
 
     if (!s->bus_addr || !strcmp(s->bus_addr, "iova")) {
@@ -1374,12 +1376,47 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
                      PCI_BASE_ADDRESS_SPACE_MEMORY |
                      PCI_BASE_ADDRESS_MEM_TYPE_64, &s->regs);
 
-    ret = msix_init_exclusive_bar(pdev, IOMMU_EMUL_MSIX_VECTORS,
-                                  IOMMU_EMUL_MSIX_BAR, NULL);
+    /*
+     * MSI-X in a 64-bit BAR of its own; without MSI-X on the host the
+     * guest polls (CAP.MSIX = 0, no BAR 2)
+     */
+    memory_region_init(&s->msix_bar, OBJECT(s), "iommu-emul-msix",
+                       IOMMU_EMUL_MSIX_BAR_SIZE);
+    ret = msix_init(pdev, IOMMU_EMUL_MSIX_VECTORS, &s->msix_bar,
+                    IOMMU_EMUL_MSIX_BAR, 0, &s->msix_bar, IOMMU_EMUL_MSIX_BAR,
+                    IOMMU_EMUL_MSIX_PBA_OFFSET, IOMMU_EMUL_MSIX_CAP_OFFSET,
+                    &err);
+    if (ret < 0 && ret != -ENOTSUP) {
+        error_propagate(errp, err);
+        iommu_emul_hpa_fini(s);
+        return;
+    }
+    error_free(err);
     s->msix = ret == 0;
     if (s->msix) {
+        pci_register_bar(pdev, IOMMU_EMUL_MSIX_BAR,
+                         PCI_BASE_ADDRESS_SPACE_MEMORY |
+                         PCI_BASE_ADDRESS_MEM_TYPE_64, &s->msix_bar);
         msix_vector_use(pdev, IOMMU_EMUL_VEC_FAULT);
         msix_vector_use(pdev, IOMMU_EMUL_VEC_CMD);
+    }
+
+    /*
+     * A PCI Express (root complex integrated) endpoint on a PCI Express
+     * bus, conventional PCI elsewhere; added last, so first in the list
+     */
+    if (pci_bus_is_express(bus)) {
+        ret = pcie_endpoint_cap_init(pdev, IOMMU_EMUL_PCIE_CAP_OFFSET);
+        if (ret < 0) {
+            error_setg(errp, "cannot add the PCI Express capability");
+            if (s->msix) {
+                msix_uninit(pdev, &s->msix_bar, &s->msix_bar);
+            }
+            iommu_emul_hpa_fini(s);
+            return;
+        }
+    } else {
+        pdev->cap_present &= ~QEMU_PCI_CAP_EXPRESS;
     }
 
     qemu_mutex_init(&s->mutex);
@@ -1430,8 +1467,11 @@ static void iommu_emul_exit(PCIDevice *pdev)
         }
     }
     qemu_bh_delete(s->fault_bh);
+    if (pci_is_express(pdev)) {
+        pcie_cap_exit(pdev);
+    }
     if (s->msix) {
-        msix_uninit_exclusive_bar(pdev);
+        msix_uninit(pdev, &s->msix_bar, &s->msix_bar);
     }
     g_hash_table_destroy(s->pins);
     g_hash_table_destroy(s->discard_pending);
@@ -1501,6 +1541,13 @@ static void iommu_emul_instance_init(Object *obj)
         { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards) },
     };
     int i;
+
+    /*
+     * A hybrid device: PCI Express on a PCI Express bus. Realize clears
+     * this on a conventional bus; it must be set before the PCI core
+     * sizes the configuration space.
+     */
+    PCI_DEVICE(obj)->cap_present |= QEMU_PCI_CAP_EXPRESS;
 
     for (i = 0; i < ARRAY_SIZE(counters); i++) {
         object_property_add_uint64_ptr(obj, counters[i].name,

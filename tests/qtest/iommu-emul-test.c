@@ -333,6 +333,85 @@ static void test_not_hotpluggable(const void *data)
     qtest_quit(qts);
 }
 
+/* q35: the MCH's PCI Express configuration window (ECAM), bus 0 */
+#define Q35_PCIEXBAR            0x60
+#define Q35_ECAM_BASE           0xb0000000ULL
+
+static uint32_t ecam_readl(Fixture *f, int devfn, uint32_t off)
+{
+    return qtest_readl(f->qts, Q35_ECAM_BASE + (devfn << 12) + off);
+}
+
+/*
+ * Configuration space: a PCI Express integrated endpoint with a 4 KiB
+ * configuration space on q35, conventional PCI on pc; the capability list
+ * and both BARs as the spec gives them.
+ */
+static void test_pci_config(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    bool q35 = !strcmp(data, "q35");
+    uint8_t msix = IOMMU_EMUL_MSIX_CAP_OFFSET;
+    uint64_t size = 0;
+    QPCIBar bar2;
+
+    g_assert_cmphex(qpci_config_readw(f->iommu, PCI_STATUS) &
+                    PCI_STATUS_CAP_LIST, ==, PCI_STATUS_CAP_LIST);
+    if (q35) {
+        uint8_t exp = IOMMU_EMUL_PCIE_CAP_OFFSET;
+        uint16_t flags = qpci_config_readw(f->iommu, exp + PCI_EXP_FLAGS);
+        QPCIDevice *host = qpci_device_find(f->bus, 0);
+
+        g_assert_cmphex(qpci_config_readb(f->iommu, PCI_CAPABILITY_LIST), ==,
+                        exp);
+        g_assert_cmphex(qpci_config_readb(f->iommu, exp), ==, PCI_CAP_ID_EXP);
+        g_assert_cmphex(qpci_config_readb(f->iommu, exp + PCI_CAP_LIST_NEXT),
+                        ==, msix);
+        g_assert_cmphex(flags & PCI_EXP_FLAGS_VERS, ==, 2);
+        g_assert_cmphex((flags & PCI_EXP_FLAGS_TYPE) >> 4, ==,
+                        PCI_EXP_TYPE_RC_END);
+
+        /* The extended space exists (4 KiB) and has no capability */
+        qpci_config_writel(host, Q35_PCIEXBAR, Q35_ECAM_BASE | 1);
+        qpci_config_writel(host, Q35_PCIEXBAR + 4, 0);
+        g_assert_cmphex(ecam_readl(f, IOMMU_DEVFN, PCI_VENDOR_ID), ==,
+                        IOMMU_EMUL_PCI_VENDOR_ID |
+                        IOMMU_EMUL_PCI_DEVICE_ID << 16);
+        g_assert_cmphex(ecam_readl(f, IOMMU_DEVFN, exp), ==,
+                        qpci_config_readl(f->iommu, exp));
+        g_assert_cmphex(ecam_readl(f, IOMMU_DEVFN, PCI_CFG_SPACE_SIZE), ==, 0);
+        g_free(host);
+    } else {
+        g_assert_cmphex(qpci_config_readb(f->iommu, PCI_CAPABILITY_LIST), ==,
+                        msix);
+        g_assert_cmphex(qpci_find_capability(f->iommu, PCI_CAP_ID_EXP, 0), ==,
+                        0);
+    }
+
+    /* MSI-X: 2 vectors, table at 0 and PBA at 0x800 of BAR 2; the end */
+    g_assert_cmphex(qpci_config_readb(f->iommu, msix), ==, PCI_CAP_ID_MSIX);
+    g_assert_cmphex(qpci_config_readb(f->iommu, msix + PCI_CAP_LIST_NEXT), ==,
+                    0);
+    g_assert_cmphex(qpci_config_readw(f->iommu, msix + PCI_MSIX_FLAGS) &
+                    PCI_MSIX_FLAGS_QSIZE, ==, IOMMU_EMUL_MSIX_VECTORS - 1);
+    g_assert_cmphex(qpci_config_readl(f->iommu, msix + PCI_MSIX_TABLE), ==,
+                    IOMMU_EMUL_MSIX_BAR);
+    g_assert_cmphex(qpci_config_readl(f->iommu, msix + PCI_MSIX_PBA), ==,
+                    IOMMU_EMUL_MSIX_PBA_OFFSET | IOMMU_EMUL_MSIX_BAR);
+
+    /* BAR 0 and BAR 2: 4 KiB of 64-bit memory each, not prefetchable */
+    g_assert_cmphex(qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_0) & 0xf,
+                    ==, PCI_BASE_ADDRESS_SPACE_MEMORY |
+                    PCI_BASE_ADDRESS_MEM_TYPE_64);
+    g_assert_cmphex(qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_2) & 0xf,
+                    ==, PCI_BASE_ADDRESS_SPACE_MEMORY |
+                    PCI_BASE_ADDRESS_MEM_TYPE_64);
+    bar2 = qpci_iomap(f->iommu, IOMMU_EMUL_MSIX_BAR, &size);
+    g_assert_cmphex(size, ==, IOMMU_EMUL_MSIX_BAR_SIZE);
+    g_assert_cmphex(bar2.addr, !=, 0);
+    fx_free(f);
+}
+
 /* Before SET_MODE, a requester's bus addresses are guest-physical */
 static void test_bypass(const void *data)
 {
@@ -2236,6 +2315,7 @@ int main(int argc, char **argv)
     for (i = 0; i < ARRAY_SIZE(machines); i++) {
         add(machines[i], "reset-values", test_reset_values);
         add(machines[i], "no-hotplug", test_not_hotpluggable);
+        add(machines[i], "pci-config", test_pci_config);
         add(machines[i], "bypass", test_bypass);
         add(machines[i], "map-dma", test_map_dma);
         add(machines[i], "fault-unmapped", test_fault_unmapped);
