@@ -1260,6 +1260,12 @@ static void iommu_emul_mmio_write(void *opaque, hwaddr addr, uint64_t val,
     }
 }
 
+/*
+ * A misaligned access reaches the handlers whole (.impl.unaligned: the
+ * memory core would otherwise split it into aligned pieces that each take
+ * effect), and they ignore it. Accesses of 1 or 2 bytes are invalid and
+ * ignored by the memory core (reads return 0).
+ */
 static const MemoryRegionOps iommu_emul_mmio_ops = {
     .read = iommu_emul_mmio_read,
     .write = iommu_emul_mmio_write,
@@ -1267,10 +1273,12 @@ static const MemoryRegionOps iommu_emul_mmio_ops = {
     .valid = {
         .min_access_size = 4,
         .max_access_size = 8,
+        .unaligned = true,
     },
     .impl = {
         .min_access_size = 4,
         .max_access_size = 8,
+        .unaligned = true,
     },
 };
 

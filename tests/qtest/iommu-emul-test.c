@@ -412,6 +412,46 @@ static void test_pci_config(const void *data)
     fx_free(f);
 }
 
+/*
+ * Accesses that are not naturally aligned are ignored as a whole: reads
+ * return 0 and writes change nothing, whichever registers they cover.
+ */
+static void test_misaligned(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    uint64_t r = f->regs.addr;
+
+    /* Aligned 8 bytes over two 32-bit registers act on both */
+    g_assert_cmphex(qtest_readq(f->qts, r + A_MAGIC), ==,
+                    IOMMU_EMUL_MAGIC |
+                    (uint64_t)IOMMU_EMUL_VERSION << 32);
+
+    /* 8 bytes at +0x4 (VERSION and CAP) read 0 */
+    g_assert_cmphex(qtest_readq(f->qts, r + A_VERSION), ==, 0);
+    /* 8 bytes at +0x44 (CMDQ_BASE high half, CMDQ_SIZE) write nothing */
+    wr64(f, A_CMDQ_BASE, 0x12345000ULL);
+    wr32(f, A_CMDQ_SIZE, 3);
+    qtest_writeq(f->qts, r + A_CMDQ_BASE + 4, 0x0000000500000007ULL);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, 0x12345000ULL);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 3);
+    g_assert_cmphex(qtest_readq(f->qts, r + A_CMDQ_BASE + 4), ==, 0);
+    /* 4 bytes at +0x2 and +0x42 */
+    g_assert_cmphex(qtest_readl(f->qts, r + A_MAGIC + 2), ==, 0);
+    qtest_writel(f->qts, r + A_CMDQ_BASE + 2, 0xffffffff);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, 0x12345000ULL);
+    /* 1 and 2 bytes, even aligned */
+    g_assert_cmphex(qtest_readw(f->qts, r + A_MAGIC), ==, 0);
+    g_assert_cmphex(qtest_readb(f->qts, r + A_MAGIC), ==, 0);
+    qtest_writeb(f->qts, r + A_CMDQ_SIZE, 5);
+    qtest_writew(f->qts, r + A_CMDQ_SIZE, 5);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 3);
+    /* A misaligned write to CTRL does not start the ring */
+    qtest_writeq(f->qts, r + A_CTRL - 4, 0x0000000300000000ULL);
+    g_assert_cmphex(rd32(f, A_CTRL), ==, 0);
+    g_assert_cmphex(rd32(f, A_STATUS), ==, 0);
+    fx_free(f);
+}
+
 /* Before SET_MODE, a requester's bus addresses are guest-physical */
 static void test_bypass(const void *data)
 {
@@ -2316,6 +2356,7 @@ int main(int argc, char **argv)
         add(machines[i], "reset-values", test_reset_values);
         add(machines[i], "no-hotplug", test_not_hotpluggable);
         add(machines[i], "pci-config", test_pci_config);
+        add(machines[i], "misaligned", test_misaligned);
         add(machines[i], "bypass", test_bypass);
         add(machines[i], "map-dma", test_map_dma);
         add(machines[i], "fault-unmapped", test_fault_unmapped);
