@@ -635,6 +635,16 @@ static void iommu_emul_fault_bh(void *opaque)
 
 /* Commands */
 
+/*
+ * MAP and UNMAP ranges: not empty, page multiples, and addr + length
+ * within 64 bits (a range may not reach 2^64 itself)
+ */
+static bool iommu_emul_range_valid(uint64_t addr, uint64_t length)
+{
+    return length && !((addr | length) & PAGE_MASK_EMUL) &&
+           addr + length > addr;
+}
+
 static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
 {
     IOMMUAccessFlags perm = IOMMU_NONE;
@@ -653,9 +663,7 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
     }
     if (perm == IOMMU_NONE ||
         (c->flags & ~(IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE)) ||
-        c->length == 0 || (c->addr & PAGE_MASK_EMUL) ||
-        (c->length & PAGE_MASK_EMUL) ||
-        c->addr + (c->length - 1) < c->addr) {
+        !iommu_emul_range_valid(c->addr, c->length)) {
         return IOMMU_EMUL_ST_BAD_ARG;
     }
     d = iommu_emul_find_dev(s, c->requester);
@@ -791,7 +799,7 @@ static uint16_t iommu_emul_unmap(IOMMUEmulState *s, IOMMUEmulCmd *c)
     IOMMUEmulDev *d;
     int i;
 
-    if (c->flags || c->length == 0) {
+    if (c->flags || !iommu_emul_range_valid(c->addr, c->length)) {
         return IOMMU_EMUL_ST_BAD_ARG;
     }
     d = iommu_emul_find_dev(s, c->requester);

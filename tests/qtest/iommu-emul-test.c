@@ -612,6 +612,47 @@ static void test_unmap(const void *data)
     fx_free(f);
 }
 
+/*
+ * UNMAP checks its arguments as MAP does (BAD_ARG), before the requester
+ * (NO_DEVICE) and the lookup (NOT_FOUND); a refused UNMAP removes nothing.
+ */
+static void test_unmap_args(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    const uint16_t bad_rid = 0x1234;
+    uint64_t bus;
+
+    bus = map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    /* Not page multiples, empty, past 2^64, reserved flags */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus + 8,
+                        2 * PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus,
+                        2 * PAGE - 8, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, ~0xfffULL, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 1, EDU_RID, bus, 2 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    /* BAD_ARG before NO_DEVICE before NOT_FOUND */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, bad_rid, bus + 8,
+                        2 * PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, bad_rid, bus, 2 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NO_DEVICE);
+    /* Well formed but not exactly one mapping */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus + PAGE, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 3 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "unmaps"), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 2 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
+    fx_free(f);
+}
+
 static void test_detach(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
@@ -818,9 +859,17 @@ static void test_bad_commands(const void *data)
                         NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw | 0x100, EDU_RID, DATA_GPA,
                         PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    /* addr + length is exactly 2^64: it does not fit in 64 bits */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 1ULL << 63,
+                        1ULL << 63, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, ~0xfffULL, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
     /* huge length */
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 0,
                         1ULL << 62, 0, NULL), ==, IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 1ULL << 63,
+                        (1ULL << 63) - PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
     /* no such requester */
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, QPCI_DEVFN(31, 7) | 0x700,
                         DATA_GPA, PAGE, 0, NULL), ==,
@@ -2362,6 +2411,7 @@ int main(int argc, char **argv)
         add(machines[i], "fault-unmapped", test_fault_unmapped);
         add(machines[i], "read-only", test_readonly);
         add(machines[i], "unmap", test_unmap);
+        add(machines[i], "unmap-args", test_unmap_args);
         add(machines[i], "detach", test_detach);
         add(machines[i], "refcount", test_refcount);
         add(machines[i], "pinned-locked", test_pinned_locked);
