@@ -1219,7 +1219,10 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
         if (val >= (1u << s->cmdq.size)) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_TAIL %u out of range\n",
                           __func__, val);
-            s->cmdq.error = IOMMU_EMUL_QERR_BAD_INDEX;
+            /* The first error stays until the guest clears it */
+            if (!s->cmdq.error) {
+                s->cmdq.error = IOMMU_EMUL_QERR_BAD_INDEX;
+            }
             break;
         }
         s->cmdq.tail = val;

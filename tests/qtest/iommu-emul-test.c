@@ -982,6 +982,124 @@ static void test_bad_rings(const void *data)
     fx_free(f);
 }
 
+/* A command entry with @op and @flags at index @idx, status cleared */
+static void put_entry(Fixture *f, uint32_t idx, uint16_t op, uint16_t flags)
+{
+    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
+
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
+    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
+    qtest_memwrite(f->qts, CMDQ_GPA + idx * IOMMU_EMUL_CMD_SIZE, e,
+                   sizeof(e));
+}
+
+static uint16_t entry_status(Fixture *f, uint32_t idx)
+{
+    return qtest_readw(f->qts, CMDQ_GPA + idx * IOMMU_EMUL_CMD_SIZE +
+                       IOMMU_EMUL_CMD_STATUS);
+}
+
+static void bus_master(Fixture *f, bool on)
+{
+    uint16_t c = qpci_config_readw(f->iommu, PCI_COMMAND);
+
+    qpci_config_writew(f->iommu, PCI_COMMAND,
+                       on ? c | PCI_COMMAND_MASTER : c & ~PCI_COMMAND_MASTER);
+}
+
+/*
+ * Ring registers and errors: SIZE and BASE store any value until the
+ * ring is turned on; BAD_SIZE is checked before BAD_BASE; turning a ring
+ * on replaces its error with the result of the check; a pending command
+ * ring error stays until cleared, whatever CMDQ_TAIL the guest writes.
+ */
+static void test_ring_errors(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    const uint32_t ring_on = R_STATUS_CMDQ_ON_MASK;
+
+    /* Any value is stored, and checked only when the ring is turned on */
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA + 8);
+    wr32(f, A_CMDQ_SIZE, 0xdeadbeef);
+    wr64(f, A_FAULTQ_BASE, 0xfec00000ULL);
+    wr32(f, A_FAULTQ_SIZE, 0x80000001);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, CMDQ_GPA + 8);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 0xdeadbeef);
+    g_assert_cmphex(rd64(f, A_FAULTQ_BASE), ==, 0xfec00000ULL);
+    g_assert_cmphex(rd32(f, A_FAULTQ_SIZE), ==, 0x80000001);
+    /* Bad size and bad base: BAD_SIZE */
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+    wr32(f, A_CMDQ_SIZE, 0);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+
+    /* Turning on again replaces the pending error with the new result */
+    wr32(f, A_CMDQ_SIZE, CMDQ_LOG2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA);
+    wr64(f, A_FAULTQ_BASE, FAULTQ_GPA);
+    wr32(f, A_FAULTQ_SIZE, FAULTQ_LOG2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+    g_assert_cmphex(rd32(f, A_STATUS), ==,
+                    R_STATUS_CMDQ_ON_MASK | R_STATUS_FAULTQ_ON_MASK);
+
+    /* A DMA error: the entry cannot be read with bus mastering off */
+    put_entry(f, 0, IOMMU_EMUL_OP_SYNC, 0);
+    bus_master(f, false);
+    wr32(f, A_CMDQ_TAIL, 1);
+    bus_master(f, true);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    /* Enabling a ring that is on changes nothing, the error stays */
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    g_assert_cmphex(rd32(f, A_STATUS) & (ring_on | R_STATUS_CMDQ_ERR_MASK),
+                    ==, ring_on | R_STATUS_CMDQ_ERR_MASK);
+
+    /* A tail out of range while the error is pending: dropped, DMA stays */
+    wr32(f, A_CMDQ_TAIL, 1u << CMDQ_LOG2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 1);
+    /* A tail in range is stored; nothing runs until the error is cleared */
+    put_entry(f, 1, IOMMU_EMUL_OP_SYNC, 0);
+    wr32(f, A_CMDQ_TAIL, 2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    g_assert_cmphex(entry_status(f, 0), ==, 0);
+    g_assert_cmphex(entry_status(f, 1), ==, 0);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    wr32(f, A_CMDQ_ERROR, 0);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 2);
+    g_assert_cmphex(entry_status(f, 0), ==, IOMMU_EMUL_STATUS_DONE);
+    g_assert_cmphex(entry_status(f, 1), ==, IOMMU_EMUL_STATUS_DONE);
+
+    /* Without a pending error, a tail out of range sets BAD_INDEX */
+    wr32(f, A_CMDQ_TAIL, 1u << CMDQ_LOG2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_INDEX);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 2);
+    /* Off: error and indices stay; on again: a fresh start */
+    wr32(f, A_CTRL, R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmphex(rd32(f, A_STATUS), ==,
+                    R_STATUS_CMDQ_ERR_MASK | R_STATUS_FAULTQ_ON_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_INDEX);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 0);
+    put_entry(f, 0, IOMMU_EMUL_OP_SYNC, 0);
+    wr32(f, A_CMDQ_TAIL, 1);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 1);
+    g_assert_cmphex(entry_status(f, 0), ==, IOMMU_EMUL_STATUS_DONE);
+    fx_free(f);
+}
+
 static void test_fault_ring_full(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
@@ -2419,6 +2537,7 @@ int main(int argc, char **argv)
         add(machines[i], "memlock", test_memlock);
         add(machines[i], "bad-commands", test_bad_commands);
         add(machines[i], "bad-rings", test_bad_rings);
+        add(machines[i], "ring-errors", test_ring_errors);
         add(machines[i], "fault-ring-full", test_fault_ring_full);
         add(machines[i], "gpa-mode", test_gpa_mode);
         add(machines[i], "bad-config", test_bad_config);
