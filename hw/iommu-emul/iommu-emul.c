@@ -1340,6 +1340,7 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
 {
     IOMMUEmulState *s = IOMMU_EMUL(pdev);
     PCIBus *bus = pci_get_bus(pdev);
+    bool ambiguous = false;
     Error *err = NULL;
     int ret;
 
@@ -1372,6 +1373,13 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     }
     if (!pci_bus_is_root(bus)) {
         error_setg(errp, "iommu-emul must be on the root PCI bus");
+        return;
+    }
+    /* We are in the QOM tree already: another one makes it ambiguous */
+    object_resolve_path_type("", TYPE_IOMMU_EMUL, &ambiguous);
+    if (ambiguous) {
+        error_setg(errp, "iommu-emul: there can be only one iommu-emul"
+                   " device per machine");
         return;
     }
     if (bus->iommu_ops) {

@@ -1936,6 +1936,7 @@ static void test_bad_config(const void *data)
     g_autofree char *a = NULL;
     g_autofree char *b = NULL;
     g_autofree char *c = NULL;
+    g_autofree char *d = NULL;
 
     a = g_strdup_printf("-machine %s -device virtio-iommu-pci"
                         " -device iommu-emul", (const char *)data);
@@ -1946,6 +1947,9 @@ static void test_bad_config(const void *data)
     c = g_strdup_printf("-machine %s -device iommu-emul,bus-addr=foo",
                         (const char *)data);
     expect_fail(c, "bus-addr must be iova, gpa or hpa");
+    d = g_strdup_printf("-machine %s -device iommu-emul -device iommu-emul",
+                        (const char *)data);
+    expect_fail(d, "only one iommu-emul device per machine");
 }
 
 /*
