@@ -770,6 +770,20 @@ static void test_max_pinned(const void *data)
     fx_free(f);
 }
 
+/* max-pinned is rounded down to a multiple of 4 KiB */
+static void test_max_pinned_rounding(const void *data)
+{
+    Fixture *f = fx_start(data, ",max-pinned=12287");
+
+    g_assert_cmphex(rd64(f, A_MAX_PINNED), ==, 2 * PAGE);
+    map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 2 * PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    fx_free(f);
+}
+
 /*
  * RLIMIT_MEMLOCK: QEMU runs with a 64 KiB limit and without CAP_IPC_LOCK
  * (the tests run as root, which would ignore the limit), through
@@ -1937,6 +1951,7 @@ static void test_bad_config(const void *data)
     g_autofree char *b = NULL;
     g_autofree char *c = NULL;
     g_autofree char *d = NULL;
+    g_autofree char *e = NULL;
 
     a = g_strdup_printf("-machine %s -device virtio-iommu-pci"
                         " -device iommu-emul", (const char *)data);
@@ -1950,6 +1965,9 @@ static void test_bad_config(const void *data)
     d = g_strdup_printf("-machine %s -device iommu-emul -device iommu-emul",
                         (const char *)data);
     expect_fail(d, "only one iommu-emul device per machine");
+    e = g_strdup_printf("-machine %s -device iommu-emul,max-pinned=4095",
+                        (const char *)data);
+    expect_fail(e, "max-pinned at least 4 KiB");
 }
 
 /*
@@ -2538,6 +2556,7 @@ int main(int argc, char **argv)
         add(machines[i], "refcount", test_refcount);
         add(machines[i], "pinned-locked", test_pinned_locked);
         add(machines[i], "max-pinned", test_max_pinned);
+        add(machines[i], "max-pinned-rounding", test_max_pinned_rounding);
         add(machines[i], "memlock", test_memlock);
         add(machines[i], "bad-commands", test_bad_commands);
         add(machines[i], "bad-rings", test_bad_rings);
