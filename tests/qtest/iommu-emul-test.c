@@ -1173,6 +1173,63 @@ static void test_gpa_mode(const void *data)
     fx_free(f);
 }
 
+/*
+ * gpa mode: where several mappings cover a page, their permissions add
+ * up; UNMAP removes the most recent one; QUERY reports the oldest one.
+ */
+static void test_gpa_perm(const void *data)
+{
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    CmdOut out;
+    Fault x;
+
+    translate_on(f);
+    fill(f, DATA_GPA, 0x3a, PAGE);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    DATA_GPA);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_WRITE), ==,
+                    DATA_GPA);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    /* Read through the first mapping, write through the second */
+    edu_dma(f, DATA_GPA, PAGE, false);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x3a, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, DATA_GPA + 4, 0,
+                        0, &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.flags, ==, IOMMU_EMUL_QUERY_READ |
+                    IOMMU_EMUL_QUERY_TRANSLATE);
+    g_assert_cmphex(out.addr, ==, DATA_GPA + 4);
+
+    /* UNMAP takes the write mapping: writes fault (permission), reads go */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, DATA_GPA, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_OK);
+    fill(f, DATA_GPA, 0x5b, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, false);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    x = fault_at(f, 0);
+    g_assert_cmpuint(x.access, ==, IOMMU_EMUL_ACCESS_WRITE);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmphex(x.addr, ==, DATA_GPA);
+
+    /* Overlapping ranges: the shared page gets both permissions */
+    map(f, DATA_GPA + PAGE, 2 * PAGE, IOMMU_EMUL_MAP_WRITE);
+    g_assert_cmphex(map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    DATA_GPA);
+    fill(f, DATA_GPA + PAGE, 0x6c, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, false);
+    fill(f, DATA_GPA + PAGE, 0, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0x6c, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 3);
+    fx_free(f);
+}
+
 /* Vector 0 on faults, vector 1 on SYNC with IRQ; masked: pending bits */
 static void test_msix(const void *data)
 {
@@ -2563,6 +2620,7 @@ int main(int argc, char **argv)
         add(machines[i], "ring-errors", test_ring_errors);
         add(machines[i], "fault-ring-full", test_fault_ring_full);
         add(machines[i], "gpa-mode", test_gpa_mode);
+        add(machines[i], "gpa-perm", test_gpa_perm);
         add(machines[i], "bad-config", test_bad_config);
         add(machines[i], "msix", test_msix);
         add(machines[i], "msi-window", test_msi_window);
