@@ -2475,6 +2475,62 @@ static void test_hpa_memfd_twice(const void *data)
 }
 
 /*
+ * THP-backed guest RAM (anonymous; QEMU advises MADV_HUGEPAGE): the
+ * kernel charges a huge page to VmPin in full, once, to the first mapping
+ * that pins part of it, and drops the charge with that mapping even while
+ * other mappings still pin the huge page.
+ */
+static void test_hpa_thp(const void *data)
+{
+    Fixture *f;
+    uint64_t ram, v0, a1, a2, b, huge_kb;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = hpa_start(data, &ram);
+    fill(f, DATA_GPA, 0x71, 2 * PAGE);
+    huge_kb = hpa_charged_pages(hpa_of(f, ram, DATA_GPA) / PAGE) *
+              (PAGE / 1024);
+    if (huge_kb == PAGE / 1024) {
+        g_test_skip("guest RAM is not in a transparent huge page here"
+                    " (THP disabled, or none could be allocated)");
+        fx_free(f);
+        return;
+    }
+    v0 = vmpin_kb(f);
+
+    /* Page A twice and page B of the same huge page: charged once */
+    a1 = hpa_map(f, DATA_GPA, PAGE);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + huge_kb);
+    a2 = hpa_map(f, DATA_GPA, PAGE);
+    b = hpa_map(f, DATA_GPA + PAGE, PAGE);
+    g_test_message("huge page of %" PRIu64 " kB; 3 mappings of 2 of its"
+                   " pages: VmPin %" PRIu64 " -> %" PRIu64 " kB", huge_kb,
+                   v0, vmpin_kb(f));
+    g_assert_cmphex(a2, ==, a1);
+    g_assert_cmphex(b, ==, a1 + PAGE);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + huge_kb);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+
+    /* UNMAP takes the most recent mapping of A, which was not charged */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, a1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + huge_kb);
+    /* The charged one: VmPin drops although B still pins the huge page */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, a1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, PAGE);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    fx_free(f);
+}
+
+/*
  * When the host refuses a long-term pin (here: all 16384 io_uring buffer
  * slots are taken), and when max-pinned is reached, MAP fails with
  * PIN_LIMIT and leaves nothing behind. Memfd RAM: 4 KiB pages.
@@ -2640,6 +2696,7 @@ int main(int argc, char **argv)
         add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);
         add(machines[i], "hpa-no-pfn", test_hpa_no_pfn);
         add(machines[i], "hpa-memfd-twice", test_hpa_memfd_twice);
+        add(machines[i], "hpa-thp", test_hpa_thp);
         add(machines[i], "hpa-pin-limit", test_hpa_pin_limit);
     }
     return g_test_run();
