@@ -525,9 +525,14 @@ static void test_map_dma(const void *data)
 static void test_fault_unmapped(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
+    uint32_t i;
     Fault x;
 
+    /* MSI-X on, vector 0 masked: a delivery shows as its pending bit */
+    qpci_msix_enable(f->iommu);
+    g_assert(qpci_msix_masked(f->iommu, IOMMU_EMUL_VEC_FAULT));
     translate_on(f);
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
     /* Bus address == GPA of a page with known contents, but unmapped */
     fill(f, DATA_GPA, 0xa5, PAGE);
     edu_load(f, DATA_GPA + PAGE, 0xff, DATA_GPA + PAGE); /* faults: read */
@@ -549,12 +554,27 @@ static void test_fault_unmapped(const void *data)
     g_assert_cmphex(x.addr, ==, DATA_GPA);
     g_assert_cmpuint(x.seq, ==, 2);
     g_assert_cmpuint(qom_u64(f, "faults"), ==, 2);
-    /* The MSI-X pending bit of vector 0 (MSI-X is off: not delivered) */
+    /* Vector 0 was raised for the records; nothing overflowed */
+    g_assert(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_CMD));
     g_assert_cmphex(rd32(f, A_FAULT_OVERFLOW), ==, 0);
 
-    /* The guest consumes the records */
+    /*
+     * The guest consumes the two records: the ring (8 entries, 7 usable)
+     * has room for 7 new ones again, where 5 would fit without the
+     * FAULTQ_HEAD write. An 8th fault overflows.
+     */
     wr32(f, A_FAULTQ_HEAD, 2);
-    g_assert_cmpuint(rd32(f, A_FAULTQ_HEAD), ==, 2);
+    for (i = 0; i < 8; i++) {
+        edu_dma(f, DATA_GPA + (2 + i) * PAGE, 8, true);
+    }
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(rd32(f, A_FAULT_OVERFLOW), ==, 1);
+    for (i = 0; i < 7; i++) {
+        x = fault_at(f, (2 + i) % (1u << FAULTQ_LOG2));
+        g_assert_cmphex(x.addr, ==, DATA_GPA + (2 + i) * PAGE);
+        g_assert_cmpuint(x.seq, ==, 3 + i);
+    }
     fx_free(f);
 }
 
