@@ -1557,15 +1557,30 @@ static void iommu_emul_instance_init(Object *obj)
     static const struct {
         const char *name;
         size_t offset;
+        const char *desc;
     } counters[] = {
-        { "mappings", offsetof(IOMMUEmulState, mappings) },
-        { "pinned-pages", offsetof(IOMMUEmulState, pinned_pages) },
-        { "maps", offsetof(IOMMUEmulState, maps) },
-        { "unmaps", offsetof(IOMMUEmulState, unmaps) },
-        { "faults", offsetof(IOMMUEmulState, faults) },
-        { "invalidations", offsetof(IOMMUEmulState, invalidations) },
-        { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards) },
-        { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards) },
+        { "mappings", offsetof(IOMMUEmulState, mappings),
+          "Mappings that exist now (read-only counter)" },
+        { "pinned-pages", offsetof(IOMMUEmulState, pinned_pages),
+          "Distinct 4 KiB guest pages pinned now (read-only counter)" },
+        { "maps", offsetof(IOMMUEmulState, maps),
+          "Successful MAP commands since start (read-only counter)" },
+        { "unmaps", offsetof(IOMMUEmulState, unmaps),
+          "Mappings removed by UNMAP, DETACH or reset since start"
+          " (read-only counter)" },
+        { "faults", offsetof(IOMMUEmulState, faults),
+          "Fault records generated for blocked DMA since start"
+          " (read-only counter)" },
+        { "invalidations", offsetof(IOMMUEmulState, invalidations),
+          "Invalidations sent to IOMMU notifiers since start"
+          " (read-only counter)" },
+        { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards),
+          "Host pages a discard (balloon, free page reporting, virtio-mem)"
+          " skipped because they were pinned, since start"
+          " (read-only counter)" },
+        { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards),
+          "Host pages ballooned while pinned and discarded when unpinned,"
+          " since start (read-only counter)" },
     };
     int i;
 
@@ -1581,9 +1596,14 @@ static void iommu_emul_instance_init(Object *obj)
                                        (uint64_t *)((char *)obj +
                                                     counters[i].offset),
                                        OBJ_PROP_FLAG_READ);
+        object_property_set_description(obj, counters[i].name,
+                                        counters[i].desc);
     }
     object_property_add(obj, "pinned-bytes", "uint64",
                         iommu_emul_get_pinned_bytes, NULL, NULL, NULL);
+    object_property_set_description(obj, "pinned-bytes",
+                                    "Bytes pinned now, pinned-pages x 4096"
+                                    " (read-only counter)");
 }
 
 static const Property iommu_emul_properties[] = {
@@ -2116,6 +2136,27 @@ static void iommu_emul_class_init(ObjectClass *klass, void *data)
     dc->vmsd = &iommu_emul_vmstate;
     dc->hotpluggable = false;
     device_class_set_props(dc, iommu_emul_properties);
+    object_class_property_set_description(klass, "bus-addr",
+        "How MAP chooses bus addresses: iova (default; a per-device"
+        " allocator), gpa (the guest-physical address) or hpa (the"
+        " host-physical address of long-term pinned pages; needs io_uring"
+        " and CAP_SYS_ADMIN, blocks migration)");
+    object_class_property_set_description(klass, "max-pinned",
+        "Most guest memory pinned at any time, for all devices together"
+        " (rounded down to a multiple of 4 KiB, at least 4 KiB;"
+        " default 1G)");
+    object_class_property_set_description(klass, "max-mappings",
+        "Most mappings one device (requester) may have (at least 1;"
+        " default 4096)");
+    object_class_property_set_description(klass, "cmdq-max-log2",
+        "Largest command ring the guest may set up, as log2 of the number"
+        " of entries (1 to 15; default 8)");
+    object_class_property_set_description(klass, "faultq-max-log2",
+        "Largest fault ring the guest may set up, as log2 of the number"
+        " of entries (1 to 15; default 8)");
+    object_class_property_set_description(klass, "aperture-bits",
+        "Width in bits of the bus address space handed out (32 to 64;"
+        " default 48)");
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
 }
 

@@ -21,6 +21,7 @@
 #include "standard-headers/linux/virtio_config.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
 
 #define IOMMU_DEVFN     QPCI_DEVFN(4, 0)
@@ -2659,6 +2660,69 @@ static void test_hpa_no_pfn(const void *data)
     g_assert_nonnull(strstr(err, "cannot read host-physical addresses"));
 }
 
+/* Properties of device @type and their descriptions ("" if none) */
+static GHashTable *device_props(QTestState *qts, const char *type)
+{
+    GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                              g_free, g_free);
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device-list-properties',"
+                            " 'arguments': {'typename': %s}}", type);
+    const QListEntry *e;
+
+    g_assert(qdict_haskey(resp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(resp, "return"), e) {
+        QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+        const char *desc = qdict_haskey(prop, "description") ?
+                           qdict_get_str(prop, "description") : "";
+
+        g_hash_table_insert(names, g_strdup(qdict_get_str(prop, "name")),
+                            g_strdup(desc));
+    }
+    qobject_unref(resp);
+    return names;
+}
+
+/*
+ * Every property of iommu-emul's own (configuration and counters, not
+ * the generic PCI ones that edu has too) has a description, so that
+ * "-device iommu-emul,help" explains it.
+ */
+static void test_property_descriptions(void)
+{
+    static const char *const documented[] = {
+        "bus-addr", "max-pinned", "max-mappings", "cmdq-max-log2",
+        "faultq-max-log2", "aperture-bits", "mappings", "pinned-pages",
+        "pinned-bytes", "maps", "unmaps", "faults", "invalidations",
+        "vetoed-discards", "deferred-discards",
+    };
+    QTestState *qts = qtest_init("-machine none");
+    g_autoptr(GHashTable) own = device_props(qts, "iommu-emul");
+    g_autoptr(GHashTable) pci = device_props(qts, "edu");
+    GHashTableIter iter;
+    const char *name, *desc;
+    int i, n = 0;
+
+    for (i = 0; i < ARRAY_SIZE(documented); i++) {
+        g_assert(g_hash_table_contains(own, documented[i]));
+        g_assert_false(g_hash_table_contains(pci, documented[i]));
+    }
+    g_hash_table_iter_init(&iter, own);
+    while (g_hash_table_iter_next(&iter, (gpointer *)&name,
+                                  (gpointer *)&desc)) {
+        if (g_hash_table_contains(pci, name)) {
+            continue;
+        }
+        if (!*desc) {
+            g_test_message("iommu-emul property '%s' has no description",
+                           name);
+        }
+        g_assert_cmpstr(desc, !=, "");
+        n++;
+    }
+    g_assert_cmpint(n, >=, ARRAY_SIZE(documented));
+    qtest_quit(qts);
+}
+
 static void add(const char *machine, const char *name,
                 void (*fn)(const void *))
 {
@@ -2674,6 +2738,8 @@ int main(int argc, char **argv)
     int i;
 
     g_test_init(&argc, &argv, NULL);
+    qtest_add_func("/iommu-emul/property-descriptions",
+                   test_property_descriptions);
     for (i = 0; i < ARRAY_SIZE(machines); i++) {
         add(machines[i], "reset-values", test_reset_values);
         add(machines[i], "no-hotplug", test_not_hotpluggable);
