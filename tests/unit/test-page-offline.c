@@ -42,6 +42,33 @@ static void fill(char *p, size_t len, unsigned seed)
     }
 }
 
+/*
+ * True if a VMA that intersects [@start, @start + @len) is registered with
+ * a userfaultfd (VmFlags "um", "uw" or "ui" in /proc/self/smaps)
+ */
+static bool uffd_registered(char *start, size_t len)
+{
+    g_autofree char *smaps = NULL;
+    g_auto(GStrv) lines = NULL;
+    bool in = false;
+    uintptr_t lo, hi;
+    int i;
+
+    g_assert(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    lines = g_strsplit(smaps, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        /* A VMA header: "start-end perms ..."; no field name parses so */
+        if (sscanf(lines[i], "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2) {
+            in = lo < (uintptr_t)start + len && hi > (uintptr_t)start;
+        } else if (in && g_str_has_prefix(lines[i], "VmFlags:") &&
+                   (strstr(lines[i], " um") || strstr(lines[i], " uw") ||
+                    strstr(lines[i], " ui"))) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool method_ok(PageOfflineMethod m)
 {
     if (!page_offline_available(m)) {
@@ -76,9 +103,19 @@ static void test_contents(const void *opaque)
     if (m != PAGE_OFFLINE_AUTO) {
         g_assert_cmpint(used, ==, m);
     }
-    /* The pages are still ordinary writable memory */
+    /*
+     * The pages are still ordinary private memory: no userfaultfd tracks
+     * them any more, every byte written is read back from where it was
+     * written (a pattern that differs from page to page, so two pages
+     * mapped to one would show), and a dropped page reads as zeroes.
+     */
+    g_assert_false(uffd_registered(a.base, a.len));
     fill(a.base, a.len, 99);
-    memcpy(ref, a.base, a.len);
+    fill(ref, a.len, 99);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    g_assert(memcmp(ref, a.base + a.psize, a.psize) != 0);
+    g_assert_cmpint(madvise(a.base + a.psize, a.psize, MADV_DONTNEED), ==, 0);
+    memset(ref + a.psize, 0, a.psize);
     g_assert(memcmp(ref, a.base, a.len) == 0);
     area_free(&a);
 }
