@@ -254,6 +254,22 @@ static uint64_t locked_kb(Fixture *f)
     return proc_kb(f, "smaps_rollup", "Locked:");
 }
 
+/*
+ * Skip a test that needs what only a privileged run has (root's
+ * capabilities, io_uring, util-linux). With QEMU_ZC_TEST_PRIVILEGED set
+ * in the environment (for CI, which runs as root) the test fails
+ * instead, so that such a run cannot skip it unnoticed.
+ */
+static void skip_unprivileged(const char *why)
+{
+    if (getenv("QEMU_ZC_TEST_PRIVILEGED")) {
+        g_test_message("QEMU_ZC_TEST_PRIVILEGED is set, but %s", why);
+        g_test_fail();
+        return;
+    }
+    g_test_skip(why);
+}
+
 /* Tests */
 
 static void test_reset_values(const void *data)
@@ -830,9 +846,9 @@ static void test_memlock(const void *data)
     if (!g_spawn_command_line_sync(MEMLOCK_WRAP " true", NULL, NULL,
                                    &status, NULL) ||
         !WIFEXITED(status) || WEXITSTATUS(status)) {
-        g_test_skip("cannot run QEMU under prlimit/setpriv without"
-                    " CAP_IPC_LOCK here (util-linux missing, or no"
-                    " CAP_SETPCAP)");
+        skip_unprivileged("cannot run QEMU under prlimit/setpriv without"
+                          " CAP_IPC_LOCK here (util-linux missing, or no"
+                          " CAP_SETPCAP)");
         return;
     }
     g_setenv("IOMMU_EMUL_TEST_MEMLOCK_QEMU", wrapped, true);
@@ -2063,14 +2079,15 @@ static void test_bad_config(const void *data)
 static bool hpa_skip_no_io_uring(void)
 {
 #ifndef CONFIG_LINUX_IO_URING
-    g_test_skip("QEMU is built without io_uring: bus-addr=hpa is refused");
+    skip_unprivileged("QEMU is built without io_uring: bus-addr=hpa is"
+                      " refused");
     return true;
 #else
     g_autofree char *dis = NULL;
 
     if (g_file_get_contents("/proc/sys/kernel/io_uring_disabled", &dis,
                             NULL, NULL) && atoi(dis) == 2) {
-        g_test_skip("io_uring is disabled on this host");
+        skip_unprivileged("io_uring is disabled on this host");
         return true;
     }
     return false;
@@ -2102,8 +2119,8 @@ static bool hpa_skip(void)
         return true;
     }
     if (!hpa_pfns_readable()) {
-        g_test_skip("reading PFNs from /proc/PID/pagemap needs"
-                    " CAP_SYS_ADMIN (run as root)");
+        skip_unprivileged("reading PFNs from /proc/PID/pagemap needs"
+                          " CAP_SYS_ADMIN (run as root)");
         return true;
     }
     return false;
@@ -2639,7 +2656,7 @@ static void test_hpa_no_pfn(const void *data)
     }
     if (hpa_pfns_readable()) {
         if (!setpriv) {
-            g_test_skip("setpriv(1) is needed to drop capabilities");
+            skip_unprivileged("setpriv(1) is needed to drop capabilities");
             return;
         }
         drop = g_strdup_printf("%s --bounding-set=-all --inh-caps=-all"
