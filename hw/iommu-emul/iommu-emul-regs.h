@@ -21,7 +21,13 @@
 #define IOMMU_EMUL_REGS_BAR         0
 #define IOMMU_EMUL_REGS_SIZE        0x1000
 #define IOMMU_EMUL_MSIX_BAR         2   /* BAR 0 takes slots 0 and 1 */
+#define IOMMU_EMUL_MSIX_BAR_SIZE    0x1000
+#define IOMMU_EMUL_MSIX_PBA_OFFSET  0x800   /* the table is at offset 0 */
 #define IOMMU_EMUL_MSIX_VECTORS     2
+
+/* Configuration space: capability offsets */
+#define IOMMU_EMUL_PCIE_CAP_OFFSET  0x40    /* PCI Express bus only */
+#define IOMMU_EMUL_MSIX_CAP_OFFSET  0x80
 #define IOMMU_EMUL_VEC_FAULT        0
 #define IOMMU_EMUL_VEC_CMD          1
 

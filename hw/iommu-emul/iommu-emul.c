@@ -27,6 +27,7 @@
 #include "hw/pci/pci_bus.h"
 #include "hw/pci/pci_ids.h"
 #include "hw/pci/msix.h"
+#include "hw/pci/pcie.h"
 #include "hw/qdev-properties.h"
 #include "hw/resettable.h"
 #include "migration/misc.h"
@@ -634,6 +635,16 @@ static void iommu_emul_fault_bh(void *opaque)
 
 /* Commands */
 
+/*
+ * MAP and UNMAP ranges: not empty, page multiples, and addr + length
+ * within 64 bits (a range may not reach 2^64 itself)
+ */
+static bool iommu_emul_range_valid(uint64_t addr, uint64_t length)
+{
+    return length && !((addr | length) & PAGE_MASK_EMUL) &&
+           addr + length > addr;
+}
+
 static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
 {
     IOMMUAccessFlags perm = IOMMU_NONE;
@@ -652,9 +663,7 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
     }
     if (perm == IOMMU_NONE ||
         (c->flags & ~(IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE)) ||
-        c->length == 0 || (c->addr & PAGE_MASK_EMUL) ||
-        (c->length & PAGE_MASK_EMUL) ||
-        c->addr + (c->length - 1) < c->addr) {
+        !iommu_emul_range_valid(c->addr, c->length)) {
         return IOMMU_EMUL_ST_BAD_ARG;
     }
     d = iommu_emul_find_dev(s, c->requester);
@@ -790,7 +799,7 @@ static uint16_t iommu_emul_unmap(IOMMUEmulState *s, IOMMUEmulCmd *c)
     IOMMUEmulDev *d;
     int i;
 
-    if (c->flags || c->length == 0) {
+    if (c->flags || !iommu_emul_range_valid(c->addr, c->length)) {
         return IOMMU_EMUL_ST_BAD_ARG;
     }
     d = iommu_emul_find_dev(s, c->requester);
@@ -1210,7 +1219,10 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
         if (val >= (1u << s->cmdq.size)) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_TAIL %u out of range\n",
                           __func__, val);
-            s->cmdq.error = IOMMU_EMUL_QERR_BAD_INDEX;
+            /* The first error stays until the guest clears it */
+            if (!s->cmdq.error) {
+                s->cmdq.error = IOMMU_EMUL_QERR_BAD_INDEX;
+            }
             break;
         }
         s->cmdq.tail = val;
@@ -1259,6 +1271,12 @@ static void iommu_emul_mmio_write(void *opaque, hwaddr addr, uint64_t val,
     }
 }
 
+/*
+ * A misaligned access reaches the handlers whole (.impl.unaligned: the
+ * memory core would otherwise split it into aligned pieces that each take
+ * effect), and they ignore it. Accesses of 1 or 2 bytes are invalid and
+ * ignored by the memory core (reads return 0).
+ */
 static const MemoryRegionOps iommu_emul_mmio_ops = {
     .read = iommu_emul_mmio_read,
     .write = iommu_emul_mmio_write,
@@ -1266,10 +1284,12 @@ static const MemoryRegionOps iommu_emul_mmio_ops = {
     .valid = {
         .min_access_size = 4,
         .max_access_size = 8,
+        .unaligned = true,
     },
     .impl = {
         .min_access_size = 4,
         .max_access_size = 8,
+        .unaligned = true,
     },
 };
 
@@ -1320,6 +1340,8 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
 {
     IOMMUEmulState *s = IOMMU_EMUL(pdev);
     PCIBus *bus = pci_get_bus(pdev);
+    bool ambiguous = false;
+    Error *err = NULL;
     int ret;
 
     if (!s->bus_addr || !strcmp(s->bus_addr, "iova")) {
@@ -1353,6 +1375,13 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "iommu-emul must be on the root PCI bus");
         return;
     }
+    /* We are in the QOM tree already: another one makes it ambiguous */
+    object_resolve_path_type("", TYPE_IOMMU_EMUL, &ambiguous);
+    if (ambiguous) {
+        error_setg(errp, "iommu-emul: there can be only one iommu-emul"
+                   " device per machine");
+        return;
+    }
     if (bus->iommu_ops) {
         error_setg(errp, "iommu-emul: PCI bus %s already has an IOMMU"
                    " (intel-iommu, amd-iommu or virtio-iommu?); iommu-emul"
@@ -1374,12 +1403,47 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
                      PCI_BASE_ADDRESS_SPACE_MEMORY |
                      PCI_BASE_ADDRESS_MEM_TYPE_64, &s->regs);
 
-    ret = msix_init_exclusive_bar(pdev, IOMMU_EMUL_MSIX_VECTORS,
-                                  IOMMU_EMUL_MSIX_BAR, NULL);
+    /*
+     * MSI-X in a 64-bit BAR of its own; without MSI-X on the host the
+     * guest polls (CAP.MSIX = 0, no BAR 2)
+     */
+    memory_region_init(&s->msix_bar, OBJECT(s), "iommu-emul-msix",
+                       IOMMU_EMUL_MSIX_BAR_SIZE);
+    ret = msix_init(pdev, IOMMU_EMUL_MSIX_VECTORS, &s->msix_bar,
+                    IOMMU_EMUL_MSIX_BAR, 0, &s->msix_bar, IOMMU_EMUL_MSIX_BAR,
+                    IOMMU_EMUL_MSIX_PBA_OFFSET, IOMMU_EMUL_MSIX_CAP_OFFSET,
+                    &err);
+    if (ret < 0 && ret != -ENOTSUP) {
+        error_propagate(errp, err);
+        iommu_emul_hpa_fini(s);
+        return;
+    }
+    error_free(err);
     s->msix = ret == 0;
     if (s->msix) {
+        pci_register_bar(pdev, IOMMU_EMUL_MSIX_BAR,
+                         PCI_BASE_ADDRESS_SPACE_MEMORY |
+                         PCI_BASE_ADDRESS_MEM_TYPE_64, &s->msix_bar);
         msix_vector_use(pdev, IOMMU_EMUL_VEC_FAULT);
         msix_vector_use(pdev, IOMMU_EMUL_VEC_CMD);
+    }
+
+    /*
+     * A PCI Express (root complex integrated) endpoint on a PCI Express
+     * bus, conventional PCI elsewhere; added last, so first in the list
+     */
+    if (pci_bus_is_express(bus)) {
+        ret = pcie_endpoint_cap_init(pdev, IOMMU_EMUL_PCIE_CAP_OFFSET);
+        if (ret < 0) {
+            error_setg(errp, "cannot add the PCI Express capability");
+            if (s->msix) {
+                msix_uninit(pdev, &s->msix_bar, &s->msix_bar);
+            }
+            iommu_emul_hpa_fini(s);
+            return;
+        }
+    } else {
+        pdev->cap_present &= ~QEMU_PCI_CAP_EXPRESS;
     }
 
     qemu_mutex_init(&s->mutex);
@@ -1430,8 +1494,11 @@ static void iommu_emul_exit(PCIDevice *pdev)
         }
     }
     qemu_bh_delete(s->fault_bh);
+    if (pci_is_express(pdev)) {
+        pcie_cap_exit(pdev);
+    }
     if (s->msix) {
-        msix_uninit_exclusive_bar(pdev);
+        msix_uninit(pdev, &s->msix_bar, &s->msix_bar);
     }
     g_hash_table_destroy(s->pins);
     g_hash_table_destroy(s->discard_pending);
@@ -1490,26 +1557,53 @@ static void iommu_emul_instance_init(Object *obj)
     static const struct {
         const char *name;
         size_t offset;
+        const char *desc;
     } counters[] = {
-        { "mappings", offsetof(IOMMUEmulState, mappings) },
-        { "pinned-pages", offsetof(IOMMUEmulState, pinned_pages) },
-        { "maps", offsetof(IOMMUEmulState, maps) },
-        { "unmaps", offsetof(IOMMUEmulState, unmaps) },
-        { "faults", offsetof(IOMMUEmulState, faults) },
-        { "invalidations", offsetof(IOMMUEmulState, invalidations) },
-        { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards) },
-        { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards) },
+        { "mappings", offsetof(IOMMUEmulState, mappings),
+          "Mappings that exist now (read-only counter)" },
+        { "pinned-pages", offsetof(IOMMUEmulState, pinned_pages),
+          "Distinct 4 KiB guest pages pinned now (read-only counter)" },
+        { "maps", offsetof(IOMMUEmulState, maps),
+          "Successful MAP commands since start (read-only counter)" },
+        { "unmaps", offsetof(IOMMUEmulState, unmaps),
+          "Mappings removed by UNMAP, DETACH or reset since start"
+          " (read-only counter)" },
+        { "faults", offsetof(IOMMUEmulState, faults),
+          "Fault records generated for blocked DMA since start"
+          " (read-only counter)" },
+        { "invalidations", offsetof(IOMMUEmulState, invalidations),
+          "Invalidations sent to IOMMU notifiers since start"
+          " (read-only counter)" },
+        { "vetoed-discards", offsetof(IOMMUEmulState, vetoed_discards),
+          "Host pages a discard (balloon, free page reporting, virtio-mem)"
+          " skipped because they were pinned, since start"
+          " (read-only counter)" },
+        { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards),
+          "Host pages ballooned while pinned and discarded when unpinned,"
+          " since start (read-only counter)" },
     };
     int i;
+
+    /*
+     * A hybrid device: PCI Express on a PCI Express bus. Realize clears
+     * this on a conventional bus; it must be set before the PCI core
+     * sizes the configuration space.
+     */
+    PCI_DEVICE(obj)->cap_present |= QEMU_PCI_CAP_EXPRESS;
 
     for (i = 0; i < ARRAY_SIZE(counters); i++) {
         object_property_add_uint64_ptr(obj, counters[i].name,
                                        (uint64_t *)((char *)obj +
                                                     counters[i].offset),
                                        OBJ_PROP_FLAG_READ);
+        object_property_set_description(obj, counters[i].name,
+                                        counters[i].desc);
     }
     object_property_add(obj, "pinned-bytes", "uint64",
                         iommu_emul_get_pinned_bytes, NULL, NULL, NULL);
+    object_property_set_description(obj, "pinned-bytes",
+                                    "Bytes pinned now, pinned-pages x 4096"
+                                    " (read-only counter)");
 }
 
 static const Property iommu_emul_properties[] = {
@@ -2042,6 +2136,27 @@ static void iommu_emul_class_init(ObjectClass *klass, void *data)
     dc->vmsd = &iommu_emul_vmstate;
     dc->hotpluggable = false;
     device_class_set_props(dc, iommu_emul_properties);
+    object_class_property_set_description(klass, "bus-addr",
+        "How MAP chooses bus addresses: iova (default; a per-device"
+        " allocator), gpa (the guest-physical address) or hpa (the"
+        " host-physical address of long-term pinned pages; needs io_uring"
+        " and CAP_SYS_ADMIN, blocks migration)");
+    object_class_property_set_description(klass, "max-pinned",
+        "Most guest memory pinned at any time, for all devices together"
+        " (rounded down to a multiple of 4 KiB, at least 4 KiB;"
+        " default 1G)");
+    object_class_property_set_description(klass, "max-mappings",
+        "Most mappings one device (requester) may have (at least 1;"
+        " default 4096)");
+    object_class_property_set_description(klass, "cmdq-max-log2",
+        "Largest command ring the guest may set up, as log2 of the number"
+        " of entries (1 to 15; default 8)");
+    object_class_property_set_description(klass, "faultq-max-log2",
+        "Largest fault ring the guest may set up, as log2 of the number"
+        " of entries (1 to 15; default 8)");
+    object_class_property_set_description(klass, "aperture-bits",
+        "Width in bits of the bus address space handed out (32 to 64;"
+        " default 48)");
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
 }
 

@@ -21,6 +21,7 @@
 #include "standard-headers/linux/virtio_config.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
 
 #define IOMMU_DEVFN     QPCI_DEVFN(4, 0)
@@ -253,6 +254,22 @@ static uint64_t locked_kb(Fixture *f)
     return proc_kb(f, "smaps_rollup", "Locked:");
 }
 
+/*
+ * Skip a test that needs what only a privileged run has (root's
+ * capabilities, io_uring, util-linux). With QEMU_ZC_TEST_PRIVILEGED set
+ * in the environment (for CI, which runs as root) the test fails
+ * instead, so that such a run cannot skip it unnoticed.
+ */
+static void skip_unprivileged(const char *why)
+{
+    if (getenv("QEMU_ZC_TEST_PRIVILEGED")) {
+        g_test_message("QEMU_ZC_TEST_PRIVILEGED is set, but %s", why);
+        g_test_fail();
+        return;
+    }
+    g_test_skip(why);
+}
+
 /* Tests */
 
 static void test_reset_values(const void *data)
@@ -333,6 +350,125 @@ static void test_not_hotpluggable(const void *data)
     qtest_quit(qts);
 }
 
+/* q35: the MCH's PCI Express configuration window (ECAM), bus 0 */
+#define Q35_PCIEXBAR            0x60
+#define Q35_ECAM_BASE           0xb0000000ULL
+
+static uint32_t ecam_readl(Fixture *f, int devfn, uint32_t off)
+{
+    return qtest_readl(f->qts, Q35_ECAM_BASE + (devfn << 12) + off);
+}
+
+/*
+ * Configuration space: a PCI Express integrated endpoint with a 4 KiB
+ * configuration space on q35, conventional PCI on pc; the capability list
+ * and both BARs as the spec gives them.
+ */
+static void test_pci_config(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    bool q35 = !strcmp(data, "q35");
+    uint8_t msix = IOMMU_EMUL_MSIX_CAP_OFFSET;
+    uint64_t size = 0;
+    QPCIBar bar2;
+
+    g_assert_cmphex(qpci_config_readw(f->iommu, PCI_STATUS) &
+                    PCI_STATUS_CAP_LIST, ==, PCI_STATUS_CAP_LIST);
+    if (q35) {
+        uint8_t exp = IOMMU_EMUL_PCIE_CAP_OFFSET;
+        uint16_t flags = qpci_config_readw(f->iommu, exp + PCI_EXP_FLAGS);
+        QPCIDevice *host = qpci_device_find(f->bus, 0);
+
+        g_assert_cmphex(qpci_config_readb(f->iommu, PCI_CAPABILITY_LIST), ==,
+                        exp);
+        g_assert_cmphex(qpci_config_readb(f->iommu, exp), ==, PCI_CAP_ID_EXP);
+        g_assert_cmphex(qpci_config_readb(f->iommu, exp + PCI_CAP_LIST_NEXT),
+                        ==, msix);
+        g_assert_cmphex(flags & PCI_EXP_FLAGS_VERS, ==, 2);
+        g_assert_cmphex((flags & PCI_EXP_FLAGS_TYPE) >> 4, ==,
+                        PCI_EXP_TYPE_RC_END);
+
+        /* The extended space exists (4 KiB) and has no capability */
+        qpci_config_writel(host, Q35_PCIEXBAR, Q35_ECAM_BASE | 1);
+        qpci_config_writel(host, Q35_PCIEXBAR + 4, 0);
+        g_assert_cmphex(ecam_readl(f, IOMMU_DEVFN, PCI_VENDOR_ID), ==,
+                        IOMMU_EMUL_PCI_VENDOR_ID |
+                        IOMMU_EMUL_PCI_DEVICE_ID << 16);
+        g_assert_cmphex(ecam_readl(f, IOMMU_DEVFN, exp), ==,
+                        qpci_config_readl(f->iommu, exp));
+        g_assert_cmphex(ecam_readl(f, IOMMU_DEVFN, PCI_CFG_SPACE_SIZE), ==, 0);
+        g_free(host);
+    } else {
+        g_assert_cmphex(qpci_config_readb(f->iommu, PCI_CAPABILITY_LIST), ==,
+                        msix);
+        g_assert_cmphex(qpci_find_capability(f->iommu, PCI_CAP_ID_EXP, 0), ==,
+                        0);
+    }
+
+    /* MSI-X: 2 vectors, table at 0 and PBA at 0x800 of BAR 2; the end */
+    g_assert_cmphex(qpci_config_readb(f->iommu, msix), ==, PCI_CAP_ID_MSIX);
+    g_assert_cmphex(qpci_config_readb(f->iommu, msix + PCI_CAP_LIST_NEXT), ==,
+                    0);
+    g_assert_cmphex(qpci_config_readw(f->iommu, msix + PCI_MSIX_FLAGS) &
+                    PCI_MSIX_FLAGS_QSIZE, ==, IOMMU_EMUL_MSIX_VECTORS - 1);
+    g_assert_cmphex(qpci_config_readl(f->iommu, msix + PCI_MSIX_TABLE), ==,
+                    IOMMU_EMUL_MSIX_BAR);
+    g_assert_cmphex(qpci_config_readl(f->iommu, msix + PCI_MSIX_PBA), ==,
+                    IOMMU_EMUL_MSIX_PBA_OFFSET | IOMMU_EMUL_MSIX_BAR);
+
+    /* BAR 0 and BAR 2: 4 KiB of 64-bit memory each, not prefetchable */
+    g_assert_cmphex(qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_0) & 0xf,
+                    ==, PCI_BASE_ADDRESS_SPACE_MEMORY |
+                    PCI_BASE_ADDRESS_MEM_TYPE_64);
+    g_assert_cmphex(qpci_config_readl(f->iommu, PCI_BASE_ADDRESS_2) & 0xf,
+                    ==, PCI_BASE_ADDRESS_SPACE_MEMORY |
+                    PCI_BASE_ADDRESS_MEM_TYPE_64);
+    bar2 = qpci_iomap(f->iommu, IOMMU_EMUL_MSIX_BAR, &size);
+    g_assert_cmphex(size, ==, IOMMU_EMUL_MSIX_BAR_SIZE);
+    g_assert_cmphex(bar2.addr, !=, 0);
+    fx_free(f);
+}
+
+/*
+ * Accesses that are not naturally aligned are ignored as a whole: reads
+ * return 0 and writes change nothing, whichever registers they cover.
+ */
+static void test_misaligned(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    uint64_t r = f->regs.addr;
+
+    /* Aligned 8 bytes over two 32-bit registers act on both */
+    g_assert_cmphex(qtest_readq(f->qts, r + A_MAGIC), ==,
+                    IOMMU_EMUL_MAGIC |
+                    (uint64_t)IOMMU_EMUL_VERSION << 32);
+
+    /* 8 bytes at +0x4 (VERSION and CAP) read 0 */
+    g_assert_cmphex(qtest_readq(f->qts, r + A_VERSION), ==, 0);
+    /* 8 bytes at +0x44 (CMDQ_BASE high half, CMDQ_SIZE) write nothing */
+    wr64(f, A_CMDQ_BASE, 0x12345000ULL);
+    wr32(f, A_CMDQ_SIZE, 3);
+    qtest_writeq(f->qts, r + A_CMDQ_BASE + 4, 0x0000000500000007ULL);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, 0x12345000ULL);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 3);
+    g_assert_cmphex(qtest_readq(f->qts, r + A_CMDQ_BASE + 4), ==, 0);
+    /* 4 bytes at +0x2 and +0x42 */
+    g_assert_cmphex(qtest_readl(f->qts, r + A_MAGIC + 2), ==, 0);
+    qtest_writel(f->qts, r + A_CMDQ_BASE + 2, 0xffffffff);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, 0x12345000ULL);
+    /* 1 and 2 bytes, even aligned */
+    g_assert_cmphex(qtest_readw(f->qts, r + A_MAGIC), ==, 0);
+    g_assert_cmphex(qtest_readb(f->qts, r + A_MAGIC), ==, 0);
+    qtest_writeb(f->qts, r + A_CMDQ_SIZE, 5);
+    qtest_writew(f->qts, r + A_CMDQ_SIZE, 5);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 3);
+    /* A misaligned write to CTRL does not start the ring */
+    qtest_writeq(f->qts, r + A_CTRL - 4, 0x0000000300000000ULL);
+    g_assert_cmphex(rd32(f, A_CTRL), ==, 0);
+    g_assert_cmphex(rd32(f, A_STATUS), ==, 0);
+    fx_free(f);
+}
+
 /* Before SET_MODE, a requester's bus addresses are guest-physical */
 static void test_bypass(const void *data)
 {
@@ -406,9 +542,14 @@ static void test_map_dma(const void *data)
 static void test_fault_unmapped(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
+    uint32_t i;
     Fault x;
 
+    /* MSI-X on, vector 0 masked: a delivery shows as its pending bit */
+    qpci_msix_enable(f->iommu);
+    g_assert(qpci_msix_masked(f->iommu, IOMMU_EMUL_VEC_FAULT));
     translate_on(f);
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
     /* Bus address == GPA of a page with known contents, but unmapped */
     fill(f, DATA_GPA, 0xa5, PAGE);
     edu_load(f, DATA_GPA + PAGE, 0xff, DATA_GPA + PAGE); /* faults: read */
@@ -430,12 +571,27 @@ static void test_fault_unmapped(const void *data)
     g_assert_cmphex(x.addr, ==, DATA_GPA);
     g_assert_cmpuint(x.seq, ==, 2);
     g_assert_cmpuint(qom_u64(f, "faults"), ==, 2);
-    /* The MSI-X pending bit of vector 0 (MSI-X is off: not delivered) */
+    /* Vector 0 was raised for the records; nothing overflowed */
+    g_assert(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_FAULT));
+    g_assert_false(qpci_msix_pending(f->iommu, IOMMU_EMUL_VEC_CMD));
     g_assert_cmphex(rd32(f, A_FAULT_OVERFLOW), ==, 0);
 
-    /* The guest consumes the records */
+    /*
+     * The guest consumes the two records: the ring (8 entries, 7 usable)
+     * has room for 7 new ones again, where 5 would fit without the
+     * FAULTQ_HEAD write. An 8th fault overflows.
+     */
     wr32(f, A_FAULTQ_HEAD, 2);
-    g_assert_cmpuint(rd32(f, A_FAULTQ_HEAD), ==, 2);
+    for (i = 0; i < 8; i++) {
+        edu_dma(f, DATA_GPA + (2 + i) * PAGE, 8, true);
+    }
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(rd32(f, A_FAULT_OVERFLOW), ==, 1);
+    for (i = 0; i < 7; i++) {
+        x = fault_at(f, (2 + i) % (1u << FAULTQ_LOG2));
+        g_assert_cmphex(x.addr, ==, DATA_GPA + (2 + i) * PAGE);
+        g_assert_cmpuint(x.seq, ==, 3 + i);
+    }
     fx_free(f);
 }
 
@@ -490,6 +646,47 @@ static void test_unmap(const void *data)
     g_assert_cmpuint(qom_u64(f, "unmaps"), ==, 1);
     g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 1);
     g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    fx_free(f);
+}
+
+/*
+ * UNMAP checks its arguments as MAP does (BAD_ARG), before the requester
+ * (NO_DEVICE) and the lookup (NOT_FOUND); a refused UNMAP removes nothing.
+ */
+static void test_unmap_args(const void *data)
+{
+    Fixture *f = fx_start(data, NULL);
+    const uint16_t bad_rid = 0x1234;
+    uint64_t bus;
+
+    bus = map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    /* Not page multiples, empty, past 2^64, reserved flags */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus + 8,
+                        2 * PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus,
+                        2 * PAGE - 8, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, ~0xfffULL, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 1, EDU_RID, bus, 2 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    /* BAD_ARG before NO_DEVICE before NOT_FOUND */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, bad_rid, bus + 8,
+                        2 * PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, bad_rid, bus, 2 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NO_DEVICE);
+    /* Well formed but not exactly one mapping */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus + PAGE, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 3 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    g_assert_cmpuint(qom_u64(f, "unmaps"), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, 2 * PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, 0);
     fx_free(f);
 }
 
@@ -610,6 +807,20 @@ static void test_max_pinned(const void *data)
     fx_free(f);
 }
 
+/* max-pinned is rounded down to a multiple of 4 KiB */
+static void test_max_pinned_rounding(const void *data)
+{
+    Fixture *f = fx_start(data, ",max-pinned=12287");
+
+    g_assert_cmphex(rd64(f, A_MAX_PINNED), ==, 2 * PAGE);
+    map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, IOMMU_EMUL_MAP_READ, EDU_RID,
+                        DATA_GPA + 2 * PAGE, PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+    fx_free(f);
+}
+
 /*
  * RLIMIT_MEMLOCK: QEMU runs with a 64 KiB limit and without CAP_IPC_LOCK
  * (the tests run as root, which would ignore the limit), through
@@ -635,9 +846,9 @@ static void test_memlock(const void *data)
     if (!g_spawn_command_line_sync(MEMLOCK_WRAP " true", NULL, NULL,
                                    &status, NULL) ||
         !WIFEXITED(status) || WEXITSTATUS(status)) {
-        g_test_skip("cannot run QEMU under prlimit/setpriv without"
-                    " CAP_IPC_LOCK here (util-linux missing, or no"
-                    " CAP_SETPCAP)");
+        skip_unprivileged("cannot run QEMU under prlimit/setpriv without"
+                          " CAP_IPC_LOCK here (util-linux missing, or no"
+                          " CAP_SETPCAP)");
         return;
     }
     g_setenv("IOMMU_EMUL_TEST_MEMLOCK_QEMU", wrapped, true);
@@ -699,9 +910,17 @@ static void test_bad_commands(const void *data)
                         NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw | 0x100, EDU_RID, DATA_GPA,
                         PAGE, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    /* addr + length is exactly 2^64: it does not fit in 64 bits */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 1ULL << 63,
+                        1ULL << 63, 0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, ~0xfffULL, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_BAD_ARG);
     /* huge length */
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 0,
                         1ULL << 62, 0, NULL), ==, IOMMU_EMUL_ST_PIN_LIMIT);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, EDU_RID, 1ULL << 63,
+                        (1ULL << 63) - PAGE, 0, NULL), ==,
+                    IOMMU_EMUL_ST_PIN_LIMIT);
     /* no such requester */
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, rw, QPCI_DEVFN(31, 7) | 0x700,
                         DATA_GPA, PAGE, 0, NULL), ==,
@@ -814,6 +1033,124 @@ static void test_bad_rings(const void *data)
     fx_free(f);
 }
 
+/* A command entry with @op and @flags at index @idx, status cleared */
+static void put_entry(Fixture *f, uint32_t idx, uint16_t op, uint16_t flags)
+{
+    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
+
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
+    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
+    qtest_memwrite(f->qts, CMDQ_GPA + idx * IOMMU_EMUL_CMD_SIZE, e,
+                   sizeof(e));
+}
+
+static uint16_t entry_status(Fixture *f, uint32_t idx)
+{
+    return qtest_readw(f->qts, CMDQ_GPA + idx * IOMMU_EMUL_CMD_SIZE +
+                       IOMMU_EMUL_CMD_STATUS);
+}
+
+static void bus_master(Fixture *f, bool on)
+{
+    uint16_t c = qpci_config_readw(f->iommu, PCI_COMMAND);
+
+    qpci_config_writew(f->iommu, PCI_COMMAND,
+                       on ? c | PCI_COMMAND_MASTER : c & ~PCI_COMMAND_MASTER);
+}
+
+/*
+ * Ring registers and errors: SIZE and BASE store any value until the
+ * ring is turned on; BAD_SIZE is checked before BAD_BASE; turning a ring
+ * on replaces its error with the result of the check; a pending command
+ * ring error stays until cleared, whatever CMDQ_TAIL the guest writes.
+ */
+static void test_ring_errors(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, NULL);
+    const uint32_t ring_on = R_STATUS_CMDQ_ON_MASK;
+
+    /* Any value is stored, and checked only when the ring is turned on */
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA + 8);
+    wr32(f, A_CMDQ_SIZE, 0xdeadbeef);
+    wr64(f, A_FAULTQ_BASE, 0xfec00000ULL);
+    wr32(f, A_FAULTQ_SIZE, 0x80000001);
+    g_assert_cmphex(rd64(f, A_CMDQ_BASE), ==, CMDQ_GPA + 8);
+    g_assert_cmphex(rd32(f, A_CMDQ_SIZE), ==, 0xdeadbeef);
+    g_assert_cmphex(rd64(f, A_FAULTQ_BASE), ==, 0xfec00000ULL);
+    g_assert_cmphex(rd32(f, A_FAULTQ_SIZE), ==, 0x80000001);
+    /* Bad size and bad base: BAD_SIZE */
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+    wr32(f, A_CMDQ_SIZE, 0);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_SIZE);
+
+    /* Turning on again replaces the pending error with the new result */
+    wr32(f, A_CMDQ_SIZE, CMDQ_LOG2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_BASE);
+    wr64(f, A_CMDQ_BASE, CMDQ_GPA);
+    wr64(f, A_FAULTQ_BASE, FAULTQ_GPA);
+    wr32(f, A_FAULTQ_SIZE, FAULTQ_LOG2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+    g_assert_cmphex(rd32(f, A_STATUS), ==,
+                    R_STATUS_CMDQ_ON_MASK | R_STATUS_FAULTQ_ON_MASK);
+
+    /* A DMA error: the entry cannot be read with bus mastering off */
+    put_entry(f, 0, IOMMU_EMUL_OP_SYNC, 0);
+    bus_master(f, false);
+    wr32(f, A_CMDQ_TAIL, 1);
+    bus_master(f, true);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    /* Enabling a ring that is on changes nothing, the error stays */
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    g_assert_cmphex(rd32(f, A_STATUS) & (ring_on | R_STATUS_CMDQ_ERR_MASK),
+                    ==, ring_on | R_STATUS_CMDQ_ERR_MASK);
+
+    /* A tail out of range while the error is pending: dropped, DMA stays */
+    wr32(f, A_CMDQ_TAIL, 1u << CMDQ_LOG2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 1);
+    /* A tail in range is stored; nothing runs until the error is cleared */
+    put_entry(f, 1, IOMMU_EMUL_OP_SYNC, 0);
+    wr32(f, A_CMDQ_TAIL, 2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    g_assert_cmphex(entry_status(f, 0), ==, 0);
+    g_assert_cmphex(entry_status(f, 1), ==, 0);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_DMA);
+    wr32(f, A_CMDQ_ERROR, 0);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 2);
+    g_assert_cmphex(entry_status(f, 0), ==, IOMMU_EMUL_STATUS_DONE);
+    g_assert_cmphex(entry_status(f, 1), ==, IOMMU_EMUL_STATUS_DONE);
+
+    /* Without a pending error, a tail out of range sets BAD_INDEX */
+    wr32(f, A_CMDQ_TAIL, 1u << CMDQ_LOG2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_INDEX);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 2);
+    /* Off: error and indices stay; on again: a fresh start */
+    wr32(f, A_CTRL, R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmphex(rd32(f, A_STATUS), ==,
+                    R_STATUS_CMDQ_ERR_MASK | R_STATUS_FAULTQ_ON_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_BAD_INDEX);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 2);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 2);
+    wr32(f, A_CTRL, R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmpuint(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 0);
+    g_assert_cmpuint(rd32(f, A_CMDQ_TAIL), ==, 0);
+    put_entry(f, 0, IOMMU_EMUL_OP_SYNC, 0);
+    wr32(f, A_CMDQ_TAIL, 1);
+    g_assert_cmpuint(rd32(f, A_CMDQ_HEAD), ==, 1);
+    g_assert_cmphex(entry_status(f, 0), ==, IOMMU_EMUL_STATUS_DONE);
+    fx_free(f);
+}
+
 static void test_fault_ring_full(const void *data)
 {
     Fixture *f = fx_start(data, NULL);
@@ -870,6 +1207,63 @@ static void test_gpa_mode(const void *data)
     fill(f, DATA_GPA, 0, PAGE);
     edu_dma(f, DATA_GPA, PAGE, true);       /* bypass again */
     g_assert(all_eq(f, DATA_GPA, 0x6b, PAGE));
+    fx_free(f);
+}
+
+/*
+ * gpa mode: where several mappings cover a page, their permissions add
+ * up; UNMAP removes the most recent one; QUERY reports the oldest one.
+ */
+static void test_gpa_perm(const void *data)
+{
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    CmdOut out;
+    Fault x;
+
+    translate_on(f);
+    fill(f, DATA_GPA, 0x3a, PAGE);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    DATA_GPA);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_WRITE), ==,
+                    DATA_GPA);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    /* Read through the first mapping, write through the second */
+    edu_dma(f, DATA_GPA, PAGE, false);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0x3a, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 0);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, DATA_GPA + 4, 0,
+                        0, &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.flags, ==, IOMMU_EMUL_QUERY_READ |
+                    IOMMU_EMUL_QUERY_TRANSLATE);
+    g_assert_cmphex(out.addr, ==, DATA_GPA + 4);
+
+    /* UNMAP takes the write mapping: writes fault (permission), reads go */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, DATA_GPA, PAGE,
+                        0, NULL), ==, IOMMU_EMUL_ST_OK);
+    fill(f, DATA_GPA, 0x5b, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, false);
+    fill(f, DATA_GPA, 0, PAGE);
+    edu_dma(f, DATA_GPA, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA, 0, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    x = fault_at(f, 0);
+    g_assert_cmpuint(x.access, ==, IOMMU_EMUL_ACCESS_WRITE);
+    g_assert_cmpuint(x.reason, ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmphex(x.addr, ==, DATA_GPA);
+
+    /* Overlapping ranges: the shared page gets both permissions */
+    map(f, DATA_GPA + PAGE, 2 * PAGE, IOMMU_EMUL_MAP_WRITE);
+    g_assert_cmphex(map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    DATA_GPA);
+    fill(f, DATA_GPA + PAGE, 0x6c, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, false);
+    fill(f, DATA_GPA + PAGE, 0, PAGE);
+    edu_dma(f, DATA_GPA + PAGE, PAGE, true);
+    g_assert(all_eq(f, DATA_GPA + PAGE, 0x6c, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 3);
     fx_free(f);
 }
 
@@ -1650,6 +2044,8 @@ static void test_bad_config(const void *data)
     g_autofree char *a = NULL;
     g_autofree char *b = NULL;
     g_autofree char *c = NULL;
+    g_autofree char *d = NULL;
+    g_autofree char *e = NULL;
 
     a = g_strdup_printf("-machine %s -device virtio-iommu-pci"
                         " -device iommu-emul", (const char *)data);
@@ -1660,6 +2056,12 @@ static void test_bad_config(const void *data)
     c = g_strdup_printf("-machine %s -device iommu-emul,bus-addr=foo",
                         (const char *)data);
     expect_fail(c, "bus-addr must be iova, gpa or hpa");
+    d = g_strdup_printf("-machine %s -device iommu-emul -device iommu-emul",
+                        (const char *)data);
+    expect_fail(d, "only one iommu-emul device per machine");
+    e = g_strdup_printf("-machine %s -device iommu-emul,max-pinned=4095",
+                        (const char *)data);
+    expect_fail(e, "max-pinned at least 4 KiB");
 }
 
 /*
@@ -1677,14 +2079,15 @@ static void test_bad_config(const void *data)
 static bool hpa_skip_no_io_uring(void)
 {
 #ifndef CONFIG_LINUX_IO_URING
-    g_test_skip("QEMU is built without io_uring: bus-addr=hpa is refused");
+    skip_unprivileged("QEMU is built without io_uring: bus-addr=hpa is"
+                      " refused");
     return true;
 #else
     g_autofree char *dis = NULL;
 
     if (g_file_get_contents("/proc/sys/kernel/io_uring_disabled", &dis,
                             NULL, NULL) && atoi(dis) == 2) {
-        g_test_skip("io_uring is disabled on this host");
+        skip_unprivileged("io_uring is disabled on this host");
         return true;
     }
     return false;
@@ -1716,8 +2119,8 @@ static bool hpa_skip(void)
         return true;
     }
     if (!hpa_pfns_readable()) {
-        g_test_skip("reading PFNs from /proc/PID/pagemap needs"
-                    " CAP_SYS_ADMIN (run as root)");
+        skip_unprivileged("reading PFNs from /proc/PID/pagemap needs"
+                          " CAP_SYS_ADMIN (run as root)");
         return true;
     }
     return false;
@@ -2110,6 +2513,62 @@ static void test_hpa_memfd_twice(const void *data)
 }
 
 /*
+ * THP-backed guest RAM (anonymous; QEMU advises MADV_HUGEPAGE): the
+ * kernel charges a huge page to VmPin in full, once, to the first mapping
+ * that pins part of it, and drops the charge with that mapping even while
+ * other mappings still pin the huge page.
+ */
+static void test_hpa_thp(const void *data)
+{
+    Fixture *f;
+    uint64_t ram, v0, a1, a2, b, huge_kb;
+
+    if (hpa_skip()) {
+        return;
+    }
+    f = hpa_start(data, &ram);
+    fill(f, DATA_GPA, 0x71, 2 * PAGE);
+    huge_kb = hpa_charged_pages(hpa_of(f, ram, DATA_GPA) / PAGE) *
+              (PAGE / 1024);
+    if (huge_kb == PAGE / 1024) {
+        g_test_skip("guest RAM is not in a transparent huge page here"
+                    " (THP disabled, or none could be allocated)");
+        fx_free(f);
+        return;
+    }
+    v0 = vmpin_kb(f);
+
+    /* Page A twice and page B of the same huge page: charged once */
+    a1 = hpa_map(f, DATA_GPA, PAGE);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + huge_kb);
+    a2 = hpa_map(f, DATA_GPA, PAGE);
+    b = hpa_map(f, DATA_GPA + PAGE, PAGE);
+    g_test_message("huge page of %" PRIu64 " kB; 3 mappings of 2 of its"
+                   " pages: VmPin %" PRIu64 " -> %" PRIu64 " kB", huge_kb,
+                   v0, vmpin_kb(f));
+    g_assert_cmphex(a2, ==, a1);
+    g_assert_cmphex(b, ==, a1 + PAGE);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + huge_kb);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 2);
+
+    /* UNMAP takes the most recent mapping of A, which was not charged */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, a1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0 + huge_kb);
+    /* The charged one: VmPin drops although B still pins the huge page */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, a1, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, PAGE);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, b, PAGE, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(vmpin_kb(f), ==, v0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    fx_free(f);
+}
+
+/*
  * When the host refuses a long-term pin (here: all 16384 io_uring buffer
  * slots are taken), and when max-pinned is reached, MAP fails with
  * PIN_LIMIT and leaves nothing behind. Memfd RAM: 4 KiB pages.
@@ -2197,7 +2656,7 @@ static void test_hpa_no_pfn(const void *data)
     }
     if (hpa_pfns_readable()) {
         if (!setpriv) {
-            g_test_skip("setpriv(1) is needed to drop capabilities");
+            skip_unprivileged("setpriv(1) is needed to drop capabilities");
             return;
         }
         drop = g_strdup_printf("%s --bounding-set=-all --inh-caps=-all"
@@ -2218,6 +2677,69 @@ static void test_hpa_no_pfn(const void *data)
     g_assert_nonnull(strstr(err, "cannot read host-physical addresses"));
 }
 
+/* Properties of device @type and their descriptions ("" if none) */
+static GHashTable *device_props(QTestState *qts, const char *type)
+{
+    GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                              g_free, g_free);
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device-list-properties',"
+                            " 'arguments': {'typename': %s}}", type);
+    const QListEntry *e;
+
+    g_assert(qdict_haskey(resp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(resp, "return"), e) {
+        QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+        const char *desc = qdict_haskey(prop, "description") ?
+                           qdict_get_str(prop, "description") : "";
+
+        g_hash_table_insert(names, g_strdup(qdict_get_str(prop, "name")),
+                            g_strdup(desc));
+    }
+    qobject_unref(resp);
+    return names;
+}
+
+/*
+ * Every property of iommu-emul's own (configuration and counters, not
+ * the generic PCI ones that edu has too) has a description, so that
+ * "-device iommu-emul,help" explains it.
+ */
+static void test_property_descriptions(void)
+{
+    static const char *const documented[] = {
+        "bus-addr", "max-pinned", "max-mappings", "cmdq-max-log2",
+        "faultq-max-log2", "aperture-bits", "mappings", "pinned-pages",
+        "pinned-bytes", "maps", "unmaps", "faults", "invalidations",
+        "vetoed-discards", "deferred-discards",
+    };
+    QTestState *qts = qtest_init("-machine none");
+    g_autoptr(GHashTable) own = device_props(qts, "iommu-emul");
+    g_autoptr(GHashTable) pci = device_props(qts, "edu");
+    GHashTableIter iter;
+    const char *name, *desc;
+    int i, n = 0;
+
+    for (i = 0; i < ARRAY_SIZE(documented); i++) {
+        g_assert(g_hash_table_contains(own, documented[i]));
+        g_assert_false(g_hash_table_contains(pci, documented[i]));
+    }
+    g_hash_table_iter_init(&iter, own);
+    while (g_hash_table_iter_next(&iter, (gpointer *)&name,
+                                  (gpointer *)&desc)) {
+        if (g_hash_table_contains(pci, name)) {
+            continue;
+        }
+        if (!*desc) {
+            g_test_message("iommu-emul property '%s' has no description",
+                           name);
+        }
+        g_assert_cmpstr(desc, !=, "");
+        n++;
+    }
+    g_assert_cmpint(n, >=, ARRAY_SIZE(documented));
+    qtest_quit(qts);
+}
+
 static void add(const char *machine, const char *name,
                 void (*fn)(const void *))
 {
@@ -2233,23 +2755,31 @@ int main(int argc, char **argv)
     int i;
 
     g_test_init(&argc, &argv, NULL);
+    qtest_add_func("/iommu-emul/property-descriptions",
+                   test_property_descriptions);
     for (i = 0; i < ARRAY_SIZE(machines); i++) {
         add(machines[i], "reset-values", test_reset_values);
         add(machines[i], "no-hotplug", test_not_hotpluggable);
+        add(machines[i], "pci-config", test_pci_config);
+        add(machines[i], "misaligned", test_misaligned);
         add(machines[i], "bypass", test_bypass);
         add(machines[i], "map-dma", test_map_dma);
         add(machines[i], "fault-unmapped", test_fault_unmapped);
         add(machines[i], "read-only", test_readonly);
         add(machines[i], "unmap", test_unmap);
+        add(machines[i], "unmap-args", test_unmap_args);
         add(machines[i], "detach", test_detach);
         add(machines[i], "refcount", test_refcount);
         add(machines[i], "pinned-locked", test_pinned_locked);
         add(machines[i], "max-pinned", test_max_pinned);
+        add(machines[i], "max-pinned-rounding", test_max_pinned_rounding);
         add(machines[i], "memlock", test_memlock);
         add(machines[i], "bad-commands", test_bad_commands);
         add(machines[i], "bad-rings", test_bad_rings);
+        add(machines[i], "ring-errors", test_ring_errors);
         add(machines[i], "fault-ring-full", test_fault_ring_full);
         add(machines[i], "gpa-mode", test_gpa_mode);
+        add(machines[i], "gpa-perm", test_gpa_perm);
         add(machines[i], "bad-config", test_bad_config);
         add(machines[i], "msix", test_msix);
         add(machines[i], "msi-window", test_msi_window);
@@ -2269,6 +2799,7 @@ int main(int argc, char **argv)
         add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);
         add(machines[i], "hpa-no-pfn", test_hpa_no_pfn);
         add(machines[i], "hpa-memfd-twice", test_hpa_memfd_twice);
+        add(machines[i], "hpa-thp", test_hpa_thp);
         add(machines[i], "hpa-pin-limit", test_hpa_pin_limit);
     }
     return g_test_run();

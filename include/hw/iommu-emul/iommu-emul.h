@@ -88,6 +88,7 @@ struct IOMMUEmulState {
 
     /* Internal state */
     MemoryRegion regs;
+    MemoryRegion msix_bar;
     QemuMutex mutex;            /* translation state, pins, pending faults */
     GHashTable *as_by_bus;      /* PCIBus * -> IOMMUEmulBus */
     GHashTable *pins;           /* host page address -> pin count */
