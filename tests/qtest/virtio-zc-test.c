@@ -757,6 +757,13 @@ static void test_stall_reclaim(const void *opaque)
     g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 1);
     g_assert_cmpuint(zc_counter(&t, "offlined-bytes"), >=, len);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    /*
+     * Neither refused (no postcopy, snapshot or pin) nor failed: a forced
+     * method that cannot do it (UFFDIO_MOVE on a referenced huge page)
+     * falls back to one that can
+     */
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "offline-failed"), ==, 0);
 
     /* The guest reuses its buffer at once */
     memset(marker, 0x5a, len);
@@ -1959,10 +1966,13 @@ int main(int argc, char **argv)
     }
     /*
      * auto: UFFDIO_MOVE, or the write-protect method where the kernel
-     * refuses to move a referenced huge page; copy: the fallback without
-     * userfaultfd, with the vCPUs paused
+     * refuses to move a referenced huge page; uffd-move forced: the same
+     * fallback (guest RAM is THP-backed where the host allows it); copy:
+     * the fallback without userfaultfd, with the vCPUs paused
      */
     qtest_add_data_func("/virtio-zc/stall/reclaim", "auto",
+                        test_stall_reclaim);
+    qtest_add_data_func("/virtio-zc/stall/reclaim-uffd-move", "uffd-move",
                         test_stall_reclaim);
     qtest_add_data_func("/virtio-zc/stall/reclaim-uffd-wp", "uffd-wp",
                         test_stall_reclaim);
