@@ -32,6 +32,7 @@
 #include "qemu/timer.h"
 #include "system/ram-offline.h"
 #include "system/runstate.h"
+#include "standard-headers/linux/virtio_ring.h"
 #include "trace.h"
 
 #ifdef CONFIG_LINUX
@@ -674,6 +675,44 @@ static int virtio_zc_parse(VirtIOZCQueue *q, VirtIOZCReq *req)
     return -1;
 }
 
+/*
+ * Whether the driver's avail.idx is at most the queue size ahead of the
+ * next request the device takes; if not, the device needs a reset. The
+ * virtio core checks this only when its cached copy of avail.idx is used
+ * up, so a driver that moves the index while requests wait behind
+ * max-inflight would have the device take stale chains, possibly the
+ * same chain again and again. Read avail.idx afresh before each request.
+ */
+static bool virtio_zc_avail_ok(VirtIOZCQueue *q)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(q->s);
+    hwaddr pa = virtio_queue_get_avail_addr(vdev, q->index);
+    int num = virtio_queue_get_num(vdev, q->index);
+    uint16_t avail, last;
+    MemTxResult res;
+
+    /* A packed ring has no index; an absent ring has nothing to take */
+    if (virtio_vdev_has_feature(vdev, VIRTIO_F_RING_PACKED) || !pa) {
+        return true;
+    }
+    avail = address_space_lduw_le(vdev->dma_as,
+                                  pa + offsetof(struct vring_avail, idx),
+                                  MEMTXATTRS_UNSPECIFIED, &res);
+    last = virtio_queue_get_last_avail_idx(vdev, q->index);
+    if (res != MEMTX_OK) {
+        virtio_error(vdev, "virtio-zc: transmitq%u: cannot read avail.idx",
+                     q->index);
+        return false;
+    }
+    if ((uint16_t)(avail - last) > num) {
+        virtio_error(vdev, "virtio-zc: transmitq%u: guest moved avail.idx "
+                     "to %u, %u entries ahead of the device (queue size %d)",
+                     q->index, avail, (uint16_t)(avail - last), num);
+        return false;
+    }
+    return true;
+}
+
 /* Take requests from @q's ring, up to max-inflight held by this queue */
 static void virtio_zc_process(VirtIOZCQueue *q)
 {
@@ -683,10 +722,12 @@ static void virtio_zc_process(VirtIOZCQueue *q)
     VirtIOZCReq *req;
     int status;
 
-    if (!virtio_device_started(vdev, vdev->status) || !vdev->vm_running) {
+    /* A device that needs a reset takes nothing more */
+    if (!virtio_device_started(vdev, vdev->status) || !vdev->vm_running ||
+        virtio_device_disabled(vdev)) {
         return;
     }
-    while (q->inflight < s->max_inflight &&
+    while (q->inflight < s->max_inflight && virtio_zc_avail_ok(q) &&
            (elem = virtqueue_pop(q->vq, sizeof(VirtQueueElement)))) {
         trace_virtio_zc_handle_tx(q->index, elem->out_num, elem->in_num);
         s->stat_requests++;

@@ -394,6 +394,34 @@ static uint8_t zc_simple(ZC *t, uint64_t hdr, uint64_t data, uint32_t len)
     return qtest_readb(t->qts, st);
 }
 
+/* Post header + data + status on @vq; returns the status address */
+static uint64_t zc_post_req(ZC *t, QVirtQueue *vq, uint64_t tag,
+                            uint64_t data, uint32_t len)
+{
+    uint64_t hdr = zc_hdr(t, 0, 0, tag);
+    uint64_t st = zc_status_buf(t);
+
+    zc_post_vq(t, vq, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                                 { st, 1, true } }, 3);
+    return st;
+}
+
+static uint8_t zc_status(ZC *t)
+{
+    return t->dev->vdev.bus->get_status(&t->dev->vdev);
+}
+
+/* Reset the device and set transmitq0 up again (num-queues=1 only) */
+static void zc_reinit(ZC *t)
+{
+    g_assert_cmpint(t->nq, ==, 1);
+    qvirtqueue_cleanup(t->dev->vdev.bus, t->vq, &t->alloc);
+    qvirtio_start_device(&t->dev->vdev);
+    qvirtio_set_features(&t->dev->vdev, 1ull << VIRTIO_F_VERSION_1);
+    t->vq = qvirtqueue_setup(&t->dev->vdev, &t->alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(&t->dev->vdev);
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 static void test_pci_identity(const void *data)
@@ -964,11 +992,7 @@ static void test_reset_stalled(void)
     g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
 
     /* Re-initialise and send again */
-    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
-    qvirtio_start_device(&t.dev->vdev);
-    qvirtio_set_features(&t.dev->vdev, 1ull << VIRTIO_F_VERSION_1);
-    t.vq = qvirtqueue_setup(&t.dev->vdev, &t.alloc, VIRTIO_ZC_TXQ);
-    qvirtio_set_driver_ok(&t.dev->vdev);
+    zc_reinit(&t);
     {
         uint64_t hdr = zc_hdr(&t, 0, 0, 9);
         uint64_t s0 = zc_status_buf(&t);
@@ -1116,6 +1140,86 @@ static void test_max_inflight(void)
                          VIRTIO_ZC_S_RECLAIMED);
     }
     g_assert_cmpuint(zc_counter(&t, "completed"), ==, 4);
+    zc_stop(&t);
+}
+
+/* Move transmitq0's avail.idx @by entries forward, and notify */
+static void zc_avail_jump(ZC *t, uint16_t by)
+{
+    uint16_t idx = qtest_readw(t->qts, t->vq->avail + 2);
+
+    qtest_writew(t->qts, t->vq->avail + 2, idx + by);
+    t->dev->vdev.bus->virtqueue_kick(&t->dev->vdev, t->vq);
+}
+
+/* Wait until the device asks for a reset */
+static void zc_wait_needs_reset(ZC *t)
+{
+    gint64 start = g_get_monotonic_time();
+
+    while (!(zc_status(t) & VIRTIO_CONFIG_S_NEEDS_RESET)) {
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The driver moves avail.idx more than the queue size ahead of the
+ * device: DEVICE_NEEDS_RESET, and the device takes no chain it was not
+ * given. First while a request waits behind max-inflight (the device
+ * resumes such requests when one completes), then with none waiting.
+ */
+static void test_avail_jump(void)
+{
+    size_t len = 64 * 1024;
+    uint64_t data, st[2];
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,max-inflight=1,"
+             "timeout-ms=100", STALL_SNDBUF);
+    data = zc_data(&t, len, 4);
+    for (i = 0; i < 2; i++) {
+        st[i] = zc_post_req(&t, t.vq, i, data, len);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+    zc_avail_jump(&t, t.vq->size + 190);
+
+    /*
+     * The request in flight times out and completes as usual; before it
+     * takes the next one, the device finds the jump. It takes nothing
+     * more, not even the request that waited.
+     */
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st[0]), ==, VIRTIO_ZC_S_RECLAIMED);
+    zc_wait_needs_reset(&t);
+    for (i = 0; i < 3; i++) {
+        qtest_clock_step(t.qts, 150 * SCALE_MS);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "sent"), <=, 1);
+    g_assert_cmpuint(qtest_readb(t.qts, st[1]), ==, 0xff);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+
+    /* The same jump with no request waiting */
+    zc_reinit(&t);
+    zc_avail_jump(&t, t.vq->size + 190);
+    zc_wait_needs_reset(&t);
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+
+    /* After a reset the device works */
+    zc_reinit(&t);
+    qvirtqueue_reset_pool(t.vq);
+    st[0] = zc_post_req(&t, t.vq, 9, data, len);
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st[0]), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 2);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 2);
     zc_stop(&t);
 }
 
@@ -1271,33 +1375,17 @@ static void test_outside_ram(void)
     st = zc_status_buf(&t);
     zc_post(&t, (Desc[]) { { hdr, 16, false }, { far, 65536, false },
                            { st, 1, true } }, 3);
-    status = t.dev->vdev.bus->get_status(&t.dev->vdev);
+    status = zc_status(&t);
     g_assert(status & VIRTIO_CONFIG_S_NEEDS_RESET);
     g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
 
     /* QEMU is alive and the device recovers after a reset */
-    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
-    qvirtio_start_device(&t.dev->vdev);
-    qvirtio_set_features(&t.dev->vdev, 1ull << VIRTIO_F_VERSION_1);
-    t.vq = qvirtqueue_setup(&t.dev->vdev, &t.alloc, VIRTIO_ZC_TXQ);
-    qvirtio_set_driver_ok(&t.dev->vdev);
+    zc_reinit(&t);
     data = zc_data(&t, 100, 1);
     g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
                      VIRTIO_ZC_S_OK);
     g_free(recv_msg(&t, 1, 2, 100));
     zc_stop(&t);
-}
-
-/* Post header + data + status on @vq; returns the status address */
-static uint64_t zc_post_req(ZC *t, QVirtQueue *vq, uint64_t tag,
-                            uint64_t data, uint32_t len)
-{
-    uint64_t hdr = zc_hdr(t, 0, 0, tag);
-    uint64_t st = zc_status_buf(t);
-
-    zc_post_vq(t, vq, (Desc[]) { { hdr, 16, false }, { data, len, false },
-                                 { st, 1, true } }, 3);
-    return st;
 }
 
 /*
@@ -1984,6 +2072,7 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/stall/disconnect", test_disconnect);
     qtest_add_func("/virtio-zc/stall/unplug", test_unplug_stalled);
     qtest_add_func("/virtio-zc/stall/max-inflight", test_max_inflight);
+    qtest_add_func("/virtio-zc/bad/avail-jump", test_avail_jump);
     qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
     qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
