@@ -722,8 +722,12 @@ static void virtio_zc_process(VirtIOZCQueue *q)
     VirtIOZCReq *req;
     int status;
 
-    /* A device that needs a reset takes nothing more */
-    if (!virtio_device_started(vdev, vdev->status) || !vdev->vm_running ||
+    /*
+     * Nothing before DRIVER_OK (virtio_device_started() would also be
+     * true after a notification that came before it), nor while the VM
+     * is stopped; a device that needs a reset takes nothing more.
+     */
+    if (!(vdev->status & VIRTIO_CONFIG_S_DRIVER_OK) || !vdev->vm_running ||
         virtio_device_disabled(vdev)) {
         return;
     }
@@ -893,6 +897,21 @@ static void virtio_zc_queue_reset(VirtIODevice *vdev, uint32_t queue_index)
         trace_virtio_zc_queue_reset(queue_index, q->inflight);
         virtio_zc_reclaim_all(q, true);
         virtio_zc_flush(q);
+    }
+}
+
+/*
+ * Requests made available before DRIVER_OK are taken once it is set (by
+ * the bottom half: vdev->status is updated after this hook), without
+ * waiting for another notification.
+ */
+static void virtio_zc_set_status(VirtIODevice *vdev, uint8_t status)
+{
+    VirtIOZC *s = VIRTIO_ZC(vdev);
+
+    if ((status & VIRTIO_CONFIG_S_DRIVER_OK) &&
+        !(vdev->status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+        qemu_bh_schedule(s->bh);
     }
 }
 
@@ -1346,6 +1365,7 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
     vdc->unrealize = virtio_zc_unrealize;
     vdc->get_features = virtio_zc_get_features;
     vdc->get_config = virtio_zc_get_config;
+    vdc->set_status = virtio_zc_set_status;
     vdc->reset = virtio_zc_reset;
     vdc->queue_reset = virtio_zc_queue_reset;
     vdc->vmsd = &vmstate_virtio_zc_device;

@@ -165,8 +165,9 @@ static const char *zc_machine = "-machine pc -m 256M";
  * device's dest lists them, so transmitq i streams to receiver i % ndest.
  * @rcvbuf[i] (if @rcvbuf) is receiver i's SO_RCVBUF, small to stall it.
  */
-static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
-                        bool feature_timeout, const char *extra)
+static void zc_start_ex(ZC *t, int nq, int ndest, const int *rcvbuf,
+                        bool feature_timeout, bool driver_ok,
+                        const char *extra)
 {
     g_autoptr(GString) opts = g_string_new("virtio-zc-pci,id=zc,addr=06.0");
     QPCIAddress addr = { .devfn = VIRTIO_ZC_DEVFN };
@@ -217,7 +218,15 @@ static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
     for (i = 1; i < nq; i++) {
         t->vqs[i] = qvirtqueue_setup(&t->dev->vdev, &t->alloc, i);
     }
-    qvirtio_set_driver_ok(&t->dev->vdev);
+    if (driver_ok) {
+        qvirtio_set_driver_ok(&t->dev->vdev);
+    }
+}
+
+static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
+                        bool feature_timeout, const char *extra)
+{
+    zc_start_ex(t, nq, ndest, rcvbuf, feature_timeout, true, extra);
 }
 
 static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
@@ -1223,6 +1232,47 @@ static void test_avail_jump(void)
     zc_stop(&t);
 }
 
+/*
+ * Requests that the driver makes available, and notifies, before it sets
+ * DRIVER_OK are not taken then, but as soon as DRIVER_OK is set, without
+ * a second notification.
+ */
+static void test_before_driver_ok(void)
+{
+    size_t len = 5000;
+    g_autofree uint8_t *want = NULL;
+    uint64_t data, st[2];
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start_ex(&t, 1, 1, NULL, false, false, "");
+    data = zc_data(&t, len, 6);
+    want = guest_bytes(&t, data, len);
+    for (i = 0; i < 2; i++) {
+        st[i] = zc_post_req(&t, t.vq, 30 + i, data, len);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 0);
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert_cmpuint(qtest_readb(t.qts, st[0]), ==, 0xff);
+
+    qvirtio_set_driver_ok(&t.dev->vdev);
+    for (i = 0; i < 2; i++) {
+        g_autofree uint8_t *got = recv_msg(&t, i, 30 + i, len);
+
+        g_assert(memcmp(want, got, len) == 0);
+    }
+    for (i = 0; i < 2; i++) {
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(used, ==, 1);
+    }
+    for (i = 0; i < 2; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==, VIRTIO_ZC_S_OK);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 2);
+    zc_stop(&t);
+}
+
 /* Malformed headers: each completes with BAD_REQUEST, nothing is sent */
 static void test_bad_header(void)
 {
@@ -2049,6 +2099,8 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/send/single", test_send_single);
     qtest_add_func("/virtio-zc/send/multi", test_send_multi);
     qtest_add_func("/virtio-zc/send/copy-fallback", test_copy_fallback);
+    qtest_add_func("/virtio-zc/send/before-driver-ok",
+                   test_before_driver_ok);
     if (qtest_has_machine("pc")) {
         qtest_add_func("/virtio-zc/send/memfd-copies", test_memfd_copies);
     }
