@@ -52,6 +52,10 @@
 #define VIRTIO_ZC_MAX_DATA_LEN      (64u << 20)
 #define VIRTIO_ZC_RETRY_MS          100         /* after a refused offline */
 
+/* The device status bits without which no request is taken */
+#define VIRTIO_ZC_STARTED \
+    (VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK)
+
 /*
  * One message of the destination stream. It belongs to a request (elem
  * set) or, after the request was reclaimed mid-message, it is an orphan
@@ -724,11 +728,12 @@ static void virtio_zc_process(VirtIOZCQueue *q)
 
     /*
      * Nothing before DRIVER_OK (virtio_device_started() would also be
-     * true after a notification that came before it), nor while the VM
-     * is stopped; a device that needs a reset takes nothing more.
+     * true after a notification that came before it) or without
+     * FEATURES_OK (which needs VIRTIO_F_VERSION_1), nor while the VM is
+     * stopped; a device that needs a reset takes nothing more.
      */
-    if (!(vdev->status & VIRTIO_CONFIG_S_DRIVER_OK) || !vdev->vm_running ||
-        virtio_device_disabled(vdev)) {
+    if ((vdev->status & VIRTIO_ZC_STARTED) != VIRTIO_ZC_STARTED ||
+        !vdev->vm_running || virtio_device_disabled(vdev)) {
         return;
     }
     while (q->inflight < s->max_inflight && virtio_zc_avail_ok(q) &&
@@ -911,8 +916,24 @@ static void virtio_zc_set_status(VirtIODevice *vdev, uint8_t status)
 
     if ((status & VIRTIO_CONFIG_S_DRIVER_OK) &&
         !(vdev->status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+        if (!(status & VIRTIO_CONFIG_S_FEATURES_OK)) {
+            qemu_log_mask(LOG_GUEST_ERROR, "%s: DRIVER_OK without "
+                          "FEATURES_OK: no request will be taken\n",
+                          __func__);
+        }
         qemu_bh_schedule(s->bh);
     }
+}
+
+/* VIRTIO_F_VERSION_1 is required: without it FEATURES_OK does not stick */
+static int virtio_zc_validate_features(VirtIODevice *vdev)
+{
+    if (!virtio_vdev_has_feature(vdev, VIRTIO_F_VERSION_1)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: FEATURES_OK refused: the driver "
+                      "did not accept VIRTIO_F_VERSION_1\n", __func__);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 static void virtio_zc_get_config(VirtIODevice *vdev, uint8_t *config)
@@ -946,6 +967,12 @@ static void virtio_zc_get_config(VirtIODevice *vdev, uint8_t *config)
 static uint64_t virtio_zc_get_features(VirtIODevice *vdev, uint64_t features,
                                        Error **errp)
 {
+    /* Modern-only: a legacy transport (virtio-mmio by default) won't do */
+    if (!virtio_has_feature(features, VIRTIO_F_VERSION_1)) {
+        error_setg(errp, "virtio-zc needs a virtio 1.0 transport (for "
+                   "virtio-mmio, set force-legacy=false)");
+        return features;
+    }
     virtio_add_feature(&features, VIRTIO_ZC_F_TIMEOUT);
     return features;
 }
@@ -1366,6 +1393,7 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
     vdc->get_features = virtio_zc_get_features;
     vdc->get_config = virtio_zc_get_config;
     vdc->set_status = virtio_zc_set_status;
+    vdc->validate_features = virtio_zc_validate_features;
     vdc->reset = virtio_zc_reset;
     vdc->queue_reset = virtio_zc_queue_reset;
     vdc->vmsd = &vmstate_virtio_zc_device;

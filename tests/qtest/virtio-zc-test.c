@@ -28,6 +28,7 @@
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_pci.h"
 #include "standard-headers/linux/virtio_ring.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
@@ -1273,6 +1274,88 @@ static void test_before_driver_ok(void)
     zc_stop(&t);
 }
 
+/* Write the driver's features as they are, and nothing else */
+static void zc_write_features(ZC *t, uint64_t features)
+{
+    QVirtioPCIDevice *dev = t->dev;
+    uint64_t sel = dev->common_cfg_offset +
+                   offsetof(struct virtio_pci_common_cfg,
+                            guest_feature_select);
+    uint64_t val = dev->common_cfg_offset +
+                   offsetof(struct virtio_pci_common_cfg, guest_feature);
+
+    qpci_io_writel(dev->pdev, dev->bar, sel, 0);
+    qpci_io_writel(dev->pdev, dev->bar, val, features);
+    qpci_io_writel(dev->pdev, dev->bar, sel, 1);
+    qpci_io_writel(dev->pdev, dev->bar, val, features >> 32);
+    dev->vdev.features = features;
+    dev->vdev.features_negotiated = true;
+}
+
+/*
+ * VIRTIO_F_VERSION_1 is required: without it FEATURES_OK does not stick,
+ * and a driver that sets DRIVER_OK all the same gets no request taken.
+ */
+static void test_version_1(void)
+{
+    QVirtioDevice *vd;
+    uint64_t data, st;
+    uint8_t status;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "%s", "");
+    vd = &t.dev->vdev;
+    data = zc_data(&t, 100, 2);
+
+    /*
+     * Start again, accepting VIRTIO_ZC_F_TIMEOUT but not VERSION_1 (which
+     * libqos would refuse to do: write the registers here)
+     */
+    qvirtqueue_cleanup(vd->bus, t.vq, &t.alloc);
+    qvirtio_start_device(vd);
+    g_assert(qvirtio_get_features(vd) & (1ull << VIRTIO_F_VERSION_1));
+    zc_write_features(&t, 1ull << VIRTIO_ZC_F_TIMEOUT);
+    status = vd->bus->get_status(vd);
+    vd->bus->set_status(vd, status | VIRTIO_CONFIG_S_FEATURES_OK);
+    g_assert_cmphex(vd->bus->get_status(vd), ==, status);
+
+    t.vq = qvirtqueue_setup(vd, &t.alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(vd);
+    st = zc_post_req(&t, t.vq, 1, data, 100);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 0);
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+
+    /* With VERSION_1 the same device works */
+    zc_reinit(&t);
+    g_assert(vd->bus->get_status(vd) & VIRTIO_CONFIG_S_FEATURES_OK);
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 0, 2, 100));
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+    zc_stop(&t);
+}
+
+/*
+ * virtio-zc is modern-only: on a legacy transport (virtio-mmio, as
+ * microvm creates it by default) QEMU refuses to start, with a message.
+ */
+static void test_legacy_transport(void)
+{
+    g_autofree char *cmd = g_strdup_printf(
+        "timeout %d %s -machine microvm -display none -nodefaults -S "
+        "-device virtio-zc-device", (int)(WAIT_US / G_USEC_PER_SEC),
+        g_getenv("QTEST_QEMU_BINARY"));
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    int wstatus;
+
+    g_assert(g_spawn_command_line_sync(cmd, &out, &err, &wstatus, NULL));
+    g_assert(WIFEXITED(wstatus));
+    g_assert_cmpint(WEXITSTATUS(wstatus), ==, 1);
+    g_assert_nonnull(strstr(err, "virtio 1.0 transport"));
+}
+
 /* Malformed headers: each completes with BAD_REQUEST, nothing is sent */
 static void test_bad_header(void)
 {
@@ -2095,6 +2178,10 @@ int main(int argc, char **argv)
         qtest_add_data_func(p2, machines[i], test_modern_only);
     }
     qtest_add_func("/virtio-zc/bad-properties", test_bad_properties);
+    qtest_add_func("/virtio-zc/version-1", test_version_1);
+    if (qtest_has_machine("microvm")) {
+        qtest_add_func("/virtio-zc/legacy-transport", test_legacy_transport);
+    }
     qtest_add_func("/virtio-zc/config", test_config);
     qtest_add_func("/virtio-zc/send/single", test_send_single);
     qtest_add_func("/virtio-zc/send/multi", test_send_multi);
