@@ -1487,37 +1487,123 @@ static void test_bad_layout(void)
 }
 
 /*
- * Data outside RAM. A small buffer on unassigned space is bounce-buffered
- * by the DMA layer: it goes by the copy path. A buffer too big for the
- * bounce buffer makes the virtio core mark the device broken
- * (NEEDS_RESET); a reset recovers. QEMU survives both.
+ * Post a chain the transport rejects: the device needs a reset and takes
+ * nothing. Then reset and set the device up again.
+ */
+static void zc_post_rejected(ZC *t, const Desc *d, int n)
+{
+    uint64_t requests = zc_counter(t, "requests");
+
+    zc_post(t, d, n);
+    zc_wait_needs_reset(t);
+    g_assert_cmpuint(zc_counter(t, "requests"), ==, requests);
+    g_assert(!qvirtqueue_get_buf(t->qts, t->vq, NULL, NULL));
+    zc_reinit(t);
+}
+
+/*
+ * Chains the transport rejects, before the device sees the request:
+ * a descriptor of length 0 (data, header or status), and a descriptor
+ * that runs past guest RAM (0xffffffff bytes). A descriptor that is too
+ * long but lies in RAM is mapped, and the device completes the request
+ * with BAD_REQUEST.
+ */
+static void test_transport_rejects(void)
+{
+    size_t big = 2 << 20;
+    uint64_t hdr, data, huge, st;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "max-data-len=65536");
+    hdr = zc_hdr(&t, 0, 0, 1);
+    data = zc_data(&t, 100, 1);
+    huge = guest_alloc(&t.alloc, big);
+    st = zc_status_buf(&t);
+
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { data, 0, false },
+                                    { data, 100, false }, { st, 1, true } },
+                     4);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 0, false }, { hdr, 16, false },
+                                    { data, 100, false }, { st, 1, true } },
+                     4);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { data, 100, false },
+                                    { st, 0, true }, { st, 1, true } }, 4);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false },
+                                    { data, 0xffffffff, false },
+                                    { st, 1, true } }, 3);
+
+    /* Too long for max-data-len, but mapped: a bad request */
+    g_assert_cmpuint(zc_simple(&t, hdr, huge, big), ==,
+                     VIRTIO_ZC_S_BAD_REQUEST);
+    g_assert_cmpuint(zc_counter(&t, "bad-requests"), ==, 1);
+    g_assert(!(zc_status(&t) & VIRTIO_CONFIG_S_NEEDS_RESET));
+
+    /* Nothing was sent; the device works */
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 0, 2, 100));
+    g_assert(recv_idle(t.rfd, 50));
+    zc_stop(&t);
+}
+
+/*
+ * Data outside guest RAM goes through the transport's bounce buffer,
+ * 4096 bytes per device, and is sent by copying; a descriptor beyond
+ * that cannot be mapped (NEEDS_RESET). A reset recovers.
  */
 static void test_outside_ram(void)
 {
     uint64_t far = 0x4000000000ull;   /* 256 GiB: nothing there */
     uint64_t hdr, data, st;
-    uint32_t used;
-    uint8_t status;
     ZC t;
 
     zc_start(&t, true, 0, false, "%s", "");
     hdr = zc_hdr(&t, 0, 0, 1);
     g_assert_cmpuint(zc_simple(&t, hdr, far, 64), ==, VIRTIO_ZC_S_COPIED);
     g_free(recv_msg(&t, 0, 1, 64));
+    g_assert_cmpuint(zc_simple(&t, hdr, far, 4096), ==, VIRTIO_ZC_S_COPIED);
+    g_free(recv_msg(&t, 1, 1, 4096));
 
     st = zc_status_buf(&t);
-    zc_post(&t, (Desc[]) { { hdr, 16, false }, { far, 65536, false },
-                           { st, 1, true } }, 3);
-    status = zc_status(&t);
-    g_assert(status & VIRTIO_CONFIG_S_NEEDS_RESET);
-    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { far, 4097, false },
+                                    { st, 1, true } }, 3);
 
     /* QEMU is alive and the device recovers after a reset */
-    zc_reinit(&t);
     data = zc_data(&t, 100, 1);
     g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
                      VIRTIO_ZC_S_OK);
-    g_free(recv_msg(&t, 1, 2, 100));
+    g_free(recv_msg(&t, 2, 2, 100));
+    zc_stop(&t);
+}
+
+/*
+ * The bounce buffer is shared by the requests the device holds: with one
+ * request of 3000 bytes outside RAM waiting (listening mode, no receiver
+ * yet), a second one does not fit. The reset completes the first; its
+ * bounce space is free again afterwards.
+ */
+static void test_outside_ram_shared(void)
+{
+    uint64_t far = 0x4000000000ull;
+    int port = zc_free_port();
+    uint64_t st, hdr;
+    uint32_t used;
+    ZC t;
+
+    zc_start(&t, false, 0, false, "listen=127.0.0.1:%d", port);
+    st = zc_post_req(&t, t.vq, 1, far, 3000);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    hdr = zc_hdr(&t, 0, 0, 2);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { far, 3000, false },
+                                    { zc_status_buf(&t), 1, true } }, 3);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+
+    t.rfd = zc_connect_receiver(port, 0);
+    st = zc_post_req(&t, t.vq, 3, far, 3000);
+    g_free(recv_msg(&t, 0, 3, 3000));
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_COPIED);
     zc_stop(&t);
 }
 
@@ -2222,6 +2308,10 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/listen/two-queues", test_listen_mq);
     qtest_add_func("/virtio-zc/bad/header", test_bad_header);
     qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
+    qtest_add_func("/virtio-zc/bad/transport-rejects",
+                   test_transport_rejects);
     qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);
+    qtest_add_func("/virtio-zc/bad/outside-ram-shared",
+                   test_outside_ram_shared);
     return g_test_run();
 }
