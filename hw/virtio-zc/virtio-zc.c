@@ -1283,20 +1283,37 @@ static void virtio_zc_instance_init(Object *obj)
     static const struct {
         const char *name;
         size_t offset;
+        const char *desc;
     } counters[] = {
-        { "requests", offsetof(VirtIOZC, stat_requests) },
-        { "completed", offsetof(VirtIOZC, stat_completed) },
-        { "sent", offsetof(VirtIOZC, stat_sent) },
-        { "bytes", offsetof(VirtIOZC, stat_bytes) },
-        { "reclaimed", offsetof(VirtIOZC, stat_reclaimed) },
-        { "copied", offsetof(VirtIOZC, stat_copied) },
-        { "kernel-copied", offsetof(VirtIOZC, stat_kernel_copied) },
-        { "dest-errors", offsetof(VirtIOZC, stat_dest_errors) },
-        { "bad-requests", offsetof(VirtIOZC, stat_bad_requests) },
-        { "offline-refused", offsetof(VirtIOZC, stat_offline_refused) },
-        { "offline-failed", offsetof(VirtIOZC, stat_offline_failed) },
-        { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes) },
-        { "in-flight", offsetof(VirtIOZC, stat_inflight) },
+        { "requests", offsetof(VirtIOZC, stat_requests),
+          "Requests taken from the rings (read-only, as all counters; "
+          "totals over the transmit queues)" },
+        { "completed", offsetof(VirtIOZC, stat_completed),
+          "Requests completed, with any status" },
+        { "sent", offsetof(VirtIOZC, stat_sent),
+          "Requests whose message was written to the destination whole" },
+        { "bytes", offsetof(VirtIOZC, stat_bytes),
+          "Data bytes written to the destinations" },
+        { "reclaimed", offsetof(VirtIOZC, stat_reclaimed),
+          "Requests completed with status RECLAIMED" },
+        { "copied", offsetof(VirtIOZC, stat_copied),
+          "Requests completed with status COPIED" },
+        { "kernel-copied", offsetof(VirtIOZC, stat_kernel_copied),
+          "Zero-copy completion notifications in which the kernel says "
+          "it copied" },
+        { "dest-errors", offsetof(VirtIOZC, stat_dest_errors),
+          "Requests completed with status DEST_ERROR" },
+        { "bad-requests", offsetof(VirtIOZC, stat_bad_requests),
+          "Malformed requests (status BAD_REQUEST or no status byte)" },
+        { "offline-refused", offsetof(VirtIOZC, stat_offline_refused),
+          "Offline attempts refused for now (postcopy, background "
+          "snapshot, pinned pages); the request waits" },
+        { "offline-failed", offsetof(VirtIOZC, stat_offline_failed),
+          "Offline attempts that failed; the destination is given up" },
+        { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes),
+          "Data bytes whose pages were offlined" },
+        { "in-flight", offsetof(VirtIOZC, stat_inflight),
+          "Requests the device holds now" },
     };
     VirtIOZC *s = VIRTIO_ZC(obj);
     int i;
@@ -1307,6 +1324,8 @@ static void virtio_zc_instance_init(Object *obj)
                                        (uint64_t *)((char *)obj +
                                                     counters[i].offset),
                                        OBJ_PROP_FLAG_READ);
+        object_property_set_description(obj, counters[i].name,
+                                        counters[i].desc);
     }
 }
 
@@ -1381,12 +1400,45 @@ static const Property virtio_zc_properties[] = {
 
 static void virtio_zc_class_init(ObjectClass *klass, void *data)
 {
+    /* What -device virtio-zc,help prints for each property */
+    static const struct {
+        const char *name;
+        const char *desc;
+    } descs[] = {
+        { "dest", "TCP destinations host:port[;host:port...]: transmitq i "
+          "connects to entry i mod n of the n listed" },
+        { "listen", "host:port to listen on instead of dest: each receiver "
+          "that connects takes the lowest transmitq without one" },
+        { "num-queues", "Number of transmit queues, 1 to 32, each with its "
+          "own connection, in-flight bound and timeouts" },
+        { "max-inflight", "Requests the device holds at once per transmit "
+          "queue, 1 to 256" },
+        { "max-segments", "Data segments (descriptors) per request, "
+          "1 to 254" },
+        { "max-data-len", "Data bytes per request, 1 to 64 MiB" },
+        { "timeout-ms", "Reclaim timeout of a request that sets none, in "
+          "ms of guest time, 1 to max-timeout-ms" },
+        { "max-timeout-ms", "Largest timeout a request may set, in ms, "
+          "1 to 3600000" },
+        { "sndbuf", "SO_SNDBUF of each connection in bytes; 0 keeps the "
+          "system's default" },
+        { "zerocopy", "on/off: send with MSG_ZEROCOPY; off copies every "
+          "request (status COPIED)" },
+        { "x-offline-method", "Offline method tried first, for debugging: "
+          "auto, uffd-move, uffd-wp or copy (vCPUs paused); auto follows "
+          "if it fails" },
+    };
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
+    int i;
 
     dc->desc = "Zero-copy transmit with reclaim by page offlining";
     dc->vmsd = &vmstate_virtio_zc;
     device_class_set_props(dc, virtio_zc_properties);
+    for (i = 0; i < ARRAY_SIZE(descs); i++) {
+        object_class_property_set_description(klass, descs[i].name,
+                                              descs[i].desc);
+    }
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     vdc->realize = virtio_zc_realize;
     vdc->unrealize = virtio_zc_unrealize;

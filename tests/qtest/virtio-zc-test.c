@@ -27,6 +27,7 @@
 #include "libqos/qemu-zc-migrate.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "standard-headers/linux/virtio_config.h"
 #include "standard-headers/linux/virtio_pci.h"
 #include "standard-headers/linux/virtio_ring.h"
@@ -555,6 +556,74 @@ static void test_bad_properties(void)
     g_assert_nonnull(err);
     g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "empty"));
     qobject_unref(resp);
+    qtest_quit(qts);
+}
+
+/* Add the names of @type's properties (qom-list-properties) to @names */
+static void zc_add_prop_names(QTestState *qts, const char *type,
+                              GHashTable *names)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'qom-list-properties',"
+                           " 'arguments': {'typename': %s}}", type);
+    const QListEntry *e;
+
+    g_assert(qdict_haskey(rsp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+
+        g_hash_table_add(names, g_strdup(qdict_get_str(prop, "name")));
+    }
+    qobject_unref(rsp);
+}
+
+/*
+ * Every property that virtio-zc adds, counters included, has a
+ * description, which -device virtio-zc,help prints: device-list-properties
+ * returns it. The properties of the virtio and PCI base types are not
+ * the device's own.
+ */
+static void test_property_descriptions(void)
+{
+    static const char *types[] = { "virtio-zc-device", "virtio-zc-pci" };
+    QTestState *qts = qtest_init("-machine none");
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(types); i++) {
+        g_autoptr(GHashTable) base = g_hash_table_new_full(g_str_hash,
+                                                           g_str_equal,
+                                                           g_free, NULL);
+        QDict *rsp;
+        const QListEntry *e;
+        int own = 0;
+
+        zc_add_prop_names(qts, "virtio-device", base);
+        zc_add_prop_names(qts, "virtio-pci", base);
+        /* The child, and what every generic virtio PCI device has */
+        g_hash_table_add(base, g_strdup("virtio-backend"));
+        g_hash_table_add(base, g_strdup("disable-legacy"));
+        g_hash_table_add(base, g_strdup("disable-modern"));
+        rsp = qtest_qmp(qts, "{'execute': 'device-list-properties',"
+                        " 'arguments': {'typename': %s}}", types[i]);
+        g_assert(qdict_haskey(rsp, "return"));
+        QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+            QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+            const char *name = qdict_get_str(prop, "name");
+            const char *desc = qdict_get_try_str(prop, "description");
+
+            if (g_hash_table_contains(base, name)) {
+                continue;
+            }
+            if (!desc || strlen(desc) < 16) {
+                g_test_message("%s: property %s has no description",
+                               types[i], name);
+                g_test_fail();
+            }
+            own++;
+        }
+        qobject_unref(rsp);
+        /* 11 properties, and the device's 13 counters */
+        g_assert_cmpint(own, ==, i ? 11 : 24);
+    }
     qtest_quit(qts);
 }
 
@@ -2264,6 +2333,8 @@ int main(int argc, char **argv)
         qtest_add_data_func(p2, machines[i], test_modern_only);
     }
     qtest_add_func("/virtio-zc/bad-properties", test_bad_properties);
+    qtest_add_func("/virtio-zc/property-descriptions",
+                   test_property_descriptions);
     qtest_add_func("/virtio-zc/version-1", test_version_1);
     if (qtest_has_machine("microvm")) {
         qtest_add_func("/virtio-zc/legacy-transport", test_legacy_transport);
