@@ -116,9 +116,24 @@ static int ram_offline_paused_copy(void *host, size_t len)
     return ret;
 }
 
+/* Offline with @method; *@used receives the method that did it */
+static int ram_offline_with(void *host, size_t len, PageOfflineMethod method,
+                            PageOfflineMethod *used)
+{
+    if (method == PAGE_OFFLINE_COPY ||
+        (method == PAGE_OFFLINE_AUTO &&
+         !page_offline_available(PAGE_OFFLINE_UFFD_WP))) {
+        *used = PAGE_OFFLINE_COPY;
+        return ram_offline_paused_copy(host, len);
+    }
+    *used = method;
+    return page_offline_range(host, len, method, used);
+}
+
 int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
                            PageOfflineMethod *used)
 {
+    PageOfflineMethod done_by;
     RamOfflineSupport sup;
     const char *why;
     ram_addr_t offset;
@@ -142,18 +157,24 @@ int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
         return -EBUSY;
     }
 
-    if (method == PAGE_OFFLINE_COPY ||
-        (method == PAGE_OFFLINE_AUTO &&
-         !page_offline_available(PAGE_OFFLINE_UFFD_WP))) {
-        ret = ram_offline_paused_copy(host, len);
-        method = PAGE_OFFLINE_COPY;
-    } else {
-        ret = page_offline_range(host, len, method, &method);
+    ret = ram_offline_with(host, len, method, &done_by);
+    trace_ram_offline_host_range(host, len, page_offline_method_name(done_by),
+                                 ret);
+    if (ret && method != PAGE_OFFLINE_AUTO) {
+        /*
+         * A forced method can fail where auto does not, for example
+         * UFFDIO_MOVE on a transparent huge page that the kernel still
+         * references (-EBUSY). The caller needs the pages offlined: only
+         * the refusals above may leave them as they are. Offlined pages
+         * have the same contents, so a partial first attempt is harmless.
+         */
+        ret = ram_offline_with(host, len, PAGE_OFFLINE_AUTO, &done_by);
+        trace_ram_offline_host_range(host, len,
+                                     page_offline_method_name(done_by), ret);
     }
     if (used) {
-        *used = method;
+        *used = done_by;
     }
-    trace_ram_offline_host_range(host, len, page_offline_method_name(method),
-                                 ret);
-    return ret;
+    /* -EBUSY means refused for now: a failed method is not a refusal */
+    return ret == -EBUSY ? -EIO : ret;
 }

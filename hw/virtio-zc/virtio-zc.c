@@ -32,6 +32,7 @@
 #include "qemu/timer.h"
 #include "system/ram-offline.h"
 #include "system/runstate.h"
+#include "standard-headers/linux/virtio_ring.h"
 #include "trace.h"
 
 #ifdef CONFIG_LINUX
@@ -50,6 +51,10 @@
 #define VIRTIO_ZC_MAX_TIMEOUT_MS    3600000u    /* one hour */
 #define VIRTIO_ZC_MAX_DATA_LEN      (64u << 20)
 #define VIRTIO_ZC_RETRY_MS          100         /* after a refused offline */
+
+/* The device status bits without which no request is taken */
+#define VIRTIO_ZC_STARTED \
+    (VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK)
 
 /*
  * One message of the destination stream. It belongs to a request (elem
@@ -674,6 +679,44 @@ static int virtio_zc_parse(VirtIOZCQueue *q, VirtIOZCReq *req)
     return -1;
 }
 
+/*
+ * Whether the driver's avail.idx is at most the queue size ahead of the
+ * next request the device takes; if not, the device needs a reset. The
+ * virtio core checks this only when its cached copy of avail.idx is used
+ * up, so a driver that moves the index while requests wait behind
+ * max-inflight would have the device take stale chains, possibly the
+ * same chain again and again. Read avail.idx afresh before each request.
+ */
+static bool virtio_zc_avail_ok(VirtIOZCQueue *q)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(q->s);
+    hwaddr pa = virtio_queue_get_avail_addr(vdev, q->index);
+    int num = virtio_queue_get_num(vdev, q->index);
+    uint16_t avail, last;
+    MemTxResult res;
+
+    /* A packed ring has no index; an absent ring has nothing to take */
+    if (virtio_vdev_has_feature(vdev, VIRTIO_F_RING_PACKED) || !pa) {
+        return true;
+    }
+    avail = address_space_lduw_le(vdev->dma_as,
+                                  pa + offsetof(struct vring_avail, idx),
+                                  MEMTXATTRS_UNSPECIFIED, &res);
+    last = virtio_queue_get_last_avail_idx(vdev, q->index);
+    if (res != MEMTX_OK) {
+        virtio_error(vdev, "virtio-zc: transmitq%u: cannot read avail.idx",
+                     q->index);
+        return false;
+    }
+    if ((uint16_t)(avail - last) > num) {
+        virtio_error(vdev, "virtio-zc: transmitq%u: guest moved avail.idx "
+                     "to %u, %u entries ahead of the device (queue size %d)",
+                     q->index, avail, (uint16_t)(avail - last), num);
+        return false;
+    }
+    return true;
+}
+
 /* Take requests from @q's ring, up to max-inflight held by this queue */
 static void virtio_zc_process(VirtIOZCQueue *q)
 {
@@ -683,10 +726,17 @@ static void virtio_zc_process(VirtIOZCQueue *q)
     VirtIOZCReq *req;
     int status;
 
-    if (!virtio_device_started(vdev, vdev->status) || !vdev->vm_running) {
+    /*
+     * Nothing before DRIVER_OK (virtio_device_started() would also be
+     * true after a notification that came before it) or without
+     * FEATURES_OK (which needs VIRTIO_F_VERSION_1), nor while the VM is
+     * stopped; a device that needs a reset takes nothing more.
+     */
+    if ((vdev->status & VIRTIO_ZC_STARTED) != VIRTIO_ZC_STARTED ||
+        !vdev->vm_running || virtio_device_disabled(vdev)) {
         return;
     }
-    while (q->inflight < s->max_inflight &&
+    while (q->inflight < s->max_inflight && virtio_zc_avail_ok(q) &&
            (elem = virtqueue_pop(q->vq, sizeof(VirtQueueElement)))) {
         trace_virtio_zc_handle_tx(q->index, elem->out_num, elem->in_num);
         s->stat_requests++;
@@ -855,6 +905,37 @@ static void virtio_zc_queue_reset(VirtIODevice *vdev, uint32_t queue_index)
     }
 }
 
+/*
+ * Requests made available before DRIVER_OK are taken once it is set (by
+ * the bottom half: vdev->status is updated after this hook), without
+ * waiting for another notification.
+ */
+static void virtio_zc_set_status(VirtIODevice *vdev, uint8_t status)
+{
+    VirtIOZC *s = VIRTIO_ZC(vdev);
+
+    if ((status & VIRTIO_CONFIG_S_DRIVER_OK) &&
+        !(vdev->status & VIRTIO_CONFIG_S_DRIVER_OK)) {
+        if (!(status & VIRTIO_CONFIG_S_FEATURES_OK)) {
+            qemu_log_mask(LOG_GUEST_ERROR, "%s: DRIVER_OK without "
+                          "FEATURES_OK: no request will be taken\n",
+                          __func__);
+        }
+        qemu_bh_schedule(s->bh);
+    }
+}
+
+/* VIRTIO_F_VERSION_1 is required: without it FEATURES_OK does not stick */
+static int virtio_zc_validate_features(VirtIODevice *vdev)
+{
+    if (!virtio_vdev_has_feature(vdev, VIRTIO_F_VERSION_1)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: FEATURES_OK refused: the driver "
+                      "did not accept VIRTIO_F_VERSION_1\n", __func__);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static void virtio_zc_get_config(VirtIODevice *vdev, uint8_t *config)
 {
     VirtIOZC *s = VIRTIO_ZC(vdev);
@@ -886,6 +967,12 @@ static void virtio_zc_get_config(VirtIODevice *vdev, uint8_t *config)
 static uint64_t virtio_zc_get_features(VirtIODevice *vdev, uint64_t features,
                                        Error **errp)
 {
+    /* Modern-only: a legacy transport (virtio-mmio by default) won't do */
+    if (!virtio_has_feature(features, VIRTIO_F_VERSION_1)) {
+        error_setg(errp, "virtio-zc needs a virtio 1.0 transport (for "
+                   "virtio-mmio, set force-legacy=false)");
+        return features;
+    }
     virtio_add_feature(&features, VIRTIO_ZC_F_TIMEOUT);
     return features;
 }
@@ -1196,20 +1283,37 @@ static void virtio_zc_instance_init(Object *obj)
     static const struct {
         const char *name;
         size_t offset;
+        const char *desc;
     } counters[] = {
-        { "requests", offsetof(VirtIOZC, stat_requests) },
-        { "completed", offsetof(VirtIOZC, stat_completed) },
-        { "sent", offsetof(VirtIOZC, stat_sent) },
-        { "bytes", offsetof(VirtIOZC, stat_bytes) },
-        { "reclaimed", offsetof(VirtIOZC, stat_reclaimed) },
-        { "copied", offsetof(VirtIOZC, stat_copied) },
-        { "kernel-copied", offsetof(VirtIOZC, stat_kernel_copied) },
-        { "dest-errors", offsetof(VirtIOZC, stat_dest_errors) },
-        { "bad-requests", offsetof(VirtIOZC, stat_bad_requests) },
-        { "offline-refused", offsetof(VirtIOZC, stat_offline_refused) },
-        { "offline-failed", offsetof(VirtIOZC, stat_offline_failed) },
-        { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes) },
-        { "in-flight", offsetof(VirtIOZC, stat_inflight) },
+        { "requests", offsetof(VirtIOZC, stat_requests),
+          "Requests taken from the rings (read-only, as all counters; "
+          "totals over the transmit queues)" },
+        { "completed", offsetof(VirtIOZC, stat_completed),
+          "Requests completed, with any status" },
+        { "sent", offsetof(VirtIOZC, stat_sent),
+          "Requests whose message was written to the destination whole" },
+        { "bytes", offsetof(VirtIOZC, stat_bytes),
+          "Data bytes written to the destinations" },
+        { "reclaimed", offsetof(VirtIOZC, stat_reclaimed),
+          "Requests completed with status RECLAIMED" },
+        { "copied", offsetof(VirtIOZC, stat_copied),
+          "Requests completed with status COPIED" },
+        { "kernel-copied", offsetof(VirtIOZC, stat_kernel_copied),
+          "Zero-copy completion notifications in which the kernel says "
+          "it copied" },
+        { "dest-errors", offsetof(VirtIOZC, stat_dest_errors),
+          "Requests completed with status DEST_ERROR" },
+        { "bad-requests", offsetof(VirtIOZC, stat_bad_requests),
+          "Malformed requests (status BAD_REQUEST or no status byte)" },
+        { "offline-refused", offsetof(VirtIOZC, stat_offline_refused),
+          "Offline attempts refused for now (postcopy, background "
+          "snapshot, pinned pages); the request waits" },
+        { "offline-failed", offsetof(VirtIOZC, stat_offline_failed),
+          "Offline attempts that failed; the destination is given up" },
+        { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes),
+          "Data bytes whose pages were offlined" },
+        { "in-flight", offsetof(VirtIOZC, stat_inflight),
+          "Requests the device holds now" },
     };
     VirtIOZC *s = VIRTIO_ZC(obj);
     int i;
@@ -1220,6 +1324,8 @@ static void virtio_zc_instance_init(Object *obj)
                                        (uint64_t *)((char *)obj +
                                                     counters[i].offset),
                                        OBJ_PROP_FLAG_READ);
+        object_property_set_description(obj, counters[i].name,
+                                        counters[i].desc);
     }
 }
 
@@ -1294,17 +1400,52 @@ static const Property virtio_zc_properties[] = {
 
 static void virtio_zc_class_init(ObjectClass *klass, void *data)
 {
+    /* What -device virtio-zc,help prints for each property */
+    static const struct {
+        const char *name;
+        const char *desc;
+    } descs[] = {
+        { "dest", "TCP destinations host:port[;host:port...]: transmitq i "
+          "connects to entry i mod n of the n listed" },
+        { "listen", "host:port to listen on instead of dest: each receiver "
+          "that connects takes the lowest transmitq without one" },
+        { "num-queues", "Number of transmit queues, 1 to 32, each with its "
+          "own connection, in-flight bound and timeouts" },
+        { "max-inflight", "Requests the device holds at once per transmit "
+          "queue, 1 to 256" },
+        { "max-segments", "Data segments (descriptors) per request, "
+          "1 to 254" },
+        { "max-data-len", "Data bytes per request, 1 to 64 MiB" },
+        { "timeout-ms", "Reclaim timeout of a request that sets none, in "
+          "ms of guest time, 1 to max-timeout-ms" },
+        { "max-timeout-ms", "Largest timeout a request may set, in ms, "
+          "1 to 3600000" },
+        { "sndbuf", "SO_SNDBUF of each connection in bytes; 0 keeps the "
+          "system's default" },
+        { "zerocopy", "on/off: send with MSG_ZEROCOPY; off copies every "
+          "request (status COPIED)" },
+        { "x-offline-method", "Offline method tried first, for debugging: "
+          "auto, uffd-move, uffd-wp or copy (vCPUs paused); auto follows "
+          "if it fails" },
+    };
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);
+    int i;
 
     dc->desc = "Zero-copy transmit with reclaim by page offlining";
     dc->vmsd = &vmstate_virtio_zc;
     device_class_set_props(dc, virtio_zc_properties);
+    for (i = 0; i < ARRAY_SIZE(descs); i++) {
+        object_class_property_set_description(klass, descs[i].name,
+                                              descs[i].desc);
+    }
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     vdc->realize = virtio_zc_realize;
     vdc->unrealize = virtio_zc_unrealize;
     vdc->get_features = virtio_zc_get_features;
     vdc->get_config = virtio_zc_get_config;
+    vdc->set_status = virtio_zc_set_status;
+    vdc->validate_features = virtio_zc_validate_features;
     vdc->reset = virtio_zc_reset;
     vdc->queue_reset = virtio_zc_queue_reset;
     vdc->vmsd = &vmstate_virtio_zc_device;

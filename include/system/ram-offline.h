@@ -42,12 +42,14 @@ const char *ram_offline_refused(void);
 /*
  * ram_offline_host_range: offline the guest pages under [@host, @host +
  * @len), which must lie in one RAMBlock. Called with the BQL held.
- * @method is normally PAGE_OFFLINE_AUTO; another value forces a method
- * (tests, debugging).
+ * @method is normally PAGE_OFFLINE_AUTO; another value is tried first
+ * (tests, debugging), and if it fails, PAGE_OFFLINE_AUTO is tried next.
  *
  * Returns 0, -EBUSY when refused for now (postcopy, background snapshot,
- * a veto: try again later), -ENOTSUP for a RAM type that cannot be
- * offlined, or another negative errno. *@used receives the method.
+ * a veto: try again later; only these refusals return -EBUSY), -ENOTSUP
+ * for a RAM type that cannot be offlined, or another negative errno when
+ * every method failed (the pages may then still be referenced). *@used
+ * receives the method that ran last.
  *
  * With PAGE_OFFLINE_COPY, or with AUTO where userfaultfd is unavailable,
  * the vCPUs are paused around a plain copy and swap (or left paused if

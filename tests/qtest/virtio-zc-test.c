@@ -27,7 +27,9 @@
 #include "libqos/qemu-zc-migrate.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_pci.h"
 #include "standard-headers/linux/virtio_ring.h"
 #include "hw/virtio-zc/virtio-zc-abi.h"
 #include "hw/iommu-emul/iommu-emul-regs.h"
@@ -165,8 +167,9 @@ static const char *zc_machine = "-machine pc -m 256M";
  * device's dest lists them, so transmitq i streams to receiver i % ndest.
  * @rcvbuf[i] (if @rcvbuf) is receiver i's SO_RCVBUF, small to stall it.
  */
-static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
-                        bool feature_timeout, const char *extra)
+static void zc_start_ex(ZC *t, int nq, int ndest, const int *rcvbuf,
+                        bool feature_timeout, bool driver_ok,
+                        const char *extra)
 {
     g_autoptr(GString) opts = g_string_new("virtio-zc-pci,id=zc,addr=06.0");
     QPCIAddress addr = { .devfn = VIRTIO_ZC_DEVFN };
@@ -217,7 +220,15 @@ static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
     for (i = 1; i < nq; i++) {
         t->vqs[i] = qvirtqueue_setup(&t->dev->vdev, &t->alloc, i);
     }
-    qvirtio_set_driver_ok(&t->dev->vdev);
+    if (driver_ok) {
+        qvirtio_set_driver_ok(&t->dev->vdev);
+    }
+}
+
+static void zc_start_mq(ZC *t, int nq, int ndest, const int *rcvbuf,
+                        bool feature_timeout, const char *extra)
+{
+    zc_start_ex(t, nq, ndest, rcvbuf, feature_timeout, true, extra);
 }
 
 static void zc_start(ZC *t, bool with_dest, int rcvbuf, bool feature_timeout,
@@ -394,6 +405,34 @@ static uint8_t zc_simple(ZC *t, uint64_t hdr, uint64_t data, uint32_t len)
     return qtest_readb(t->qts, st);
 }
 
+/* Post header + data + status on @vq; returns the status address */
+static uint64_t zc_post_req(ZC *t, QVirtQueue *vq, uint64_t tag,
+                            uint64_t data, uint32_t len)
+{
+    uint64_t hdr = zc_hdr(t, 0, 0, tag);
+    uint64_t st = zc_status_buf(t);
+
+    zc_post_vq(t, vq, (Desc[]) { { hdr, 16, false }, { data, len, false },
+                                 { st, 1, true } }, 3);
+    return st;
+}
+
+static uint8_t zc_status(ZC *t)
+{
+    return t->dev->vdev.bus->get_status(&t->dev->vdev);
+}
+
+/* Reset the device and set transmitq0 up again (num-queues=1 only) */
+static void zc_reinit(ZC *t)
+{
+    g_assert_cmpint(t->nq, ==, 1);
+    qvirtqueue_cleanup(t->dev->vdev.bus, t->vq, &t->alloc);
+    qvirtio_start_device(&t->dev->vdev);
+    qvirtio_set_features(&t->dev->vdev, 1ull << VIRTIO_F_VERSION_1);
+    t->vq = qvirtqueue_setup(&t->dev->vdev, &t->alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(&t->dev->vdev);
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 static void test_pci_identity(const void *data)
@@ -517,6 +556,74 @@ static void test_bad_properties(void)
     g_assert_nonnull(err);
     g_assert_nonnull(strstr(qdict_get_str(err, "desc"), "empty"));
     qobject_unref(resp);
+    qtest_quit(qts);
+}
+
+/* Add the names of @type's properties (qom-list-properties) to @names */
+static void zc_add_prop_names(QTestState *qts, const char *type,
+                              GHashTable *names)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'qom-list-properties',"
+                           " 'arguments': {'typename': %s}}", type);
+    const QListEntry *e;
+
+    g_assert(qdict_haskey(rsp, "return"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+
+        g_hash_table_add(names, g_strdup(qdict_get_str(prop, "name")));
+    }
+    qobject_unref(rsp);
+}
+
+/*
+ * Every property that virtio-zc adds, counters included, has a
+ * description, which -device virtio-zc,help prints: device-list-properties
+ * returns it. The properties of the virtio and PCI base types are not
+ * the device's own.
+ */
+static void test_property_descriptions(void)
+{
+    static const char *types[] = { "virtio-zc-device", "virtio-zc-pci" };
+    QTestState *qts = qtest_init("-machine none");
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(types); i++) {
+        g_autoptr(GHashTable) base = g_hash_table_new_full(g_str_hash,
+                                                           g_str_equal,
+                                                           g_free, NULL);
+        QDict *rsp;
+        const QListEntry *e;
+        int own = 0;
+
+        zc_add_prop_names(qts, "virtio-device", base);
+        zc_add_prop_names(qts, "virtio-pci", base);
+        /* The child, and what every generic virtio PCI device has */
+        g_hash_table_add(base, g_strdup("virtio-backend"));
+        g_hash_table_add(base, g_strdup("disable-legacy"));
+        g_hash_table_add(base, g_strdup("disable-modern"));
+        rsp = qtest_qmp(qts, "{'execute': 'device-list-properties',"
+                        " 'arguments': {'typename': %s}}", types[i]);
+        g_assert(qdict_haskey(rsp, "return"));
+        QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+            QDict *prop = qobject_to(QDict, qlist_entry_obj(e));
+            const char *name = qdict_get_str(prop, "name");
+            const char *desc = qdict_get_try_str(prop, "description");
+
+            if (g_hash_table_contains(base, name)) {
+                continue;
+            }
+            if (!desc || strlen(desc) < 16) {
+                g_test_message("%s: property %s has no description",
+                               types[i], name);
+                g_test_fail();
+            }
+            own++;
+        }
+        qobject_unref(rsp);
+        /* 11 properties, and the device's 13 counters */
+        g_assert_cmpint(own, ==, i ? 11 : 24);
+    }
     qtest_quit(qts);
 }
 
@@ -757,6 +864,13 @@ static void test_stall_reclaim(const void *opaque)
     g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 1);
     g_assert_cmpuint(zc_counter(&t, "offlined-bytes"), >=, len);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    /*
+     * Neither refused (no postcopy, snapshot or pin) nor failed: a forced
+     * method that cannot do it (UFFDIO_MOVE on a referenced huge page)
+     * falls back to one that can
+     */
+    g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "offline-failed"), ==, 0);
 
     /* The guest reuses its buffer at once */
     memset(marker, 0x5a, len);
@@ -957,11 +1071,7 @@ static void test_reset_stalled(void)
     g_assert_cmpuint(zc_counter(&t, "completed"), ==, N);
 
     /* Re-initialise and send again */
-    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
-    qvirtio_start_device(&t.dev->vdev);
-    qvirtio_set_features(&t.dev->vdev, 1ull << VIRTIO_F_VERSION_1);
-    t.vq = qvirtqueue_setup(&t.dev->vdev, &t.alloc, VIRTIO_ZC_TXQ);
-    qvirtio_set_driver_ok(&t.dev->vdev);
+    zc_reinit(&t);
     {
         uint64_t hdr = zc_hdr(&t, 0, 0, 9);
         uint64_t s0 = zc_status_buf(&t);
@@ -1112,6 +1222,209 @@ static void test_max_inflight(void)
     zc_stop(&t);
 }
 
+/* Move transmitq0's avail.idx @by entries forward, and notify */
+static void zc_avail_jump(ZC *t, uint16_t by)
+{
+    uint16_t idx = qtest_readw(t->qts, t->vq->avail + 2);
+
+    qtest_writew(t->qts, t->vq->avail + 2, idx + by);
+    t->dev->vdev.bus->virtqueue_kick(&t->dev->vdev, t->vq);
+}
+
+/* Wait until the device asks for a reset */
+static void zc_wait_needs_reset(ZC *t)
+{
+    gint64 start = g_get_monotonic_time();
+
+    while (!(zc_status(t) & VIRTIO_CONFIG_S_NEEDS_RESET)) {
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The driver moves avail.idx more than the queue size ahead of the
+ * device: DEVICE_NEEDS_RESET, and the device takes no chain it was not
+ * given. First while a request waits behind max-inflight (the device
+ * resumes such requests when one completes), then with none waiting.
+ */
+static void test_avail_jump(void)
+{
+    size_t len = 64 * 1024;
+    uint64_t data, st[2];
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start(&t, true, 4096, false, "sndbuf=%d,max-inflight=1,"
+             "timeout-ms=100", STALL_SNDBUF);
+    data = zc_data(&t, len, 4);
+    for (i = 0; i < 2; i++) {
+        st[i] = zc_post_req(&t, t.vq, i, data, len);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+    zc_avail_jump(&t, t.vq->size + 190);
+
+    /*
+     * The request in flight times out and completes as usual; before it
+     * takes the next one, the device finds the jump. It takes nothing
+     * more, not even the request that waited.
+     */
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st[0]), ==, VIRTIO_ZC_S_RECLAIMED);
+    zc_wait_needs_reset(&t);
+    for (i = 0; i < 3; i++) {
+        qtest_clock_step(t.qts, 150 * SCALE_MS);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "sent"), <=, 1);
+    g_assert_cmpuint(qtest_readb(t.qts, st[1]), ==, 0xff);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+
+    /* The same jump with no request waiting */
+    zc_reinit(&t);
+    zc_avail_jump(&t, t.vq->size + 190);
+    zc_wait_needs_reset(&t);
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+
+    /* After a reset the device works */
+    zc_reinit(&t);
+    qvirtqueue_reset_pool(t.vq);
+    st[0] = zc_post_req(&t, t.vq, 9, data, len);
+    qtest_clock_step(t.qts, 150 * SCALE_MS);
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st[0]), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 2);
+    g_assert_cmpuint(zc_counter(&t, "completed"), ==, 2);
+    zc_stop(&t);
+}
+
+/*
+ * Requests that the driver makes available, and notifies, before it sets
+ * DRIVER_OK are not taken then, but as soon as DRIVER_OK is set, without
+ * a second notification.
+ */
+static void test_before_driver_ok(void)
+{
+    size_t len = 5000;
+    g_autofree uint8_t *want = NULL;
+    uint64_t data, st[2];
+    uint32_t used;
+    int i;
+    ZC t;
+
+    zc_start_ex(&t, 1, 1, NULL, false, false, "");
+    data = zc_data(&t, len, 6);
+    want = guest_bytes(&t, data, len);
+    for (i = 0; i < 2; i++) {
+        st[i] = zc_post_req(&t, t.vq, 30 + i, data, len);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 0);
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert_cmpuint(qtest_readb(t.qts, st[0]), ==, 0xff);
+
+    qvirtio_set_driver_ok(&t.dev->vdev);
+    for (i = 0; i < 2; i++) {
+        g_autofree uint8_t *got = recv_msg(&t, i, 30 + i, len);
+
+        g_assert(memcmp(want, got, len) == 0);
+    }
+    for (i = 0; i < 2; i++) {
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(used, ==, 1);
+    }
+    for (i = 0; i < 2; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==, VIRTIO_ZC_S_OK);
+    }
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 2);
+    zc_stop(&t);
+}
+
+/* Write the driver's features as they are, and nothing else */
+static void zc_write_features(ZC *t, uint64_t features)
+{
+    QVirtioPCIDevice *dev = t->dev;
+    uint64_t sel = dev->common_cfg_offset +
+                   offsetof(struct virtio_pci_common_cfg,
+                            guest_feature_select);
+    uint64_t val = dev->common_cfg_offset +
+                   offsetof(struct virtio_pci_common_cfg, guest_feature);
+
+    qpci_io_writel(dev->pdev, dev->bar, sel, 0);
+    qpci_io_writel(dev->pdev, dev->bar, val, features);
+    qpci_io_writel(dev->pdev, dev->bar, sel, 1);
+    qpci_io_writel(dev->pdev, dev->bar, val, features >> 32);
+    dev->vdev.features = features;
+    dev->vdev.features_negotiated = true;
+}
+
+/*
+ * VIRTIO_F_VERSION_1 is required: without it FEATURES_OK does not stick,
+ * and a driver that sets DRIVER_OK all the same gets no request taken.
+ */
+static void test_version_1(void)
+{
+    QVirtioDevice *vd;
+    uint64_t data, st;
+    uint8_t status;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "%s", "");
+    vd = &t.dev->vdev;
+    data = zc_data(&t, 100, 2);
+
+    /*
+     * Start again, accepting VIRTIO_ZC_F_TIMEOUT but not VERSION_1 (which
+     * libqos would refuse to do: write the registers here)
+     */
+    qvirtqueue_cleanup(vd->bus, t.vq, &t.alloc);
+    qvirtio_start_device(vd);
+    g_assert(qvirtio_get_features(vd) & (1ull << VIRTIO_F_VERSION_1));
+    zc_write_features(&t, 1ull << VIRTIO_ZC_F_TIMEOUT);
+    status = vd->bus->get_status(vd);
+    vd->bus->set_status(vd, status | VIRTIO_CONFIG_S_FEATURES_OK);
+    g_assert_cmphex(vd->bus->get_status(vd), ==, status);
+
+    t.vq = qvirtqueue_setup(vd, &t.alloc, VIRTIO_ZC_TXQ);
+    qvirtio_set_driver_ok(vd);
+    st = zc_post_req(&t, t.vq, 1, data, 100);
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 0);
+    g_assert(recv_idle(t.rfd, 50));
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+
+    /* With VERSION_1 the same device works */
+    zc_reinit(&t);
+    g_assert(vd->bus->get_status(vd) & VIRTIO_CONFIG_S_FEATURES_OK);
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 0, 2, 100));
+    g_assert_cmpuint(zc_counter(&t, "requests"), ==, 1);
+    zc_stop(&t);
+}
+
+/*
+ * virtio-zc is modern-only: on a legacy transport (virtio-mmio, as
+ * microvm creates it by default) QEMU refuses to start, with a message.
+ */
+static void test_legacy_transport(void)
+{
+    g_autofree char *cmd = g_strdup_printf(
+        "timeout %d %s -machine microvm -display none -nodefaults -S "
+        "-device virtio-zc-device", (int)(WAIT_US / G_USEC_PER_SEC),
+        g_getenv("QTEST_QEMU_BINARY"));
+    g_autofree char *out = NULL;
+    g_autofree char *err = NULL;
+    int wstatus;
+
+    g_assert(g_spawn_command_line_sync(cmd, &out, &err, &wstatus, NULL));
+    g_assert(WIFEXITED(wstatus));
+    g_assert_cmpint(WEXITSTATUS(wstatus), ==, 1);
+    g_assert_nonnull(strstr(err, "virtio 1.0 transport"));
+}
+
 /* Malformed headers: each completes with BAD_REQUEST, nothing is sent */
 static void test_bad_header(void)
 {
@@ -1243,54 +1556,124 @@ static void test_bad_layout(void)
 }
 
 /*
- * Data outside RAM. A small buffer on unassigned space is bounce-buffered
- * by the DMA layer: it goes by the copy path. A buffer too big for the
- * bounce buffer makes the virtio core mark the device broken
- * (NEEDS_RESET); a reset recovers. QEMU survives both.
+ * Post a chain the transport rejects: the device needs a reset and takes
+ * nothing. Then reset and set the device up again.
+ */
+static void zc_post_rejected(ZC *t, const Desc *d, int n)
+{
+    uint64_t requests = zc_counter(t, "requests");
+
+    zc_post(t, d, n);
+    zc_wait_needs_reset(t);
+    g_assert_cmpuint(zc_counter(t, "requests"), ==, requests);
+    g_assert(!qvirtqueue_get_buf(t->qts, t->vq, NULL, NULL));
+    zc_reinit(t);
+}
+
+/*
+ * Chains the transport rejects, before the device sees the request:
+ * a descriptor of length 0 (data, header or status), and a descriptor
+ * that runs past guest RAM (0xffffffff bytes). A descriptor that is too
+ * long but lies in RAM is mapped, and the device completes the request
+ * with BAD_REQUEST.
+ */
+static void test_transport_rejects(void)
+{
+    size_t big = 2 << 20;
+    uint64_t hdr, data, huge, st;
+    ZC t;
+
+    zc_start(&t, true, 0, false, "max-data-len=65536");
+    hdr = zc_hdr(&t, 0, 0, 1);
+    data = zc_data(&t, 100, 1);
+    huge = guest_alloc(&t.alloc, big);
+    st = zc_status_buf(&t);
+
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { data, 0, false },
+                                    { data, 100, false }, { st, 1, true } },
+                     4);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 0, false }, { hdr, 16, false },
+                                    { data, 100, false }, { st, 1, true } },
+                     4);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { data, 100, false },
+                                    { st, 0, true }, { st, 1, true } }, 4);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false },
+                                    { data, 0xffffffff, false },
+                                    { st, 1, true } }, 3);
+
+    /* Too long for max-data-len, but mapped: a bad request */
+    g_assert_cmpuint(zc_simple(&t, hdr, huge, big), ==,
+                     VIRTIO_ZC_S_BAD_REQUEST);
+    g_assert_cmpuint(zc_counter(&t, "bad-requests"), ==, 1);
+    g_assert(!(zc_status(&t) & VIRTIO_CONFIG_S_NEEDS_RESET));
+
+    /* Nothing was sent; the device works */
+    g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
+                     VIRTIO_ZC_S_OK);
+    g_free(recv_msg(&t, 0, 2, 100));
+    g_assert(recv_idle(t.rfd, 50));
+    zc_stop(&t);
+}
+
+/*
+ * Data outside guest RAM goes through the transport's bounce buffer,
+ * 4096 bytes per device, and is sent by copying; a descriptor beyond
+ * that cannot be mapped (NEEDS_RESET). A reset recovers.
  */
 static void test_outside_ram(void)
 {
     uint64_t far = 0x4000000000ull;   /* 256 GiB: nothing there */
     uint64_t hdr, data, st;
-    uint32_t used;
-    uint8_t status;
     ZC t;
 
     zc_start(&t, true, 0, false, "%s", "");
     hdr = zc_hdr(&t, 0, 0, 1);
     g_assert_cmpuint(zc_simple(&t, hdr, far, 64), ==, VIRTIO_ZC_S_COPIED);
     g_free(recv_msg(&t, 0, 1, 64));
+    g_assert_cmpuint(zc_simple(&t, hdr, far, 4096), ==, VIRTIO_ZC_S_COPIED);
+    g_free(recv_msg(&t, 1, 1, 4096));
 
     st = zc_status_buf(&t);
-    zc_post(&t, (Desc[]) { { hdr, 16, false }, { far, 65536, false },
-                           { st, 1, true } }, 3);
-    status = t.dev->vdev.bus->get_status(&t.dev->vdev);
-    g_assert(status & VIRTIO_CONFIG_S_NEEDS_RESET);
-    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { far, 4097, false },
+                                    { st, 1, true } }, 3);
 
     /* QEMU is alive and the device recovers after a reset */
-    qvirtqueue_cleanup(t.dev->vdev.bus, t.vq, &t.alloc);
-    qvirtio_start_device(&t.dev->vdev);
-    qvirtio_set_features(&t.dev->vdev, 1ull << VIRTIO_F_VERSION_1);
-    t.vq = qvirtqueue_setup(&t.dev->vdev, &t.alloc, VIRTIO_ZC_TXQ);
-    qvirtio_set_driver_ok(&t.dev->vdev);
     data = zc_data(&t, 100, 1);
     g_assert_cmpuint(zc_simple(&t, zc_hdr(&t, 0, 0, 2), data, 100), ==,
                      VIRTIO_ZC_S_OK);
-    g_free(recv_msg(&t, 1, 2, 100));
+    g_free(recv_msg(&t, 2, 2, 100));
     zc_stop(&t);
 }
 
-/* Post header + data + status on @vq; returns the status address */
-static uint64_t zc_post_req(ZC *t, QVirtQueue *vq, uint64_t tag,
-                            uint64_t data, uint32_t len)
+/*
+ * The bounce buffer is shared by the requests the device holds: with one
+ * request of 3000 bytes outside RAM waiting (listening mode, no receiver
+ * yet), a second one does not fit. The reset completes the first; its
+ * bounce space is free again afterwards.
+ */
+static void test_outside_ram_shared(void)
 {
-    uint64_t hdr = zc_hdr(t, 0, 0, tag);
-    uint64_t st = zc_status_buf(t);
+    uint64_t far = 0x4000000000ull;
+    int port = zc_free_port();
+    uint64_t st, hdr;
+    uint32_t used;
+    ZC t;
 
-    zc_post_vq(t, vq, (Desc[]) { { hdr, 16, false }, { data, len, false },
-                                 { st, 1, true } }, 3);
-    return st;
+    zc_start(&t, false, 0, false, "listen=127.0.0.1:%d", port);
+    st = zc_post_req(&t, t.vq, 1, far, 3000);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    hdr = zc_hdr(&t, 0, 0, 2);
+    zc_post_rejected(&t, (Desc[]) { { hdr, 16, false }, { far, 3000, false },
+                                    { zc_status_buf(&t), 1, true } }, 3);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+
+    t.rfd = zc_connect_receiver(port, 0);
+    st = zc_post_req(&t, t.vq, 3, far, 3000);
+    g_free(recv_msg(&t, 0, 3, 3000));
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_COPIED);
+    zc_stop(&t);
 }
 
 /*
@@ -1950,19 +2333,30 @@ int main(int argc, char **argv)
         qtest_add_data_func(p2, machines[i], test_modern_only);
     }
     qtest_add_func("/virtio-zc/bad-properties", test_bad_properties);
+    qtest_add_func("/virtio-zc/property-descriptions",
+                   test_property_descriptions);
+    qtest_add_func("/virtio-zc/version-1", test_version_1);
+    if (qtest_has_machine("microvm")) {
+        qtest_add_func("/virtio-zc/legacy-transport", test_legacy_transport);
+    }
     qtest_add_func("/virtio-zc/config", test_config);
     qtest_add_func("/virtio-zc/send/single", test_send_single);
     qtest_add_func("/virtio-zc/send/multi", test_send_multi);
     qtest_add_func("/virtio-zc/send/copy-fallback", test_copy_fallback);
+    qtest_add_func("/virtio-zc/send/before-driver-ok",
+                   test_before_driver_ok);
     if (qtest_has_machine("pc")) {
         qtest_add_func("/virtio-zc/send/memfd-copies", test_memfd_copies);
     }
     /*
      * auto: UFFDIO_MOVE, or the write-protect method where the kernel
-     * refuses to move a referenced huge page; copy: the fallback without
-     * userfaultfd, with the vCPUs paused
+     * refuses to move a referenced huge page; uffd-move forced: the same
+     * fallback (guest RAM is THP-backed where the host allows it); copy:
+     * the fallback without userfaultfd, with the vCPUs paused
      */
     qtest_add_data_func("/virtio-zc/stall/reclaim", "auto",
+                        test_stall_reclaim);
+    qtest_add_data_func("/virtio-zc/stall/reclaim-uffd-move", "uffd-move",
                         test_stall_reclaim);
     qtest_add_data_func("/virtio-zc/stall/reclaim-uffd-wp", "uffd-wp",
                         test_stall_reclaim);
@@ -1974,6 +2368,7 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/stall/disconnect", test_disconnect);
     qtest_add_func("/virtio-zc/stall/unplug", test_unplug_stalled);
     qtest_add_func("/virtio-zc/stall/max-inflight", test_max_inflight);
+    qtest_add_func("/virtio-zc/bad/avail-jump", test_avail_jump);
     qtest_add_func("/virtio-zc/mq/independent", test_mq_independent);
     qtest_add_func("/virtio-zc/mq/one-dest", test_mq_one_dest);
     qtest_add_func("/virtio-zc/migration/stalled", test_migrate_stalled);
@@ -1984,6 +2379,10 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/listen/two-queues", test_listen_mq);
     qtest_add_func("/virtio-zc/bad/header", test_bad_header);
     qtest_add_func("/virtio-zc/bad/layout", test_bad_layout);
+    qtest_add_func("/virtio-zc/bad/transport-rejects",
+                   test_transport_rejects);
     qtest_add_func("/virtio-zc/bad/outside-ram", test_outside_ram);
+    qtest_add_func("/virtio-zc/bad/outside-ram-shared",
+                   test_outside_ram_shared);
     return g_test_run();
 }
