@@ -117,7 +117,8 @@ def main():
             qom = qmp.cmd("qom-get", path=f"/machine/peripheral/{qid}",
                           property="type")
             if dev is None:
-                print(f"MISSING: {drv} (id {qid}) is not on the PCI bus")
+                print(f"qmp-demo: MISSING: {drv} (id {qid}) is not on the "
+                      "PCI bus", file=sys.stderr)
                 ok = False
                 continue
             ids = dev["id"]
@@ -126,7 +127,7 @@ def main():
                   f"{ids['vendor']:04x}:{ids['device']:04x} "
                   f"class {dev['class_info']['class']:04x}")
             if (ids["vendor"], ids["device"]) != (vendor, device):
-                print(f"WRONG IDs for {drv}")
+                print(f"qmp-demo: WRONG IDs for {drv}", file=sys.stderr)
                 ok = False
             path, names = COUNTERS[qid]
             vals = [f"{n}={qmp.cmd('qom-get', path=path, property=n)}"
@@ -135,7 +136,9 @@ def main():
         qmp.cmd("quit")
         rc = proc.wait(timeout=30)
         print("QEMU quit with status", rc)
-        if rc != 0 or not ok:
+        if rc != 0:
+            sys.exit(f"qmp-demo: QEMU exited with status {rc}")
+        if not ok:
             sys.exit(1)
     print("demo: OK")
 
