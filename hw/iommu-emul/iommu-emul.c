@@ -250,8 +250,9 @@ static void iommu_emul_discard_cancel(RamDiscardVeto *veto, RAMBlock *rb,
 }
 
 /*
- * Discard the pages whose last pin went away while a discard was pending.
- * Without s->mutex: ram_block_discard_range() asks our veto.
+ * Discard the pages whose last pin went away while a discard was pending,
+ * unless a mapping pinned one again meanwhile. Without s->mutex: the
+ * discard asks our veto.
  */
 static void iommu_emul_flush_discards(IOMMUEmulState *s)
 {
@@ -283,8 +284,8 @@ static void iommu_emul_flush_discards(IOMMUEmulState *s)
         }
         /* A larger host page goes when its last pinned page does */
         psize = qemu_ram_pagesize(rb);
-        ret = ram_block_discard_range(rb, QEMU_ALIGN_DOWN(offset, psize),
-                                      psize);
+        ret = ram_block_discard_range_unless_vetoed(
+                  rb, QEMU_ALIGN_DOWN(offset, psize), psize);
         trace_iommu_emul_discard_late(host, ret);
         if (ret == 0) {
             WITH_QEMU_LOCK_GUARD(&s->mutex) {

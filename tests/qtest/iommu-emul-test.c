@@ -19,6 +19,7 @@
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
 #include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_mem.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
@@ -1710,6 +1711,143 @@ static void test_balloon_deferred_detach(const void *data)
     fx_free(f);
 }
 
+/*
+ * virtio-mem: a virtio-mem-pci at 06.0 over a memfd memory backend "mem1"
+ * of VMEM_SIZE, all of which the device may plug (requested-size)
+ */
+#define VMEM_SIZE       (64ULL << 20)
+#define VMEM_ARGS       " -m 256M,maxmem=1G -object memory-backend-memfd," \
+                        "id=mem1,size=64M -device virtio-mem-pci,id=vm0," \
+                        "memdev=mem1,requested-size=64M,addr=06.0"
+#define VMEM_BLOCK      "0000:00:06.0/mem1"     /* its RAM block */
+
+typedef struct VMem {
+    QGuestAllocator alloc;
+    QVirtioPCIDevice *vm;
+    QVirtQueue *vq;
+    uint64_t addr;          /* guest-physical start of its memory */
+    uint64_t block;         /* block size */
+} VMem;
+
+static void vmem_start(Fixture *f, VMem *m)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+    uint64_t want = (1ull << VIRTIO_F_VERSION_1) |
+                    (1ull << VIRTIO_MEM_F_ACPI_PXM) |
+                    (1ull << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE);
+
+    pc_alloc_init(&m->alloc, f->qts, ALLOC_NO_FLAGS);
+    m->vm = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(m->vm);
+    qvirtio_pci_device_enable(m->vm);
+    qvirtio_start_device(&m->vm->vdev);
+    qvirtio_set_features(&m->vm->vdev,
+                         qvirtio_get_features(&m->vm->vdev) & want);
+    m->vq = qvirtqueue_setup(&m->vm->vdev, &m->alloc, 0);
+    qvirtio_set_driver_ok(&m->vm->vdev);
+    m->addr = qvirtio_config_readq(&m->vm->vdev,
+                                   offsetof(struct virtio_mem_config, addr));
+    m->block = qvirtio_config_readq(&m->vm->vdev,
+                                    offsetof(struct virtio_mem_config,
+                                             block_size));
+    g_assert_cmphex(m->addr, !=, 0);
+    g_assert_cmphex(m->block, >=, PAGE);
+}
+
+/* One request (PLUG, UNPLUG, UNPLUG_ALL); returns the response type */
+static uint16_t vmem_req(Fixture *f, VMem *m, uint16_t type, uint64_t gpa,
+                         uint16_t nb_blocks)
+{
+    uint8_t req[sizeof(struct virtio_mem_req)] = { 0 };
+    uint8_t resp[sizeof(struct virtio_mem_resp)];
+    uint64_t rq = guest_alloc(&m->alloc, sizeof(req));
+    uint64_t rs = guest_alloc(&m->alloc, sizeof(resp));
+    uint32_t head;
+
+    stw_le_p(req + offsetof(struct virtio_mem_req, type), type);
+    stq_le_p(req + offsetof(struct virtio_mem_req, u.plug.addr), gpa);
+    stw_le_p(req + offsetof(struct virtio_mem_req, u.plug.nb_blocks),
+             nb_blocks);
+    qtest_memwrite(f->qts, rq, req, sizeof(req));
+    qtest_memset(f->qts, rs, 0xff, sizeof(resp));
+    head = qvirtqueue_add(f->qts, m->vq, rq, sizeof(req), false, true);
+    qvirtqueue_add(f->qts, m->vq, rs, sizeof(resp), true, false);
+    qvirtqueue_kick(f->qts, &m->vm->vdev, m->vq, head);
+    qvirtio_wait_used_elem(f->qts, &m->vm->vdev, m->vq, head, NULL,
+                           5 * 1000 * 1000);
+    qtest_memread(f->qts, rs, resp, sizeof(resp));
+    guest_free(&m->alloc, rq);
+    guest_free(&m->alloc, rs);
+    return lduw_le_p(resp + offsetof(struct virtio_mem_resp, type));
+}
+
+static void vmem_stop(VMem *m)
+{
+    qvirtqueue_cleanup(m->vm->vdev.bus, m->vq, &m->alloc);
+    qvirtio_pci_device_disable(m->vm);
+    g_free(m->vm->pdev);
+    g_free(m->vm);
+    alloc_destroy(&m->alloc);
+}
+
+/*
+ * virtio-mem unplug opts into the discard veto: a block with a pinned page
+ * is refused as a whole (BUSY, nothing discarded, even on memfd memory
+ * where mlock would not stop the hole punch), and goes once unpinned.
+ */
+static void test_virtio_mem_veto(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, VMEM_ARGS);
+    uint64_t b0, b1, page0, page1, bus0, bus1;
+    VMem m;
+
+    rings_on(f);
+    vmem_start(f, &m);
+    b0 = m.addr;
+    b1 = m.addr + m.block;
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_PLUG, b0, 2), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    page0 = b0 + 3 * PAGE;
+    page1 = b1 + 5 * PAGE;
+    fill(f, page0, 0x3c, PAGE);
+    fill(f, page1, 0x3d, PAGE);
+    fill(f, b0, 0x3e, PAGE);
+    bus0 = map(f, page0, PAGE, IOMMU_EMUL_MAP_READ);
+    bus1 = map(f, page1, PAGE, IOMMU_EMUL_MAP_READ);
+
+    /* Block 0 holds a pinned page: refused, nothing of it discarded */
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG, b0, 1), ==,
+                     VIRTIO_MEM_RESP_BUSY);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    g_assert(present(f, VMEM_BLOCK, b0 - m.addr));
+    g_assert(all_eq(f, b0, 0x3e, PAGE));
+    g_assert(all_eq(f, page0, 0x3c, PAGE));
+    /* So is unplugging everything */
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG_ALL, 0, 0), ==,
+                     VIRTIO_MEM_RESP_BUSY);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 2);
+    g_assert(all_eq(f, page1, 0x3d, PAGE));
+
+    /* Unpinned, block 0 goes back to the host */
+    unmap(f, bus0, PAGE);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG, b0, 1), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    g_assert_false(present(f, VMEM_BLOCK, page0 - m.addr));
+    g_assert_false(present(f, VMEM_BLOCK, b0 - m.addr));
+    g_assert(all_eq(f, page1, 0x3d, PAGE));
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG_ALL, 0, 0), ==,
+                     VIRTIO_MEM_RESP_BUSY);
+    unmap(f, bus1, PAGE);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG_ALL, 0, 0), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    g_assert_false(present(f, VMEM_BLOCK, page1 - m.addr));
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 3);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+
+    vmem_stop(&m);
+    fx_free(f);
+}
+
 static uint64_t vmrss_kb(Fixture *f)
 {
     return proc_kb(f, "status", "VmRSS:");
@@ -2037,6 +2175,63 @@ static void expect_fail(const char *args, const char *msg)
         g_test_message("stderr: %s", err);
     }
     g_assert_nonnull(strstr(err, msg));
+}
+
+/*
+ * A discard that did not opt into the veto behaves exactly as upstream,
+ * also over a pinned page. virtio-mem's migration destination discards
+ * all its unplugged memory without asking iommu-emul, which has re-pinned
+ * (locked) a page of it there. As upstream with a locked page, madvise()
+ * refuses the range, ram_block_discard_range() reports it and virtio-mem
+ * fails the load. (With the veto inside ram_block_discard_range() it
+ * returned -EBUSY without trying, and without this message.)
+ */
+static void test_discard_not_opted_in(const void *data)
+{
+    g_autofree char *dir = g_dir_make_tmp("iommu-emul-mig-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "state", NULL);
+    g_autofree char *uri = g_strdup_printf("file:%s", file);
+    g_autofree char *dest = g_strdup_printf(
+        "-machine %s -device iommu-emul,id=iommu0,addr=04.0"
+        " -device edu,addr=05.0" VMEM_ARGS " -incoming %s",
+        (const char *)data, uri);
+    /* expect_fail() runs the destination with -nodefaults */
+    Fixture *f = fx_start(data, VMEM_ARGS " -nodefaults");
+    const uint64_t page = (4ULL << 30) + 7 * PAGE;   /* memaddr: 4 GiB */
+    const char *status = NULL;
+    QDict *rsp = NULL;
+    int i;
+
+    /* A page of (unplugged) virtio-mem memory */
+    fill(f, page, 0x6b, PAGE);
+    map(f, page, PAGE, IOMMU_EMUL_MAP_READ);
+    qtest_qmp_assert_success(f->qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    /* A guard against a hung migration, not a timing expectation */
+    for (i = 0; i < 12000; i++) {
+        rsp = qtest_qmp_assert_success_ref(f->qts,
+                                           "{'execute': 'query-migrate'}");
+        status = qdict_get_try_str(rsp, "status");
+        if (status && (!strcmp(status, "completed") ||
+                       !strcmp(status, "failed"))) {
+            break;
+        }
+        qobject_unref(rsp);
+        rsp = NULL;
+        g_usleep(10 * 1000);
+    }
+    g_assert_nonnull(rsp);
+    g_assert_cmpstr(status, ==, "completed");
+    qobject_unref(rsp);
+
+    expect_fail(dest, "ram_block_discard_range: Failed to discard range "
+                VMEM_BLOCK);
+    /* The source is unaffected */
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    unlink(file);
+    rmdir(dir);
+    fx_free(f);
 }
 
 static void test_bad_config(const void *data)
@@ -2792,6 +2987,8 @@ int main(int argc, char **argv)
         add(machines[i], "balloon-deferred", test_balloon_deferred);
         add(machines[i], "balloon-deferred-detach",
             test_balloon_deferred_detach);
+        add(machines[i], "virtio-mem-veto", test_virtio_mem_veto);
+        add(machines[i], "discard-not-opted-in", test_discard_not_opted_in);
         add(machines[i], "migrate", test_migrate);
         add(machines[i], "migrate-refused", test_migrate_refused);
         add(machines[i], "hpa-map-dma", test_hpa_map_dma);
