@@ -185,6 +185,12 @@ static uint64_t map(Fixture *f, uint64_t gpa, uint64_t len, uint16_t perm)
     return out.addr;
 }
 
+static void unmap(Fixture *f, uint64_t bus, uint64_t len)
+{
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, len, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
+}
+
 static void translate_on(Fixture *f)
 {
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_SET_MODE, IOMMU_EMUL_MODE_TRANSLATE,
@@ -1268,6 +1274,225 @@ static void test_gpa_perm(const void *data)
     fx_free(f);
 }
 
+/* True if writing @bus through edu reaches RAM at @gpa; else it faulted */
+static bool dma_writes(Fixture *f, uint64_t bus, uint64_t gpa, uint8_t byte)
+{
+    uint32_t tail = rd32(f, A_FAULTQ_TAIL);
+
+    wr32(f, A_FAULTQ_HEAD, tail);       /* consume: room for the next */
+    fill(f, DATA_GPA + 15 * PAGE, byte, PAGE);
+    edu_dma(f, DATA_GPA + 15 * PAGE, PAGE, false);   /* bypass or mapped */
+    fill(f, gpa, (uint8_t)~byte, PAGE);
+    edu_dma(f, bus, PAGE, true);
+    if (all_eq(f, gpa, byte, PAGE)) {
+        g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, tail);
+        return true;
+    }
+    g_assert(all_eq(f, gpa, (uint8_t)~byte, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), !=, tail);
+    return false;
+}
+
+/* The reason of the newest fault record */
+static uint8_t last_fault(Fixture *f)
+{
+    uint32_t tail = rd32(f, A_FAULTQ_TAIL);
+
+    return fault_at(f, (tail + (1 << FAULTQ_LOG2) - 1) %
+                       (1 << FAULTQ_LOG2)).reason;
+}
+
+/*
+ * gpa mode, overlapping mappings: the translation is the union of the
+ * mappings over each address, and changes only where a command changes
+ * that union. IOMMU notifiers (counted in invalidations) hear only of
+ * those changes: removing one of two identical mappings unmaps nothing.
+ */
+static void test_gpa_overlap(const void *data)
+{
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    const uint64_t a = DATA_GPA, rw = IOMMU_EMUL_MAP_READ |
+                                      IOMMU_EMUL_MAP_WRITE;
+    uint64_t inv;
+
+    /* A bypass mapping for edu's source buffer in dma_writes() */
+    map(f, DATA_GPA + 15 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    translate_on(f);
+    map(f, a, 8 * PAGE, IOMMU_EMUL_MAP_READ);                /* pages 0-7 */
+    map(f, a + 2 * PAGE, 2 * PAGE, rw);                      /* 2-3 */
+    /* Pages 2-3 and 6-7 changed permissions: UNMAP, then MAP anew */
+    map(f, a + 6 * PAGE, 4 * PAGE, IOMMU_EMUL_MAP_WRITE);    /* 6-9 */
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 2);
+
+    g_assert_false(dma_writes(f, a, a, 0x11));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+    g_assert(dma_writes(f, a + 2 * PAGE, a + 2 * PAGE, 0x12));
+    g_assert(dma_writes(f, a + 3 * PAGE, a + 3 * PAGE, 0x13));
+    g_assert_false(dma_writes(f, a + 4 * PAGE, a + 4 * PAGE, 0x14));
+    g_assert(dma_writes(f, a + 7 * PAGE, a + 7 * PAGE, 0x15));
+    g_assert(dma_writes(f, a + 9 * PAGE, a + 9 * PAGE, 0x16));
+    g_assert_false(dma_writes(f, a + 10 * PAGE, a + 10 * PAGE, 0x17));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_UNMAPPED);
+    /* Page 9 is write-only: reading it faults */
+    edu_dma(f, a + 9 * PAGE, PAGE, false);
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+
+    /* The same range mapped twice: removing one copy changes nothing */
+    map(f, a + 6 * PAGE, 4 * PAGE, IOMMU_EMUL_MAP_WRITE);
+    unmap(f, a + 6 * PAGE, 4 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 2);
+    g_assert(dma_writes(f, a + 8 * PAGE, a + 8 * PAGE, 0x18));
+
+    /* Pages 2-3 lose WRITE: one UNMAP for them (then MAP read-only) */
+    unmap(f, a + 2 * PAGE, 2 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 3);
+    g_assert_false(dma_writes(f, a + 2 * PAGE, a + 2 * PAGE, 0x19));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 11);
+
+    /* The outer mapping goes; pages 6-9 stay writable */
+    inv = qom_u64(f, "invalidations");
+    unmap(f, a, 8 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), >, inv);
+    g_assert_false(dma_writes(f, a + 5 * PAGE, a + 5 * PAGE, 0x1a));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert(dma_writes(f, a + 6 * PAGE, a + 6 * PAGE, 0x1b));
+    edu_dma(f, a + 6 * PAGE, PAGE, false);
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 5);
+    fx_free(f);
+}
+
+/* A command ring of 4096 entries, for batches */
+#define BIGQ_GPA        0xc00000ULL
+#define BIGQ_LOG2       12
+#define MANY            10000
+#define MANY_GPA        0x2000000ULL        /* 32 MiB: 10000 pages above */
+#define MANY_PROPS      ",max-mappings=12000,cmdq-max-log2=12"
+
+static void big_ring(Fixture *f)
+{
+    wr32(f, A_CTRL, R_CTRL_FAULTQ_EN_MASK);
+    qiommu_emul_cmdq_start(&f->ring, f->iommu, f->regs, BIGQ_GPA, BIGQ_LOG2,
+                           R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmphex(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+}
+
+/*
+ * MAP (@bus NULL: UNMAP @bus_in) @n single pages in batches; every
+ * command must succeed. MAP stores the bus addresses in @bus_out.
+ */
+static void batch_pages(Fixture *f, bool do_map, const uint64_t *addr,
+                        uint64_t *bus_out, unsigned n)
+{
+    unsigned max = (1u << BIGQ_LOG2) - 1, done, i;
+    g_autofree QIOMMUEmulCmd *c = g_new0(QIOMMUEmulCmd, max);
+    g_autofree CmdOut *out = g_new0(CmdOut, max);
+    g_autofree uint16_t *st = g_new0(uint16_t, max);
+
+    for (done = 0; done < n; done += i) {
+        unsigned k = MIN(max, n - done);
+
+        for (i = 0; i < k; i++) {
+            c[i] = (QIOMMUEmulCmd) {
+                .opcode = do_map ? IOMMU_EMUL_OP_MAP : IOMMU_EMUL_OP_UNMAP,
+                .flags = do_map ? IOMMU_EMUL_MAP_READ |
+                                  IOMMU_EMUL_MAP_WRITE : 0,
+                .requester = EDU_RID, .addr = addr[done + i],
+                .length = PAGE, .dma_limit = do_map ? EDU_DMA_MASK : 0,
+            };
+        }
+        qiommu_emul_cmd_batch(&f->ring, c, k, st, out);
+        for (i = 0; i < k; i++) {
+            g_assert_cmphex(st[i], ==, IOMMU_EMUL_ST_OK);
+            if (bus_out) {
+                bus_out[done + i] = out[i].addr;
+            }
+        }
+    }
+}
+
+/* @src's page through edu to @dst: both must translate */
+static void dma_copy(Fixture *f, uint64_t src_bus, uint64_t dst_bus)
+{
+    edu_dma(f, src_bus, PAGE, false);
+    edu_dma(f, dst_bus, PAGE, true);
+}
+
+/*
+ * 10000 live mappings of one requester (iova mode): lowest-fit bus
+ * addresses, DMA through the first, middle and last ones lands on the
+ * right pages, holes fault and are reused, QUERY finds the mappings.
+ */
+static void test_many_mappings(const void *data)
+{
+    Fixture *f = fx_start(data, MANY_PROPS);
+    g_autofree uint64_t *gpa = g_new(uint64_t, MANY);
+    g_autofree uint64_t *bus = g_new(uint64_t, MANY);
+    g_autofree uint64_t *holes = g_new(uint64_t, MANY);
+    static const unsigned probe[] = { 0, 1, 4999, 5001, MANY - 1 };
+    unsigned i, nholes = 0;
+    CmdOut out;
+
+    big_ring(f);
+    translate_on(f);
+    for (i = 0; i < MANY; i++) {
+        gpa[i] = MANY_GPA + (uint64_t)i * PAGE;
+    }
+    batch_pages(f, true, gpa, bus, MANY);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, MANY);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, MANY);
+    for (i = 0; i < MANY; i++) {
+        g_assert_cmphex(bus[i], ==, 0x100000 + (uint64_t)i * PAGE);
+    }
+
+    /* Each probed page to the next probed one, through the IOMMU */
+    for (i = 0; i < ARRAY_SIZE(probe); i++) {
+        fill(f, gpa[probe[i]], 0x40 + i, PAGE);
+    }
+    for (i = 0; i + 1 < ARRAY_SIZE(probe); i++) {
+        dma_copy(f, bus[probe[i]], bus[probe[i + 1]]);
+        g_assert(all_eq(f, gpa[probe[i + 1]], 0x40, PAGE));
+    }
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+
+    /* Every 7th mapping goes: its bus address faults, its page is kept */
+    for (i = 3; i < MANY; i += 7) {
+        holes[nholes++] = bus[i];
+    }
+    batch_pages(f, false, holes, NULL, nholes);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, MANY - nholes);
+    fill(f, gpa[4995], 0x77, PAGE);
+    fill(f, gpa[4994], 0x55, PAGE);
+    edu_dma(f, bus[4995], PAGE, false);
+    edu_dma(f, bus[4994], PAGE, true);      /* 4994 = 3 + 7 * 713 */
+    g_assert(all_eq(f, gpa[4994], 0x55, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(fault_at(f, 0).reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(fault_at(f, 0).addr, ==, bus[4994]);
+    edu_dma(f, bus[4993], PAGE, true);
+    g_assert(all_eq(f, gpa[4993], 0x77, PAGE));
+
+    /* QUERY, and lowest fit: a page goes into the first hole */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID,
+                        bus[MANY - 2] + 8, 0, 0, &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.addr, ==, gpa[MANY - 2] + 8);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus[3], 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==, bus[3]);
+    /* Two pages fit in no hole but the last one (9999), open-ended */
+    g_assert_cmphex(map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus[MANY - 1]);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus[10]);
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(out.length, ==, MANY - nholes + 3);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    fx_free(f);
+}
+
 /* Vector 0 on faults, vector 1 on SYNC with IRQ; masked: pending bits */
 static void test_msix(const void *data)
 {
@@ -1592,12 +1817,6 @@ static void balloon_stop(Balloon *b)
     g_free(b->vb->pdev);
     g_free(b->vb);
     alloc_destroy(&b->alloc);
-}
-
-static void unmap(Fixture *f, uint64_t bus, uint64_t len)
-{
-    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, len, 0,
-                        NULL), ==, IOMMU_EMUL_ST_OK);
 }
 
 /*
@@ -2153,6 +2372,84 @@ static void test_migrate_refused(const void *data)
     migrate_refused(data, ",bus-addr=gpa", "-device edu,addr=05.0");
     /* The requester does not exist there */
     migrate_refused(data, "", "-device edu,addr=06.0");
+}
+
+/*
+ * Migration of a large store: 10000 mappings, and in gpa mode the order
+ * of overlapping mappings (UNMAP takes the most recent, QUERY reports the
+ * oldest) survives too.
+ */
+static void test_migrate_many(const void *data)
+{
+    g_autofree char *args = g_strdup_printf(
+        "-machine %s -m 256M -device iommu-emul,id=iommu0,addr=04.0"
+        MANY_PROPS " -device edu,addr=05.0", (const char *)data);
+    Fixture *f = fx_start(data, MANY_PROPS);
+    g_autofree uint64_t *gpa = g_new(uint64_t, MANY);
+    g_autofree uint64_t *bus = g_new(uint64_t, MANY);
+    Fixture *t;
+    unsigned i;
+
+    big_ring(f);
+    translate_on(f);
+    for (i = 0; i < MANY; i++) {
+        gpa[i] = MANY_GPA + (uint64_t)i * PAGE;
+    }
+    batch_pages(f, true, gpa, bus, MANY);
+    batch_pages(f, false, &bus[100], NULL, 1);
+    fill(f, gpa[0], 0x21, PAGE);
+    fill(f, gpa[MANY - 1], 0, PAGE);
+
+    t = fx_adopt(qzc_migrate(f->qts, args), f);
+    g_assert_cmpuint(qom_u64(t, "mappings"), ==, MANY - 1);
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, MANY - 1);
+    g_assert_cmpuint(qom_u64(t, "maps"), ==, MANY);
+    dma_copy(t, bus[0], bus[MANY - 1]);
+    g_assert(all_eq(t, gpa[MANY - 1], 0x21, PAGE));
+    edu_dma(t, bus[100], PAGE, true);
+    g_assert_cmpuint(rd32(t, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmphex(fault_at(t, 0).addr, ==, bus[100]);
+    /* The allocator goes on from the migrated store: the hole first */
+    g_assert_cmphex(map(t, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus[100]);
+    fx_free(t);
+    fx_free(f);
+}
+
+static void test_migrate_gpa_order(const void *data)
+{
+    g_autofree char *args = g_strdup_printf(
+        "-machine %s -m 256M -device iommu-emul,id=iommu0,addr=04.0,"
+        "bus-addr=gpa -device edu,addr=05.0", (const char *)data);
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    const uint64_t a = DATA_GPA;
+    Fixture *t;
+    CmdOut out;
+
+    map(f, DATA_GPA + 15 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    translate_on(f);
+    map(f, a, 2 * PAGE, IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    map(f, a, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    map(f, a + PAGE, PAGE, IOMMU_EMUL_MAP_WRITE);
+
+    t = fx_adopt(qzc_migrate(f->qts, args), f);
+    g_assert_cmpuint(qom_u64(t, "mappings"), ==, 4);
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, 3);
+    g_assert_cmpuint(qom_u64(t, "invalidations"), ==, 0);
+    /* QUERY: the oldest of the three over page 1 */
+    g_assert_cmphex(cmd(t, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, a + PAGE, 0, 0,
+                        &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.flags, ==, IOMMU_EMUL_QUERY_READ |
+                    IOMMU_EMUL_QUERY_WRITE | IOMMU_EMUL_QUERY_TRANSLATE);
+    g_assert_cmphex(out.length, ==, 2 * PAGE);
+    /* UNMAP of [a, a + 2 pages): the read-only one, the most recent */
+    unmap(t, a, 2 * PAGE);
+    g_assert(dma_writes(t, a, a, 0x31));
+    unmap(t, a, 2 * PAGE);
+    g_assert_false(dma_writes(t, a, a, 0x32));
+    g_assert(dma_writes(t, a + PAGE, a + PAGE, 0x33));
+    fx_free(t);
+    fx_free(f);
 }
 
 /* Run QEMU to completion and expect it to fail with @msg on stderr */
@@ -2976,6 +3273,8 @@ int main(int argc, char **argv)
         add(machines[i], "gpa-mode", test_gpa_mode);
         add(machines[i], "gpa-perm", test_gpa_perm);
         add(machines[i], "bad-config", test_bad_config);
+        add(machines[i], "gpa-overlap", test_gpa_overlap);
+        add(machines[i], "many-mappings", test_many_mappings);
         add(machines[i], "msix", test_msix);
         add(machines[i], "msi-window", test_msi_window);
         add(machines[i], "limits", test_limits);
@@ -2991,6 +3290,8 @@ int main(int argc, char **argv)
         add(machines[i], "discard-not-opted-in", test_discard_not_opted_in);
         add(machines[i], "migrate", test_migrate);
         add(machines[i], "migrate-refused", test_migrate_refused);
+        add(machines[i], "migrate-many", test_migrate_many);
+        add(machines[i], "migrate-gpa-order", test_migrate_gpa_order);
         add(machines[i], "hpa-map-dma", test_hpa_map_dma);
         add(machines[i], "hpa-longterm-pin", test_hpa_longterm_pin);
         add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);
