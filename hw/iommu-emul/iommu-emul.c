@@ -69,56 +69,132 @@ static bool iommu_emul_do_mlock(void)
 }
 
 /*
- * Lock or unlock one page through the system call itself: the sanitizers
- * intercept mlock() and munlock() and turn them into no-ops, and pinning
- * is this device's job in every build.
+ * Lock or unlock [@host, @host + @len) through the system call itself:
+ * the sanitizers intercept mlock() and munlock() and turn them into
+ * no-ops, and pinning is this device's job in every build. Counted, so
+ * that one can check what a pin costs. Called with s->mutex held.
  */
-static int iommu_emul_mlock(uintptr_t host, bool lock)
+static int iommu_emul_mlock(IOMMUEmulState *s, uintptr_t host, size_t len,
+                            bool lock)
 {
-    return syscall(lock ? SYS_mlock : SYS_munlock, (void *)host,
-                   IOMMU_EMUL_PAGE_SIZE);
+    if (lock) {
+        s->mlock_calls++;
+    } else {
+        s->munlock_calls++;
+    }
+    return syscall(lock ? SYS_mlock : SYS_munlock, (void *)host, len);
 }
 
-/* Called with s->mutex held */
-static bool iommu_emul_pin_page(IOMMUEmulState *s, uintptr_t host)
-{
-    gpointer key = (gpointer)host;
-    uintptr_t count = (uintptr_t)g_hash_table_lookup(s->pins, key);
+/*
+ * The pin cache: host pages that stay locked after their last mapping
+ * went away, so that mapping them again costs no system call. A hash
+ * table finds a page, a queue orders them by unpinning, oldest first.
+ * Everything under s->mutex.
+ */
 
-    if (!count) {
-        if (iommu_emul_do_mlock() &&
-            iommu_emul_mlock(host, true) != 0) {
-            trace_iommu_emul_pin_fail(host, errno);
-            return false;
-        }
-        s->pinned_pages++;
+/* Take @host out of the cache, still locked; false if it is not there */
+static bool iommu_emul_cache_take(IOMMUEmulState *s, uintptr_t host)
+{
+    GList *link = g_hash_table_lookup(s->cache, (gpointer)host);
+
+    if (!link) {
+        return false;
     }
-    g_hash_table_insert(s->pins, key, (gpointer)(count + 1));
+    g_hash_table_remove(s->cache, (gpointer)host);
+    g_queue_delete_link(&s->cache_lru, link);
+    s->cached_pages--;
     return true;
 }
 
-/* Called with s->mutex held */
-static void iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host)
+/* Unlock the page the cache held longest; false if the cache is empty */
+static bool iommu_emul_cache_evict(IOMMUEmulState *s)
+{
+    uintptr_t host = (uintptr_t)g_queue_peek_head(&s->cache_lru);
+
+    if (!iommu_emul_cache_take(s, host)) {
+        return false;
+    }
+    iommu_emul_mlock(s, host, IOMMU_EMUL_PAGE_SIZE, false);
+    s->cache_evictions++;
+    return true;
+}
+
+/* Keep @host, which has just lost its last pin, locked in the cache */
+static void iommu_emul_cache_put(IOMMUEmulState *s, uintptr_t host)
+{
+    g_queue_push_tail(&s->cache_lru, (gpointer)host);
+    g_hash_table_insert(s->cache, (gpointer)host, s->cache_lru.tail);
+    s->cached_pages++;
+    while (s->cached_pages > s->cache_max && iommu_emul_cache_evict(s)) {
+        /* the least recently unpinned pages leave first */
+    }
+}
+
+/* Empty the cache (reset, removal, RLIMIT_MEMLOCK) */
+static void iommu_emul_cache_flush(IOMMUEmulState *s)
+{
+    while (iommu_emul_cache_evict(s)) {
+        /* nothing else */
+    }
+}
+
+/*
+ * Lock a run of pages that are neither pinned nor cached; 0 or the errno
+ * of mlock. If the cache holds pages, RLIMIT_MEMLOCK counts them too: on
+ * failure, empty it and try once more.
+ */
+static int iommu_emul_lock_run(IOMMUEmulState *s, uintptr_t host,
+                               size_t len)
+{
+    int i, err = 0;
+
+    for (i = 0; i < 2; i++) {
+        if (!iommu_emul_mlock(s, host, len, true)) {
+            return 0;
+        }
+        err = errno;
+        trace_iommu_emul_pin_fail(host, err);
+        /* A failed mlock may have locked part of the run */
+        iommu_emul_mlock(s, host, len, false);
+        if (!s->cached_pages) {
+            break;
+        }
+        iommu_emul_cache_flush(s);
+    }
+    return err;
+}
+
+/*
+ * Drop one pin of @host. Returns true if the caller must unlock the page
+ * now: its last pin went and it does not stay in the cache (@cache false,
+ * or the cache is off, or its discard is pending). Called with s->mutex
+ * held.
+ */
+static bool iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host,
+                                  bool cache)
 {
     gpointer key = (gpointer)host;
     uintptr_t count = (uintptr_t)g_hash_table_lookup(s->pins, key);
 
     if (!count) {
-        return;
+        return false;
     }
     if (count > 1) {
         g_hash_table_insert(s->pins, key, (gpointer)(count - 1));
-        return;
+        return false;
     }
     g_hash_table_remove(s->pins, key);
-    if (iommu_emul_do_mlock()) {
-        iommu_emul_mlock(host, false);
-    }
     s->pinned_pages--;
     /* The guest ballooned it while it was pinned: drop it, unlocked */
     if (g_hash_table_remove(s->discard_pending, key)) {
         g_array_append_val(s->discard_due, host);
+        return iommu_emul_do_mlock();
     }
+    if (cache && s->cache_max) {
+        iommu_emul_cache_put(s, host);
+        return false;
+    }
+    return iommu_emul_do_mlock();
 }
 
 /*
@@ -153,32 +229,55 @@ static bool iommu_emul_range_is_ram(uint64_t base, uint64_t len)
     return true;
 }
 
-/* Called with s->mutex held: unpin @npages host pages */
+/*
+ * Drop a pin of each of the @npages host pages @hosts; with @cache, the
+ * pages that lose their last pin may stay locked in the pin cache. The
+ * others are unlocked, adjacent ones with one munlock. Called with
+ * s->mutex held.
+ */
 static void iommu_emul_unpin_range(IOMMUEmulState *s, const uintptr_t *hosts,
-                                   uint64_t npages)
+                                   uint64_t npages, bool cache)
 {
+    uintptr_t run = 0;
+    size_t len = 0;
     uint64_t i;
 
     for (i = 0; i < npages; i++) {
-        iommu_emul_unpin_page(s, hosts[i]);
+        if (!iommu_emul_unpin_page(s, hosts[i], cache)) {
+            continue;
+        }
+        if (len && run + len == hosts[i]) {
+            len += IOMMU_EMUL_PAGE_SIZE;
+            continue;
+        }
+        if (len) {
+            iommu_emul_mlock(s, run, len, false);
+        }
+        run = hosts[i];
+        len = IOMMU_EMUL_PAGE_SIZE;
+    }
+    if (len) {
+        iommu_emul_mlock(s, run, len, false);
     }
 }
 
 /*
  * Pin the @npages guest pages from @gpa for a new mapping (MAP, and the
  * migration destination): the pages that are not pinned yet must fit in
- * max-pinned, then every page is pinned. Returns IOMMU_EMUL_ST_OK with
- * *@hosts the host page of each page (the mapping keeps them, so that
- * unpinning is exact even if the guest changes its memory map later), or
- * NO_RAM or PIN_LIMIT with nothing pinned; *@err is then the errno of the
- * failed mlock, or 0. Called with s->mutex held.
+ * max-pinned, then every page is pinned. A page pinned already, or in the
+ * pin cache, costs no system call; the others are locked with one mlock
+ * per run of adjacent host pages. Returns IOMMU_EMUL_ST_OK with *@hosts
+ * the host page of each page (the mapping keeps them, so that unpinning
+ * is exact even if the guest changes its memory map later), or NO_RAM or
+ * PIN_LIMIT with nothing pinned; *@err is then the errno of the failed
+ * mlock, or 0. Called with s->mutex held.
  */
 static uint16_t iommu_emul_pin_range(IOMMUEmulState *s, uint64_t gpa,
                                      uint64_t npages, uintptr_t **hosts,
                                      int *err)
 {
     g_autofree uintptr_t *h = NULL;
-    uint64_t i, fresh = 0;
+    uint64_t i, j, fresh = 0;
 
     *err = 0;
     if (npages > s->max_pinned >> IOMMU_EMUL_PAGE_SHIFT) {
@@ -195,11 +294,37 @@ static uint16_t iommu_emul_pin_range(IOMMUEmulState *s, uint64_t gpa,
     if ((s->pinned_pages + fresh) * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
         return IOMMU_EMUL_ST_PIN_LIMIT;
     }
-    for (i = 0; i < npages; i++) {
-        if (!iommu_emul_pin_page(s, h[i])) {
-            *err = errno;
-            iommu_emul_unpin_range(s, h, i);
-            return IOMMU_EMUL_ST_PIN_LIMIT;
+
+    for (i = 0; i < npages; i = j) {
+        gpointer key = (gpointer)h[i];
+        uintptr_t count = (uintptr_t)g_hash_table_lookup(s->pins, key);
+
+        j = i + 1;
+        if (count) {
+            g_hash_table_insert(s->pins, key, (gpointer)(count + 1));
+            continue;
+        }
+        if (iommu_emul_cache_take(s, h[i])) {
+            s->cache_hits++;
+        } else {
+            /* The run of adjacent pages that need a lock */
+            while (j < npages && h[j] == h[j - 1] + IOMMU_EMUL_PAGE_SIZE &&
+                   !g_hash_table_contains(s->pins, (gpointer)h[j]) &&
+                   !g_hash_table_contains(s->cache, (gpointer)h[j])) {
+                j++;
+            }
+            *err = iommu_emul_do_mlock() ?
+                   iommu_emul_lock_run(s, h[i],
+                                       (j - i) << IOMMU_EMUL_PAGE_SHIFT) : 0;
+            if (*err) {
+                iommu_emul_unpin_range(s, h, i, false);
+                return IOMMU_EMUL_ST_PIN_LIMIT;
+            }
+            s->cache_misses += j - i;
+        }
+        for (; i < j; i++) {
+            g_hash_table_insert(s->pins, (gpointer)h[i], (gpointer)1);
+            s->pinned_pages++;
         }
     }
     *hosts = g_steal_pointer(&h);
@@ -214,24 +339,34 @@ static void iommu_emul_mapping_free(IOMMUEmulMapping *m)
 
 /*
  * Discard veto: balloon inflation, free page reporting and virtio-mem must
- * not discard a pinned page. Called without the BQL possibly.
+ * not discard a pinned page, nor the page offline engine replace it. What
+ * the pin cache holds of a page that is not pinned goes at once: the
+ * discard proceeds, so the cache never costs overcommit. Called from any
+ * thread, under the veto list's lock.
  */
 static bool iommu_emul_discard_vetoed(RamDiscardVeto *veto, RAMBlock *rb,
                                       void *host, size_t length)
 {
     IOMMUEmulState *s = container_of(veto, IOMMUEmulState, discard_veto);
-    uintptr_t p = (uintptr_t)host & ~PAGE_MASK_EMUL;
+    uintptr_t first = (uintptr_t)host & ~PAGE_MASK_EMUL;
     uintptr_t end = (uintptr_t)host + length;
+    uintptr_t p;
 
     QEMU_LOCK_GUARD(&s->mutex);
-    if (!g_hash_table_size(s->pins)) {
-        return false;
+    if (g_hash_table_size(s->pins)) {
+        for (p = first; p < end; p += IOMMU_EMUL_PAGE_SIZE) {
+            if (g_hash_table_contains(s->pins, (gpointer)p)) {
+                s->vetoed_discards++;
+                trace_iommu_emul_discard_vetoed((uintptr_t)host, length);
+                return true;
+            }
+        }
     }
-    for (; p < end; p += IOMMU_EMUL_PAGE_SIZE) {
-        if (g_hash_table_contains(s->pins, (gpointer)p)) {
-            s->vetoed_discards++;
-            trace_iommu_emul_discard_vetoed((uintptr_t)host, length);
-            return true;
+    for (p = first; p < end && s->cached_pages; p += IOMMU_EMUL_PAGE_SIZE) {
+        if (iommu_emul_cache_take(s, p)) {
+            iommu_emul_mlock(s, p, IOMMU_EMUL_PAGE_SIZE, false);
+            s->cache_releases++;
+            trace_iommu_emul_cache_release(p);
         }
     }
     return false;
@@ -812,12 +947,15 @@ static void iommu_emul_store_remove(IOMMUEmulDev *d, IOMMUEmulMapping *m)
     iommu_emul_hpa_unpin(s, m->hpa_pin);
     iommu_emul_unpin_range(s, m->hosts,
                            (m->node.last - m->node.start + 1) >>
-                           IOMMU_EMUL_PAGE_SHIFT);
+                           IOMMU_EMUL_PAGE_SHIFT, true);
     iommu_emul_mapping_free(m);
 }
 
-/* Remove every mapping of @d; returns how many there were */
-static unsigned iommu_emul_store_clear(IOMMUEmulDev *d)
+/*
+ * Remove every mapping of @d; returns how many there were. With @cache,
+ * their pages may stay in the pin cache (DETACH, not reset).
+ */
+static unsigned iommu_emul_store_clear(IOMMUEmulDev *d, bool cache)
 {
     IOMMUEmulState *s = d->s;
     unsigned n = d->nmaps;
@@ -841,7 +979,7 @@ static unsigned iommu_emul_store_clear(IOMMUEmulDev *d)
         iommu_emul_hpa_unpin(s, m->hpa_pin);
         iommu_emul_unpin_range(s, m->hosts,
                                (node->last - node->start + 1) >>
-                               IOMMU_EMUL_PAGE_SHIFT);
+                               IOMMU_EMUL_PAGE_SHIFT, cache);
         iommu_emul_mapping_free(m);
     }
     s->mappings -= n;
@@ -1160,7 +1298,7 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
     if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
         st = iommu_emul_hpa_pin(s, hosts, npages, limit, &bus, &hpa_pin);
         if (st != IOMMU_EMUL_ST_OK) {
-            iommu_emul_unpin_range(s, hosts, npages);
+            iommu_emul_unpin_range(s, hosts, npages, false);
             g_free(hosts);
             return st;
         }
@@ -1287,7 +1425,7 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
             return IOMMU_EMUL_ST_NO_DEVICE;
         }
         WITH_QEMU_LOCK_GUARD(&s->mutex) {
-            c->out_length = iommu_emul_store_clear(d);
+            c->out_length = iommu_emul_store_clear(d, true);
         }
         return IOMMU_EMUL_ST_OK;
     case IOMMU_EMUL_OP_SYNC:
@@ -1686,17 +1824,20 @@ static const MemoryRegionOps iommu_emul_mmio_ops = {
 static bool iommu_emul_release_dev(IOMMUEmulDev *d, void *opaque)
 {
     WITH_QEMU_LOCK_GUARD(&d->s->mutex) {
-        iommu_emul_store_clear(d);
+        iommu_emul_store_clear(d, false);
         d->translate = false;
     }
     iommu_emul_switch_as(d);
     return false;
 }
 
-/* Every requester back to bypass without mappings */
+/* Every requester back to bypass without mappings, nothing pinned */
 static void iommu_emul_release_all(IOMMUEmulState *s)
 {
     iommu_emul_find_dev_if(s, iommu_emul_release_dev, NULL);
+    WITH_QEMU_LOCK_GUARD(&s->mutex) {
+        iommu_emul_cache_flush(s);
+    }
     /*
      * Reset and exit: the guest that restarts owns all its memory again
      * (the balloon forgets its pages too), so nothing is discarded late.
@@ -1829,6 +1970,11 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
 
     qemu_mutex_init(&s->mutex);
     s->devs = g_ptr_array_new();
+    s->cache = g_hash_table_new(NULL, NULL);
+    g_queue_init(&s->cache_lru);
+    /* With all of RAM locked already, there is nothing to save */
+    s->cache_max = iommu_emul_do_mlock() ?
+                   s->pin_cache >> IOMMU_EMUL_PAGE_SHIFT : 0;
     s->pins = g_hash_table_new(NULL, NULL);
     s->discard_pending = g_hash_table_new(NULL, NULL);
     s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
@@ -1871,6 +2017,7 @@ static void iommu_emul_exit(PCIDevice *pdev)
         msix_uninit(pdev, &s->msix_bar, &s->msix_bar);
     }
     g_hash_table_destroy(s->pins);
+    g_hash_table_destroy(s->cache);
     g_hash_table_destroy(s->discard_pending);
     g_array_free(s->discard_due, true);
     qemu_mutex_destroy(&s->mutex);
@@ -1951,6 +2098,28 @@ static void iommu_emul_instance_init(Object *obj)
         { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards),
           "Host pages ballooned while pinned and discarded when unpinned,"
           " since start (read-only counter)" },
+        { "cached-pages", offsetof(IOMMUEmulState, cached_pages),
+          "Pages the pin cache holds now, locked but not mapped"
+          " (read-only counter)" },
+        { "pin-cache-hits", offsetof(IOMMUEmulState, cache_hits),
+          "Pages MAP took from the pin cache without a system call, since"
+          " start (read-only counter)" },
+        { "pin-cache-misses", offsetof(IOMMUEmulState, cache_misses),
+          "Pages MAP had to lock, neither pinned nor cached, since start"
+          " (read-only counter)" },
+        { "pin-cache-evictions", offsetof(IOMMUEmulState, cache_evictions),
+          "Pages that left the pin cache because it was full or emptied"
+          " (reset, RLIMIT_MEMLOCK), since start (read-only counter)" },
+        { "pin-cache-releases", offsetof(IOMMUEmulState, cache_releases),
+          "Cached pages released to a discard (balloon, free page"
+          " reporting, virtio-mem) or a page offline, since start"
+          " (read-only counter)" },
+        { "mlock-calls", offsetof(IOMMUEmulState, mlock_calls),
+          "mlock system calls made to pin pages, since start"
+          " (read-only counter)" },
+        { "munlock-calls", offsetof(IOMMUEmulState, munlock_calls),
+          "munlock system calls made to unpin pages, since start"
+          " (read-only counter)" },
     };
     int i;
 
@@ -1979,6 +2148,7 @@ static void iommu_emul_instance_init(Object *obj)
 static const Property iommu_emul_properties[] = {
     DEFINE_PROP_STRING("bus-addr", IOMMUEmulState, bus_addr),
     DEFINE_PROP_SIZE("max-pinned", IOMMUEmulState, max_pinned, 1 * GiB),
+    DEFINE_PROP_SIZE("pin-cache", IOMMUEmulState, pin_cache, 0),
     DEFINE_PROP_UINT32("max-mappings", IOMMUEmulState, max_mappings, 4096),
     DEFINE_PROP_UINT8("cmdq-max-log2", IOMMUEmulState, cmdq_max_log2, 8),
     DEFINE_PROP_UINT8("faultq-max-log2", IOMMUEmulState, faultq_max_log2, 8),
@@ -2499,6 +2669,11 @@ static void iommu_emul_class_init(ObjectClass *klass, void *data)
         "Most guest memory pinned at any time, for all devices together"
         " (rounded down to a multiple of 4 KiB, at least 4 KiB;"
         " default 1G)");
+    object_class_property_set_description(klass, "pin-cache",
+        "Most guest memory kept locked after its last mapping went away,"
+        " so that mapping it again costs no system call; released at once"
+        " to balloon, free page reporting and virtio-mem (rounded down to"
+        " a multiple of 4 KiB; default 0, off)");
     object_class_property_set_description(klass, "max-mappings",
         "Most mappings one device (requester) may have (at least 1;"
         " default 4096)");

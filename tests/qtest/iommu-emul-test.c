@@ -19,6 +19,7 @@
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
 #include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_balloon.h"
 #include "standard-headers/linux/virtio_mem.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
@@ -837,18 +838,21 @@ static void test_max_pinned_rounding(const void *data)
 #define MEMLOCK_WRAP "prlimit --memlock=65536:65536 setpriv" \
                      " --inh-caps=-ipc_lock --bounding-set=-ipc_lock"
 
-static void test_memlock(const void *data)
+/*
+ * A started fixture whose QEMU runs with a 64 KiB RLIMIT_MEMLOCK and
+ * without CAP_IPC_LOCK; NULL (test skipped) if that cannot be arranged.
+ * @props: more iommu-emul properties.
+ */
+static Fixture *fx_memlock(const char *machine, const char *props)
 {
     g_autofree char *wrapped = g_strdup_printf("%s %s", MEMLOCK_WRAP,
                                                getenv("QTEST_QEMU_BINARY"));
     g_autofree char *args = g_strdup_printf("-machine %s -m 256M -device"
                                             " iommu-emul,id=iommu0,addr=04.0"
-                                            " -device edu,addr=05.0",
-                                            (const char *)data);
+                                            "%s -device edu,addr=05.0",
+                                            machine, props);
     Fixture *f;
-    uint64_t base, bus;
     int status = -1;
-    CmdOut out;
 
     if (!g_spawn_command_line_sync(MEMLOCK_WRAP " true", NULL, NULL,
                                    &status, NULL) ||
@@ -856,7 +860,7 @@ static void test_memlock(const void *data)
         skip_unprivileged("cannot run QEMU under prlimit/setpriv without"
                           " CAP_IPC_LOCK here (util-linux missing, or no"
                           " CAP_SETPCAP)");
-        return;
+        return NULL;
     }
     g_setenv("IOMMU_EMUL_TEST_MEMLOCK_QEMU", wrapped, true);
     f = g_new0(Fixture, 1);
@@ -869,6 +873,18 @@ static void test_memlock(const void *data)
     f->regs = qpci_iomap(f->iommu, IOMMU_EMUL_REGS_BAR, NULL);
     f->edu_bar = qpci_iomap(f->edu, 0, NULL);
     rings_on(f);
+    return f;
+}
+
+static void test_memlock(const void *data)
+{
+    Fixture *f = fx_memlock(data, "");
+    uint64_t base, bus;
+    CmdOut out;
+
+    if (!f) {
+        return;
+    }
 
     /* max-pinned (1 GiB) is far away: only the 64 KiB limit applies */
     base = locked_kb(f);
@@ -2067,6 +2083,296 @@ static void test_virtio_mem_veto(const void *data)
     fx_free(f);
 }
 
+/*
+ * The pin cache: unmapped pages stay locked (up to pin-cache), invisible
+ * to the guest, and mapping them again is a hit that makes no system
+ * call; DETACH caches too, a reset empties the cache.
+ */
+static void test_pin_cache(const void *data)
+{
+    Fixture *f = fx_start(data, ",pin-cache=64K");
+    uint64_t base, bus, mlocks;
+    CmdOut out;
+
+    translate_on(f);
+    base = locked_kb(f);
+    bus = map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-misses"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 0);
+    /* Four adjacent host pages: one mlock */
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+
+    unmap(f, bus, 4 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 0);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+    /* A cached page is not mapped */
+    edu_dma(f, bus, PAGE, true);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(fault_at(f, 0).reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_NOT_FOUND);
+
+    /* Hits: no system call */
+    mlocks = qom_u64(f, "mlock-calls");
+    bus = map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 4 * PAGE);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+    /* It is mapped again, for real */
+    fill(f, DATA_GPA + PAGE, 0x4d, PAGE);
+    edu_dma(f, bus + PAGE, PAGE, false);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+
+    /* One cached page and one new one: one hit, one miss, one mlock */
+    unmap(f, bus, 4 * PAGE);
+    map(f, DATA_GPA + 3 * PAGE, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 5);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-misses"), ==, 5);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks + 1);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 3);
+    g_assert_cmpuint(locked_kb(f), ==, base + 20);
+
+    /* DETACH caches; a system reset empties the cache */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 5);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 0);
+    g_assert_cmpuint(locked_kb(f), ==, base + 20);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-evictions"), ==, 5);
+    g_assert_cmpuint(locked_kb(f), ==, base);
+    fx_free(f);
+}
+
+/* The bound: the least recently unpinned pages leave the cache first */
+static void test_pin_cache_bound(const void *data)
+{
+    Fixture *f = fx_start(data, ",pin-cache=16K");
+    uint64_t base, bus[8], mlocks;
+    int i;
+
+    base = locked_kb(f);
+    for (i = 0; i < 8; i++) {
+        bus[i] = map(f, DATA_GPA + i * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    for (i = 0; i < 8; i++) {
+        unmap(f, bus[i], PAGE);
+        g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, MIN(i + 1, 4));
+    }
+    g_assert_cmpuint(qom_u64(f, "pin-cache-evictions"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 4);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+
+    /* Pages 4-7 are cached, 0-3 are not */
+    mlocks = qom_u64(f, "mlock-calls");
+    map(f, DATA_GPA + 7 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 1);
+    map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks + 1);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-misses"), ==, 9);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 3);
+    g_assert_cmpuint(locked_kb(f), ==, base + 20);
+    fx_free(f);
+}
+
+/*
+ * RLIMIT_MEMLOCK counts cached pages: a MAP that hits the limit empties
+ * the cache and succeeds.
+ */
+static void test_pin_cache_memlock(const void *data)
+{
+    Fixture *f = fx_memlock(data, ",pin-cache=64K");
+    uint64_t bus;
+
+    if (!f) {
+        return;
+    }
+    bus = map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    unmap(f, bus, 8 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 8);
+    /* 16 more pages do not fit in 64 KiB next to the 8 cached ones */
+    map(f, DATA_GPA + 8 * PAGE, 16 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-evictions"), ==, 8);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 16);
+    fx_free(f);
+}
+
+/* Features and queues of a virtio-balloon at 06.0 for these tests */
+static void balloon_start_features(Fixture *f, Balloon *b, uint64_t features,
+                                   int vq, int nvq)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+    int i;
+
+    pc_alloc_init(&b->alloc, f->qts, ALLOC_NO_FLAGS);
+    b->vb = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(b->vb);
+    qvirtio_pci_device_enable(b->vb);
+    qvirtio_start_device(&b->vb->vdev);
+    qvirtio_set_features(&b->vb->vdev, qvirtio_get_features(&b->vb->vdev) &
+                         features);
+    for (i = 0; i < nvq; i++) {
+        b->vq[i] = qvirtqueue_setup(&b->vb->vdev, &b->alloc, vq + i);
+    }
+    qvirtio_set_driver_ok(&b->vb->vdev);
+}
+
+/*
+ * Balloon inflation over pages that only the pin cache holds returns all
+ * of them to the host (the host's pagemap says so); a page that is still
+ * mapped stays, as without the cache.
+ */
+static void test_pin_cache_balloon(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=64M",
+                        " -device virtio-balloon-pci,addr=06.0");
+    const uint64_t lo = 64 << 20, n = (16 << 20) / PAGE;
+    const uint64_t kept = lo + 1000 * PAGE;
+    g_autofree uint64_t *gpa = g_new(uint64_t, n);
+    g_autofree uint64_t *pm = g_new(uint64_t, n);
+    g_autofree char *path = NULL;
+    uint64_t bus[16], base, i, present_pages = 0;
+    Balloon b;
+    int fd;
+
+    rings_on(f);
+    qtest_memset(f->qts, lo, 0x5a, n * PAGE);
+    base = locked_kb(f);
+    for (i = 0; i < 16; i++) {
+        bus[i] = map(f, lo + (i << 20), 1 << 20, IOMMU_EMUL_MAP_READ);
+    }
+    map(f, kept, PAGE, IOMMU_EMUL_MAP_READ);
+    for (i = 0; i < 16; i++) {
+        unmap(f, bus[i], 1 << 20);
+    }
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, n - 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + n * 4);
+
+    for (i = 0; i < n; i++) {
+        gpa[i] = lo + i * PAGE;
+    }
+    balloon_start_features(f, &b, 1ull << VIRTIO_F_VERSION_1, 0, 2);
+    balloon_pages(f, &b, 0, gpa, n);
+
+    path = g_strdup_printf("/proc/%d/pagemap", (int)qtest_pid(f->qts));
+    fd = open(path, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pread(fd, pm, n * 8,
+                          (host_addr(f, "pc.ram", lo) / PAGE) * 8), ==, n * 8);
+    close(fd);
+    for (i = 0; i < n; i++) {
+        if (gpa[i] != kept) {
+            present_pages += pm[i] >> 63;
+        }
+    }
+    g_test_message("%" PRIu64 " cached pages ballooned: %" PRIu64 " still"
+                   " present, pin-cache-releases %" PRIu64, n - 1,
+                   present_pages, qom_u64(f, "pin-cache-releases"));
+    g_assert_cmpuint(present_pages, ==, 0);
+    g_assert(present(f, "pc.ram", kept));
+    g_assert(all_eq(f, kept, 0x5a, PAGE));
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-releases"), ==, n - 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + 4);
+    balloon_stop(&b);
+    fx_free(f);
+}
+
+/*
+ * Free page reporting releases cached pages too; a mapped page is skipped
+ * and, as free page reporting never defers, stays after its unmap.
+ */
+static void test_pin_cache_fpr(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=1M",
+                        " -device virtio-balloon-pci,addr=06.0,"
+                        "free-page-reporting=on");
+    const uint64_t rep_vq = 3;   /* inflate, deflate, stats, reporting */
+    uint64_t bus, bus5;
+    uint32_t head;
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 8; i++) {
+        fill(f, DATA_GPA + i * PAGE, 0x60 + i, PAGE);
+    }
+    bus = map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    bus5 = map(f, DATA_GPA + 5 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    unmap(f, bus, 8 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 7);
+
+    balloon_start_features(f, &b, (1ull << VIRTIO_F_VERSION_1) |
+                           (1ull << VIRTIO_BALLOON_F_REPORTING), rep_vq, 1);
+    head = qvirtqueue_add(f->qts, b.vq[0], DATA_GPA, 8 * PAGE, true, false);
+    qvirtqueue_kick(f->qts, &b.vb->vdev, b.vq[0], head);
+    qvirtio_wait_used_elem(f->qts, &b.vb->vdev, b.vq[0], head, NULL,
+                           5 * 1000 * 1000);
+    for (i = 0; i < 8; i++) {
+        if (i == 5) {
+            g_assert(present(f, "pc.ram", DATA_GPA + i * PAGE));
+            g_assert(all_eq(f, DATA_GPA + i * PAGE, 0x65, PAGE));
+        } else {
+            g_assert_false(present(f, "pc.ram", DATA_GPA + i * PAGE));
+        }
+    }
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-releases"), ==, 7);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    unmap(f, bus5, PAGE);
+    g_assert(present(f, "pc.ram", DATA_GPA + 5 * PAGE));
+    g_assert(all_eq(f, DATA_GPA + 5 * PAGE, 0x65, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 1);
+
+    qvirtqueue_cleanup(b.vb->vdev.bus, b.vq[0], &b.alloc);
+    qvirtio_pci_device_disable(b.vb);
+    g_free(b.vb->pdev);
+    g_free(b.vb);
+    alloc_destroy(&b.alloc);
+    fx_free(f);
+}
+
+/* virtio-mem unplug releases a page that only the pin cache holds */
+static void test_pin_cache_virtio_mem(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=1M", VMEM_ARGS);
+    uint64_t page, bus;
+    VMem m;
+
+    rings_on(f);
+    vmem_start(f, &m);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_PLUG, m.addr, 1), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    page = m.addr + 9 * PAGE;
+    fill(f, page, 0x2f, PAGE);
+    bus = map(f, page, PAGE, IOMMU_EMUL_MAP_READ);
+    unmap(f, bus, PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 1);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG, m.addr, 1), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    g_assert_false(present(f, VMEM_BLOCK, page - m.addr));
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-releases"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 0);
+    vmem_stop(&m);
+    fx_free(f);
+}
+
 static uint64_t vmrss_kb(Fixture *f)
 {
     return proc_kb(f, "status", "VmRSS:");
@@ -3202,7 +3508,9 @@ static void test_property_descriptions(void)
         "bus-addr", "max-pinned", "max-mappings", "cmdq-max-log2",
         "faultq-max-log2", "aperture-bits", "mappings", "pinned-pages",
         "pinned-bytes", "maps", "unmaps", "faults", "invalidations",
-        "vetoed-discards", "deferred-discards",
+        "vetoed-discards", "deferred-discards", "pin-cache", "cached-pages",
+        "pin-cache-hits", "pin-cache-misses", "pin-cache-evictions",
+        "pin-cache-releases", "mlock-calls", "munlock-calls",
     };
     QTestState *qts = qtest_init("-machine none");
     g_autoptr(GHashTable) own = device_props(qts, "iommu-emul");
@@ -3287,6 +3595,12 @@ int main(int argc, char **argv)
         add(machines[i], "balloon-deferred-detach",
             test_balloon_deferred_detach);
         add(machines[i], "virtio-mem-veto", test_virtio_mem_veto);
+        add(machines[i], "pin-cache", test_pin_cache);
+        add(machines[i], "pin-cache-bound", test_pin_cache_bound);
+        add(machines[i], "pin-cache-memlock", test_pin_cache_memlock);
+        add(machines[i], "pin-cache-balloon", test_pin_cache_balloon);
+        add(machines[i], "pin-cache-fpr", test_pin_cache_fpr);
+        add(machines[i], "pin-cache-virtio-mem", test_pin_cache_virtio_mem);
         add(machines[i], "discard-not-opted-in", test_discard_not_opted_in);
         add(machines[i], "migrate", test_migrate);
         add(machines[i], "migrate-refused", test_migrate_refused);

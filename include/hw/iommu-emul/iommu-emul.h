@@ -113,6 +113,7 @@ struct IOMMUEmulState {
     /* Properties */
     char *bus_addr;
     uint64_t max_pinned;
+    uint64_t pin_cache;
     uint32_t max_mappings;
     uint8_t cmdq_max_log2;
     uint8_t faultq_max_log2;
@@ -125,6 +126,9 @@ struct IOMMUEmulState {
     GPtrArray *devs;            /* every IOMMUEmulDev, oldest first (BQL) */
     GHashTable *pins;           /* host page address -> pin count */
     GHashTable *discard_pending; /* pinned host pages the guest ballooned */
+    GHashTable *cache;          /* pin cache: host page -> its cache_lru link */
+    GQueue cache_lru;           /* cached host pages, oldest unpin first */
+    uint64_t cache_max;         /* pages */
     GArray *discard_due;        /* unpinned host pages to discard now */
     unsigned mode;              /* IOMMU_EMUL_BUS_ADDR_* */
     bool msix;
@@ -156,6 +160,13 @@ struct IOMMUEmulState {
     uint64_t invalidations;
     uint64_t vetoed_discards;
     uint64_t deferred_discards;
+    uint64_t cached_pages;
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t cache_evictions;
+    uint64_t cache_releases;
+    uint64_t mlock_calls;
+    uint64_t munlock_calls;
 
     IOMMUEmulHpa *hpa;          /* bus-addr=hpa only, under mutex */
 
