@@ -2347,6 +2347,40 @@ static void test_pin_cache_fpr(const void *data)
     fx_free(f);
 }
 
+/*
+ * A page ballooned while pinned is discarded when it is unpinned, never
+ * cached; deflated, it is cached as any other.
+ */
+static void test_pin_cache_deferred(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=1M",
+                        " -device virtio-balloon-pci,addr=06.0");
+    uint64_t gpa[2] = { DATA_GPA, DATA_GPA + PAGE }, bus[2];
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 2; i++) {
+        fill(f, gpa[i], 0x70 + i, PAGE);
+        bus[i] = map(f, gpa[i], PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    balloon_start(f, &b);
+    balloon_pages(f, &b, 0, gpa, 2);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 2);
+    balloon_pages(f, &b, 1, &gpa[1], 1);
+
+    unmap(f, bus[0], PAGE);
+    g_assert_false(present(f, "pc.ram", gpa[0]));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+    unmap(f, bus[1], PAGE);
+    g_assert(all_eq(f, gpa[1], 0x71, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    balloon_stop(&b);
+    fx_free(f);
+}
+
 /* virtio-mem unplug releases a page that only the pin cache holds */
 static void test_pin_cache_virtio_mem(const void *data)
 {
@@ -3600,6 +3634,7 @@ int main(int argc, char **argv)
         add(machines[i], "pin-cache-memlock", test_pin_cache_memlock);
         add(machines[i], "pin-cache-balloon", test_pin_cache_balloon);
         add(machines[i], "pin-cache-fpr", test_pin_cache_fpr);
+        add(machines[i], "pin-cache-deferred", test_pin_cache_deferred);
         add(machines[i], "pin-cache-virtio-mem", test_pin_cache_virtio_mem);
         add(machines[i], "discard-not-opted-in", test_discard_not_opted_in);
         add(machines[i], "migrate", test_migrate);
