@@ -2400,6 +2400,7 @@ static bool iommu_emul_load_mapping(IOMMUEmulState *s, IOMMUEmulDev *d,
 /* Rebuild the domains from the loaded arrays; false on bad input */
 static bool iommu_emul_load_domains(IOMMUEmulState *s)
 {
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     int i, k = 0;
     uint32_t j;
 
@@ -2426,7 +2427,7 @@ static bool iommu_emul_load_domains(IOMMUEmulState *s)
                          who);
             return false;
         }
-        if (d->translate || d->nmaps || md->translate > 1) {
+        if (!g_hash_table_add(seen, d) || md->translate > 1) {
             error_report("iommu-emul: %s: duplicate or bad domain (mode %u,"
                          " %u mappings)", who, md->translate, md->nmaps);
             return false;
