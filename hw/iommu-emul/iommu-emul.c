@@ -14,6 +14,7 @@
 #include "qemu/osdep.h"
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/lockable.h"
@@ -68,56 +69,132 @@ static bool iommu_emul_do_mlock(void)
 }
 
 /*
- * Lock or unlock one page through the system call itself: the sanitizers
- * intercept mlock() and munlock() and turn them into no-ops, and pinning
- * is this device's job in every build.
+ * Lock or unlock [@host, @host + @len) through the system call itself:
+ * the sanitizers intercept mlock() and munlock() and turn them into
+ * no-ops, and pinning is this device's job in every build. Counted, so
+ * that one can check what a pin costs. Called with s->mutex held.
  */
-static int iommu_emul_mlock(uintptr_t host, bool lock)
+static int iommu_emul_mlock(IOMMUEmulState *s, uintptr_t host, size_t len,
+                            bool lock)
 {
-    return syscall(lock ? SYS_mlock : SYS_munlock, (void *)host,
-                   IOMMU_EMUL_PAGE_SIZE);
+    if (lock) {
+        s->mlock_calls++;
+    } else {
+        s->munlock_calls++;
+    }
+    return syscall(lock ? SYS_mlock : SYS_munlock, (void *)host, len);
 }
 
-/* Called with s->mutex held */
-static bool iommu_emul_pin_page(IOMMUEmulState *s, uintptr_t host)
-{
-    gpointer key = (gpointer)host;
-    uintptr_t count = (uintptr_t)g_hash_table_lookup(s->pins, key);
+/*
+ * The pin cache: host pages that stay locked after their last mapping
+ * went away, so that mapping them again costs no system call. A hash
+ * table finds a page, a queue orders them by unpinning, oldest first.
+ * Everything under s->mutex.
+ */
 
-    if (!count) {
-        if (iommu_emul_do_mlock() &&
-            iommu_emul_mlock(host, true) != 0) {
-            trace_iommu_emul_pin_fail(host, errno);
-            return false;
-        }
-        s->pinned_pages++;
+/* Take @host out of the cache, still locked; false if it is not there */
+static bool iommu_emul_cache_take(IOMMUEmulState *s, uintptr_t host)
+{
+    GList *link = g_hash_table_lookup(s->cache, (gpointer)host);
+
+    if (!link) {
+        return false;
     }
-    g_hash_table_insert(s->pins, key, (gpointer)(count + 1));
+    g_hash_table_remove(s->cache, (gpointer)host);
+    g_queue_delete_link(&s->cache_lru, link);
+    s->cached_pages--;
     return true;
 }
 
-/* Called with s->mutex held */
-static void iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host)
+/* Unlock the page the cache held longest; false if the cache is empty */
+static bool iommu_emul_cache_evict(IOMMUEmulState *s)
+{
+    uintptr_t host = (uintptr_t)g_queue_peek_head(&s->cache_lru);
+
+    if (!iommu_emul_cache_take(s, host)) {
+        return false;
+    }
+    iommu_emul_mlock(s, host, IOMMU_EMUL_PAGE_SIZE, false);
+    s->cache_evictions++;
+    return true;
+}
+
+/* Keep @host, which has just lost its last pin, locked in the cache */
+static void iommu_emul_cache_put(IOMMUEmulState *s, uintptr_t host)
+{
+    g_queue_push_tail(&s->cache_lru, (gpointer)host);
+    g_hash_table_insert(s->cache, (gpointer)host, s->cache_lru.tail);
+    s->cached_pages++;
+    while (s->cached_pages > s->cache_max && iommu_emul_cache_evict(s)) {
+        /* the least recently unpinned pages leave first */
+    }
+}
+
+/* Empty the cache (reset, removal, RLIMIT_MEMLOCK) */
+static void iommu_emul_cache_flush(IOMMUEmulState *s)
+{
+    while (iommu_emul_cache_evict(s)) {
+        /* nothing else */
+    }
+}
+
+/*
+ * Lock a run of pages that are neither pinned nor cached; 0 or the errno
+ * of mlock. If the cache holds pages, RLIMIT_MEMLOCK counts them too: on
+ * failure, empty it and try once more.
+ */
+static int iommu_emul_lock_run(IOMMUEmulState *s, uintptr_t host,
+                               size_t len)
+{
+    int i, err = 0;
+
+    for (i = 0; i < 2; i++) {
+        if (!iommu_emul_mlock(s, host, len, true)) {
+            return 0;
+        }
+        err = errno;
+        trace_iommu_emul_pin_fail(host, err);
+        /* A failed mlock may have locked part of the run */
+        iommu_emul_mlock(s, host, len, false);
+        if (!s->cached_pages) {
+            break;
+        }
+        iommu_emul_cache_flush(s);
+    }
+    return err;
+}
+
+/*
+ * Drop one pin of @host. Returns true if the caller must unlock the page
+ * now: its last pin went and it does not stay in the cache (@cache false,
+ * or the cache is off, or its discard is pending). Called with s->mutex
+ * held.
+ */
+static bool iommu_emul_unpin_page(IOMMUEmulState *s, uintptr_t host,
+                                  bool cache)
 {
     gpointer key = (gpointer)host;
     uintptr_t count = (uintptr_t)g_hash_table_lookup(s->pins, key);
 
     if (!count) {
-        return;
+        return false;
     }
     if (count > 1) {
         g_hash_table_insert(s->pins, key, (gpointer)(count - 1));
-        return;
+        return false;
     }
     g_hash_table_remove(s->pins, key);
-    if (iommu_emul_do_mlock()) {
-        iommu_emul_mlock(host, false);
-    }
     s->pinned_pages--;
     /* The guest ballooned it while it was pinned: drop it, unlocked */
     if (g_hash_table_remove(s->discard_pending, key)) {
         g_array_append_val(s->discard_due, host);
+        return iommu_emul_do_mlock();
     }
+    if (cache && s->cache_max) {
+        iommu_emul_cache_put(s, host);
+        return false;
+    }
+    return iommu_emul_do_mlock();
 }
 
 /*
@@ -152,45 +229,144 @@ static bool iommu_emul_range_is_ram(uint64_t base, uint64_t len)
     return true;
 }
 
-/* Called with s->mutex held: unpin @npages host pages */
+/*
+ * Drop a pin of each of the @npages host pages @hosts; with @cache, the
+ * pages that lose their last pin may stay locked in the pin cache. The
+ * others are unlocked, adjacent ones with one munlock. Called with
+ * s->mutex held.
+ */
 static void iommu_emul_unpin_range(IOMMUEmulState *s, const uintptr_t *hosts,
-                                   uint64_t npages)
+                                   uint64_t npages, bool cache)
 {
+    uintptr_t run = 0;
+    size_t len = 0;
     uint64_t i;
 
     for (i = 0; i < npages; i++) {
-        iommu_emul_unpin_page(s, hosts[i]);
+        if (!iommu_emul_unpin_page(s, hosts[i], cache)) {
+            continue;
+        }
+        if (len && run + len == hosts[i]) {
+            len += IOMMU_EMUL_PAGE_SIZE;
+            continue;
+        }
+        if (len) {
+            iommu_emul_mlock(s, run, len, false);
+        }
+        run = hosts[i];
+        len = IOMMU_EMUL_PAGE_SIZE;
+    }
+    if (len) {
+        iommu_emul_mlock(s, run, len, false);
     }
 }
 
-static void iommu_emul_mapping_free(gpointer p)
+/*
+ * Pin the @npages guest pages from @gpa for a new mapping (MAP, and the
+ * migration destination): the pages that are not pinned yet must fit in
+ * max-pinned, then every page is pinned. A page pinned already, or in the
+ * pin cache, costs no system call; the others are locked with one mlock
+ * per run of adjacent host pages. Returns IOMMU_EMUL_ST_OK with *@hosts
+ * the host page of each page (the mapping keeps them, so that unpinning
+ * is exact even if the guest changes its memory map later), or NO_RAM or
+ * PIN_LIMIT with nothing pinned; *@err is then the errno of the failed
+ * mlock, or 0. Called with s->mutex held.
+ */
+static uint16_t iommu_emul_pin_range(IOMMUEmulState *s, uint64_t gpa,
+                                     uint64_t npages, uintptr_t **hosts,
+                                     int *err)
 {
-    IOMMUEmulMapping *m = p;
+    g_autofree uintptr_t *h = NULL;
+    uint64_t i, j, fresh = 0;
 
+    *err = 0;
+    if (npages > s->max_pinned >> IOMMU_EMUL_PAGE_SHIFT) {
+        return IOMMU_EMUL_ST_PIN_LIMIT;
+    }
+    h = g_new(uintptr_t, npages);
+    for (i = 0; i < npages; i++) {
+        h[i] = iommu_emul_host_page(gpa + (i << IOMMU_EMUL_PAGE_SHIFT));
+        if (!h[i]) {
+            return IOMMU_EMUL_ST_NO_RAM;
+        }
+        fresh += !g_hash_table_contains(s->pins, (gpointer)h[i]);
+    }
+    if ((s->pinned_pages + fresh) * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
+        return IOMMU_EMUL_ST_PIN_LIMIT;
+    }
+
+    for (i = 0; i < npages; i = j) {
+        gpointer key = (gpointer)h[i];
+        uintptr_t count = (uintptr_t)g_hash_table_lookup(s->pins, key);
+
+        j = i + 1;
+        if (count) {
+            g_hash_table_insert(s->pins, key, (gpointer)(count + 1));
+            continue;
+        }
+        if (iommu_emul_cache_take(s, h[i])) {
+            s->cache_hits++;
+        } else {
+            /* The run of adjacent pages that need a lock */
+            while (j < npages && h[j] == h[j - 1] + IOMMU_EMUL_PAGE_SIZE &&
+                   !g_hash_table_contains(s->pins, (gpointer)h[j]) &&
+                   !g_hash_table_contains(s->cache, (gpointer)h[j])) {
+                j++;
+            }
+            *err = iommu_emul_do_mlock() ?
+                   iommu_emul_lock_run(s, h[i],
+                                       (j - i) << IOMMU_EMUL_PAGE_SHIFT) : 0;
+            if (*err) {
+                iommu_emul_unpin_range(s, h, i, false);
+                return IOMMU_EMUL_ST_PIN_LIMIT;
+            }
+            s->cache_misses += j - i;
+        }
+        for (; i < j; i++) {
+            g_hash_table_insert(s->pins, (gpointer)h[i], (gpointer)1);
+            s->pinned_pages++;
+        }
+    }
+    *hosts = g_steal_pointer(&h);
+    return IOMMU_EMUL_ST_OK;
+}
+
+static void iommu_emul_mapping_free(IOMMUEmulMapping *m)
+{
     g_free(m->hosts);
     g_free(m);
 }
 
 /*
  * Discard veto: balloon inflation, free page reporting and virtio-mem must
- * not discard a pinned page. Called without the BQL possibly.
+ * not discard a pinned page, nor the page offline engine replace it. What
+ * the pin cache holds of a page that is not pinned goes at once: the
+ * discard proceeds, so the cache never costs overcommit. Called from any
+ * thread, under the veto list's lock.
  */
 static bool iommu_emul_discard_vetoed(RamDiscardVeto *veto, RAMBlock *rb,
                                       void *host, size_t length)
 {
     IOMMUEmulState *s = container_of(veto, IOMMUEmulState, discard_veto);
-    uintptr_t p = (uintptr_t)host & ~PAGE_MASK_EMUL;
+    uintptr_t first = (uintptr_t)host & ~PAGE_MASK_EMUL;
     uintptr_t end = (uintptr_t)host + length;
+    uintptr_t p;
 
     QEMU_LOCK_GUARD(&s->mutex);
-    if (!g_hash_table_size(s->pins)) {
-        return false;
+    if (g_hash_table_size(s->pins)) {
+        for (p = first; p < end; p += IOMMU_EMUL_PAGE_SIZE) {
+            if (g_hash_table_contains(s->pins, (gpointer)p)) {
+                s->vetoed_discards++;
+                trace_iommu_emul_discard_vetoed((uintptr_t)host, length);
+                return true;
+            }
+        }
     }
-    for (; p < end; p += IOMMU_EMUL_PAGE_SIZE) {
-        if (g_hash_table_contains(s->pins, (gpointer)p)) {
-            s->vetoed_discards++;
-            trace_iommu_emul_discard_vetoed((uintptr_t)host, length);
-            return true;
+    for (p = first; p < end && s->cached_pages; p += IOMMU_EMUL_PAGE_SIZE) {
+        if (iommu_emul_cache_take(s, p)) {
+            iommu_emul_mlock(s, p, IOMMU_EMUL_PAGE_SIZE, false);
+            s->cache_releases++;
+            trace_iommu_emul_cache_release(p);
         }
     }
     return false;
@@ -250,8 +426,9 @@ static void iommu_emul_discard_cancel(RamDiscardVeto *veto, RAMBlock *rb,
 }
 
 /*
- * Discard the pages whose last pin went away while a discard was pending.
- * Without s->mutex: ram_block_discard_range() asks our veto.
+ * Discard the pages whose last pin went away while a discard was pending,
+ * unless a mapping pinned one again meanwhile. Without s->mutex: the
+ * discard asks our veto.
  */
 static void iommu_emul_flush_discards(IOMMUEmulState *s)
 {
@@ -283,8 +460,8 @@ static void iommu_emul_flush_discards(IOMMUEmulState *s)
         }
         /* A larger host page goes when its last pinned page does */
         psize = qemu_ram_pagesize(rb);
-        ret = ram_block_discard_range(rb, QEMU_ALIGN_DOWN(offset, psize),
-                                      psize);
+        ret = ram_block_discard_range_unless_vetoed(
+                  rb, QEMU_ALIGN_DOWN(offset, psize), psize);
         trace_iommu_emul_discard_late(host, ret);
         if (ret == 0) {
             WITH_QEMU_LOCK_GUARD(&s->mutex) {
@@ -337,15 +514,7 @@ static void iommu_emul_notify(IOMMUEmulDev *d, IOMMUNotifier *n,
     }
 }
 
-static void iommu_emul_invalidate(IOMMUEmulDev *d, uint64_t bus, uint64_t len)
-{
-    d->s->invalidations++;
-    trace_iommu_emul_invalidate(pci_bus_num(d->bus), d->devfn, bus,
-                                bus + len - 1);
-    iommu_emul_notify(d, NULL, bus, bus + len - 1, 0, IOMMU_NONE);
-}
-
-/* Address spaces */
+/* Address spaces and requesters */
 
 static void iommu_emul_switch_as(IOMMUEmulDev *d)
 {
@@ -353,12 +522,64 @@ static void iommu_emul_switch_as(IOMMUEmulDev *d)
     memory_region_set_enabled(MEMORY_REGION(&d->iommu_mr), d->translate);
 }
 
+typedef bool IOMMUEmulDevFn(IOMMUEmulDev *d, void *opaque);
+
+/*
+ * The one walk over the requesters: call @fn on each, oldest first, until
+ * it returns true, and return that requester (NULL if none did).
+ */
+static IOMMUEmulDev *iommu_emul_find_dev_if(IOMMUEmulState *s,
+                                            IOMMUEmulDevFn *fn, void *opaque)
+{
+    unsigned i;
+
+    for (i = 0; i < s->devs->len; i++) {
+        IOMMUEmulDev *d = g_ptr_array_index(s->devs, i);
+
+        if (fn(d, opaque)) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+typedef struct IOMMUEmulDevKey {
+    PCIBus *bus;
+    const char *bus_name;
+    int devfn;
+} IOMMUEmulDevKey;
+
+static bool iommu_emul_dev_is(IOMMUEmulDev *d, void *opaque)
+{
+    IOMMUEmulDevKey *k = opaque;
+
+    return d->devfn == k->devfn &&
+           (k->bus ? d->bus == k->bus : !strcmp(BUS(d->bus)->name,
+                                                k->bus_name));
+}
+
+static uint16_t iommu_emul_rid(IOMMUEmulDev *d)
+{
+    return PCI_BUILD_BDF(pci_bus_num(d->bus), d->devfn);
+}
+
+static bool iommu_emul_dev_has_rid(IOMMUEmulDev *d, void *opaque)
+{
+    return iommu_emul_rid(d) == *(uint16_t *)opaque;
+}
+
+/* The requester with PCI requester ID @rid (bus numbers are the guest's) */
+static IOMMUEmulDev *iommu_emul_find_dev(IOMMUEmulState *s, uint16_t rid)
+{
+    return iommu_emul_find_dev_if(s, iommu_emul_dev_has_rid, &rid);
+}
+
 static AddressSpace *iommu_emul_find_add_as(PCIBus *bus, void *opaque,
                                             int devfn)
 {
     IOMMUEmulState *s = opaque;
     PCIDevice *pdev = PCI_DEVICE(s);
-    IOMMUEmulBus *sbus;
+    IOMMUEmulDevKey key = { .bus = bus, .devfn = devfn };
     IOMMUEmulDev *d;
     g_autofree char *name = NULL;
 
@@ -367,13 +588,7 @@ static AddressSpace *iommu_emul_find_add_as(PCIBus *bus, void *opaque,
         return &address_space_memory;
     }
 
-    sbus = g_hash_table_lookup(s->as_by_bus, bus);
-    if (!sbus) {
-        sbus = g_new0(IOMMUEmulBus, 1);
-        sbus->bus = bus;
-        g_hash_table_insert(s->as_by_bus, bus, sbus);
-    }
-    d = sbus->dev[devfn];
+    d = iommu_emul_find_dev_if(s, iommu_emul_dev_is, &key);
     if (d) {
         return &d->as;
     }
@@ -382,18 +597,7 @@ static AddressSpace *iommu_emul_find_add_as(PCIBus *bus, void *opaque,
     d->s = s;
     d->bus = bus;
     d->devfn = devfn;
-    d->maps = g_ptr_array_new_with_free_func(iommu_emul_mapping_free);
-    d->iova = iova_tree_new();
-    if (s->aperture_start <= IOMMU_EMUL_MSI_BASE &&
-        IOMMU_EMUL_MSI_LAST <= s->aperture_end) {
-        DMAMap msi = {
-            .iova = IOMMU_EMUL_MSI_BASE,
-            .translated_addr = IOMMU_EMUL_MSI_BASE,
-            .size = IOMMU_EMUL_MSI_LAST - IOMMU_EMUL_MSI_BASE,
-            .perm = IOMMU_RW,
-        };
-        iova_tree_insert(d->iova, &msi);
-    }
+    d->iova_hint = s->aperture_start;
 
     name = g_strdup_printf("iommu-emul-%s-%02x.%x", BUS(bus)->name,
                            PCI_SLOT(devfn), PCI_FUNC(devfn));
@@ -409,7 +613,7 @@ static AddressSpace *iommu_emul_find_add_as(PCIBus *bus, void *opaque,
                                         MEMORY_REGION(&d->iommu_mr), 0);
     memory_region_add_subregion_overlap(&d->root, 0, &d->bypass_mr, 0);
     iommu_emul_switch_as(d);
-    sbus->dev[devfn] = d;
+    g_ptr_array_add(s->devs, d);
     trace_iommu_emul_add_as(pci_bus_num(bus), devfn);
     return &d->as;
 }
@@ -418,24 +622,414 @@ static const PCIIOMMUOps iommu_emul_iommu_ops = {
     .get_address_space = iommu_emul_find_add_as,
 };
 
-static IOMMUEmulDev *iommu_emul_find_dev(IOMMUEmulState *s, uint16_t rid)
-{
-    GHashTableIter iter;
-    IOMMUEmulBus *sbus;
+/*
+ * The mapping store of a requester: its mappings in an interval tree by
+ * bus address (they may overlap in gpa and hpa modes), and what they
+ * translate to in a second one, d->xlate: the maximal bus ranges that
+ * translate alike (same offset to the guest-physical address, same union
+ * of the permissions of the mappings over them). translate() needs a
+ * single lookup there. Everything under s->mutex.
+ */
 
-    g_hash_table_iter_init(&iter, s->as_by_bus);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
-        if (pci_bus_num(sbus->bus) == PCI_BUS_NUM(rid) &&
-            sbus->dev[rid & 0xff]) {
-            return sbus->dev[rid & 0xff];
-        }
-    }
-    return NULL;
+#define IOMMU_EMUL_NODE(n, type) \
+    ((n) ? container_of((n), type, node) : NULL)
+
+/* A translation range, before it goes into d->xlate */
+typedef struct IOMMUEmulSeg {
+    uint64_t first;
+    uint64_t last;
+    uint64_t delta;
+    IOMMUAccessFlags perm;
+} IOMMUEmulSeg;
+
+/* A mapping that starts (add) or ends before (!add) bus address pos */
+typedef struct IOMMUEmulEdge {
+    uint64_t pos;
+    IOMMUAccessFlags perm;
+    bool add;
+} IOMMUEmulEdge;
+
+static int iommu_emul_edge_cmp(gconstpointer a, gconstpointer b)
+{
+    const IOMMUEmulEdge *x = a, *y = b;
+
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
-static uint16_t iommu_emul_rid(IOMMUEmulDev *d)
+static IOMMUEmulXlate *iommu_emul_xlate_new(uint64_t first, uint64_t last,
+                                            uint64_t delta,
+                                            IOMMUAccessFlags perm)
 {
-    return PCI_BUILD_BDF(pci_bus_num(d->bus), d->devfn);
+    IOMMUEmulXlate *x = g_new0(IOMMUEmulXlate, 1);
+
+    x->node.start = first;
+    x->node.last = last;
+    x->delta = delta;
+    x->perm = perm;
+    return x;
+}
+
+/* Split the translation range over @pos - 1 and @pos, if any, at @pos */
+static void iommu_emul_xlate_split(IOMMUEmulDev *d, uint64_t pos)
+{
+    IOMMUEmulXlate *x, *y;
+
+    if (!pos) {
+        return;
+    }
+    x = IOMMU_EMUL_NODE(interval_tree_iter_first(&d->xlate, pos, pos),
+                        IOMMUEmulXlate);
+    if (!x || x->node.start == pos) {
+        return;
+    }
+    y = iommu_emul_xlate_new(pos, x->node.last, x->delta, x->perm);
+    interval_tree_remove(&x->node, &d->xlate);
+    x->node.last = pos - 1;
+    interval_tree_insert(&x->node, &d->xlate);
+    interval_tree_insert(&y->node, &d->xlate);
+}
+
+/*
+ * Merge the translation ranges that end at @pos - 1 and start at @pos if
+ * they translate alike, so that d->xlate holds maximal ranges
+ */
+static void iommu_emul_xlate_merge(IOMMUEmulDev *d, uint64_t pos)
+{
+    IOMMUEmulXlate *a, *b;
+
+    if (!pos) {
+        return;
+    }
+    a = IOMMU_EMUL_NODE(interval_tree_iter_first(&d->xlate, pos - 1, pos - 1),
+                        IOMMUEmulXlate);
+    b = IOMMU_EMUL_NODE(interval_tree_iter_first(&d->xlate, pos, pos),
+                        IOMMUEmulXlate);
+    if (!a || !b || a == b || a->delta != b->delta || a->perm != b->perm) {
+        return;
+    }
+    interval_tree_remove(&a->node, &d->xlate);
+    interval_tree_remove(&b->node, &d->xlate);
+    a->node.last = b->node.last;
+    interval_tree_insert(&a->node, &d->xlate);
+    g_free(b);
+}
+
+/* Append a range to @segs, merged with the previous one if it continues it */
+static void iommu_emul_seg_add(GArray *segs, uint64_t first, uint64_t last,
+                               uint64_t delta, IOMMUAccessFlags perm)
+{
+    IOMMUEmulSeg seg = {
+        .first = first, .last = last, .delta = delta, .perm = perm,
+    };
+
+    if (segs->len) {
+        IOMMUEmulSeg *p = &g_array_index(segs, IOMMUEmulSeg, segs->len - 1);
+
+        if (p->last + 1 == first && p->delta == delta && p->perm == perm) {
+            p->last = last;
+            return;
+        }
+    }
+    g_array_append_val(segs, seg);
+}
+
+/*
+ * What [@first, @last] of @d translates to, from the mappings: a sweep over
+ * their edges, O(k log k) for the k mappings that overlap the range. Every
+ * mapping over a bus address translates it to the same host memory (the
+ * same guest-physical address in gpa mode, the same host-physical page in
+ * hpa mode, and mappings do not overlap in iova mode), so any one of them
+ * gives the address: the lowest that covers the range's start.
+ */
+static GArray *iommu_emul_xlate_compute(IOMMUEmulDev *d, uint64_t first,
+                                        uint64_t last)
+{
+    GArray *segs = g_array_new(false, false, sizeof(IOMMUEmulSeg));
+    g_autoptr(GArray) edges = g_array_new(false, false,
+                                          sizeof(IOMMUEmulEdge));
+    unsigned nr = 0, nw = 0, n = 0, i;
+    IntervalTreeNode *node;
+    uint64_t cur = first;
+
+    for (node = interval_tree_iter_first(&d->maps, first, last); node;
+         node = interval_tree_iter_next(node, first, last)) {
+        IOMMUEmulMapping *m = container_of(node, IOMMUEmulMapping, node);
+        IOMMUEmulEdge e = {
+            .pos = MAX(node->start, first), .perm = m->perm, .add = true,
+        };
+
+        g_array_append_val(edges, e);
+        if (node->last < last) {
+            e.pos = node->last + 1;
+            e.add = false;
+            g_array_append_val(edges, e);
+        }
+    }
+    g_array_sort(edges, iommu_emul_edge_cmp);
+
+    for (i = 0; i <= edges->len; i++) {
+        IOMMUEmulEdge *e = i < edges->len ?
+                           &g_array_index(edges, IOMMUEmulEdge, i) : NULL;
+
+        if (n && (!e || e->pos > cur)) {
+            IOMMUEmulMapping *rep = IOMMU_EMUL_NODE(
+                interval_tree_iter_first(&d->maps, cur, cur),
+                IOMMUEmulMapping);
+
+            if (rep) {
+                iommu_emul_seg_add(segs, cur, e ? e->pos - 1 : last,
+                                   rep->gpa - rep->node.start,
+                                   (nr ? IOMMU_RO : 0) | (nw ? IOMMU_WO : 0));
+            }
+        }
+        if (!e) {
+            break;
+        }
+        cur = e->pos;
+        if (e->add) {
+            n++;
+            nr += !!(e->perm & IOMMU_RO);
+            nw += !!(e->perm & IOMMU_WO);
+        } else {
+            n--;
+            nr -= !!(e->perm & IOMMU_RO);
+            nw -= !!(e->perm & IOMMU_WO);
+        }
+    }
+    return segs;
+}
+
+/*
+ * The translation at @pos in a sorted list of disjoint ranges (NULL if
+ * none covers it); lowers *@until to the last address up to which it stays
+ * so. *@i moves forward over the ranges that end before @pos.
+ */
+static void iommu_emul_state_at(uint64_t pos, const IOMMUEmulSeg *list,
+                                unsigned len, unsigned *i, uint64_t *until,
+                                const IOMMUEmulSeg **seg)
+{
+    while (*i < len && list[*i].last < pos) {
+        (*i)++;
+    }
+    *seg = NULL;
+    if (*i < len) {
+        if (list[*i].first <= pos) {
+            *seg = &list[*i];
+            *until = MIN(*until, list[*i].last);
+        } else {
+            *until = MIN(*until, list[*i].first - 1);
+        }
+    }
+}
+
+/*
+ * Tell the notifiers how the translation of [@first, @last] changed from
+ * @old to @new: UNMAP where it went away or changed, then MAP where it is
+ * new or changed; nothing where it stayed the same.
+ */
+static void iommu_emul_xlate_notify(IOMMUEmulDev *d, GArray *old,
+                                    GArray *new, uint64_t first,
+                                    uint64_t last)
+{
+    unsigned i = 0, j = 0;
+    uint64_t pos = first;
+
+    for (;;) {
+        const IOMMUEmulSeg *o, *n;
+        uint64_t until = last;
+
+        iommu_emul_state_at(pos, (IOMMUEmulSeg *)old->data, old->len, &i,
+                            &until, &o);
+        iommu_emul_state_at(pos, (IOMMUEmulSeg *)new->data, new->len, &j,
+                            &until, &n);
+        if (!(!o && !n) &&
+            !(o && n && o->delta == n->delta && o->perm == n->perm)) {
+            if (o) {
+                d->s->invalidations++;
+                trace_iommu_emul_invalidate(pci_bus_num(d->bus), d->devfn,
+                                            pos, until);
+                iommu_emul_notify(d, NULL, pos, until, 0, IOMMU_NONE);
+            }
+            if (n) {
+                iommu_emul_notify(d, NULL, pos, until, pos + n->delta,
+                                  n->perm);
+            }
+        }
+        if (until == last) {
+            break;
+        }
+        pos = until + 1;
+    }
+}
+
+/*
+ * The mappings over [@first, @last] of @d changed: recompute what the range
+ * translates to, and notify what changed. O((k + r) log n) for the k
+ * mappings and r translation ranges there.
+ */
+static void iommu_emul_xlate_update(IOMMUEmulDev *d, uint64_t first,
+                                    uint64_t last)
+{
+    g_autoptr(GArray) old = g_array_new(false, false, sizeof(IOMMUEmulSeg));
+    g_autoptr(GPtrArray) gone = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GArray) new = NULL;
+    IntervalTreeNode *node;
+    unsigned i;
+
+    iommu_emul_xlate_split(d, first);
+    if (last != UINT64_MAX) {
+        iommu_emul_xlate_split(d, last + 1);
+    }
+    for (node = interval_tree_iter_first(&d->xlate, first, last); node;
+         node = interval_tree_iter_next(node, first, last)) {
+        IOMMUEmulXlate *x = container_of(node, IOMMUEmulXlate, node);
+        IOMMUEmulSeg seg = {
+            .first = node->start, .last = node->last,
+            .delta = x->delta, .perm = x->perm,
+        };
+
+        g_array_append_val(old, seg);
+        g_ptr_array_add(gone, x);
+    }
+    for (i = 0; i < gone->len; i++) {
+        IOMMUEmulXlate *x = g_ptr_array_index(gone, i);
+
+        interval_tree_remove(&x->node, &d->xlate);
+    }
+
+    new = iommu_emul_xlate_compute(d, first, last);
+    for (i = 0; i < new->len; i++) {
+        IOMMUEmulSeg *seg = &g_array_index(new, IOMMUEmulSeg, i);
+        IOMMUEmulXlate *x = iommu_emul_xlate_new(seg->first, seg->last,
+                                                 seg->delta, seg->perm);
+
+        interval_tree_insert(&x->node, &d->xlate);
+    }
+    iommu_emul_xlate_notify(d, old, new, first, last);
+    iommu_emul_xlate_merge(d, first);
+    if (last != UINT64_MAX) {
+        iommu_emul_xlate_merge(d, last + 1);
+    }
+}
+
+/* Add @m to the store of @d, and its translation */
+static void iommu_emul_store_add(IOMMUEmulDev *d, IOMMUEmulMapping *m)
+{
+    m->seq = d->next_seq++;
+    interval_tree_insert(&m->node, &d->maps);
+    if (m->node.start == d->iova_hint && m->node.last != UINT64_MAX) {
+        d->iova_hint = m->node.last + 1;
+    }
+    d->nmaps++;
+    d->s->mappings++;
+    iommu_emul_xlate_update(d, m->node.start, m->node.last);
+}
+
+/*
+ * Take @m out of the store of @d (its translation goes, or shrinks to what
+ * other mappings still allow) and release it: its pins go, with the
+ * discards that were pending on them.
+ */
+static void iommu_emul_store_remove(IOMMUEmulDev *d, IOMMUEmulMapping *m)
+{
+    IOMMUEmulState *s = d->s;
+
+    trace_iommu_emul_unmap(iommu_emul_rid(d), m->node.start,
+                           m->node.last - m->node.start + 1);
+    interval_tree_remove(&m->node, &d->maps);
+    d->nmaps--;
+    s->mappings--;
+    s->unmaps++;
+    if (m->node.start < d->iova_hint) {
+        d->iova_hint = m->node.start;
+    }
+    iommu_emul_xlate_update(d, m->node.start, m->node.last);
+    iommu_emul_hpa_unpin(s, m->hpa_pin);
+    iommu_emul_unpin_range(s, m->hosts,
+                           (m->node.last - m->node.start + 1) >>
+                           IOMMU_EMUL_PAGE_SHIFT, true);
+    iommu_emul_mapping_free(m);
+}
+
+/*
+ * Remove every mapping of @d; returns how many there were. With @cache,
+ * their pages may stay in the pin cache (DETACH, not reset).
+ */
+static unsigned iommu_emul_store_clear(IOMMUEmulDev *d, bool cache)
+{
+    IOMMUEmulState *s = d->s;
+    unsigned n = d->nmaps;
+    IntervalTreeNode *node;
+
+    /* Nothing translates any more: one UNMAP per translation range */
+    while ((node = interval_tree_iter_first(&d->xlate, 0, UINT64_MAX))) {
+        interval_tree_remove(node, &d->xlate);
+        s->invalidations++;
+        trace_iommu_emul_invalidate(pci_bus_num(d->bus), d->devfn,
+                                    node->start, node->last);
+        iommu_emul_notify(d, NULL, node->start, node->last, 0, IOMMU_NONE);
+        g_free(container_of(node, IOMMUEmulXlate, node));
+    }
+    while ((node = interval_tree_iter_first(&d->maps, 0, UINT64_MAX))) {
+        IOMMUEmulMapping *m = container_of(node, IOMMUEmulMapping, node);
+
+        trace_iommu_emul_unmap(iommu_emul_rid(d), node->start,
+                               node->last - node->start + 1);
+        interval_tree_remove(node, &d->maps);
+        iommu_emul_hpa_unpin(s, m->hpa_pin);
+        iommu_emul_unpin_range(s, m->hosts,
+                               (node->last - node->start + 1) >>
+                               IOMMU_EMUL_PAGE_SHIFT, cache);
+        iommu_emul_mapping_free(m);
+    }
+    s->mappings -= n;
+    s->unmaps += n;
+    d->nmaps = 0;
+    d->iova_hint = s->aperture_start;
+    return n;
+}
+
+/*
+ * iova mode: the lowest free range of @len bytes in [d->iova_hint, @limit]
+ * that overlaps neither a mapping of @d nor the MSI window. O(log n) if the
+ * first gap fits, plus O(log n) for each smaller hole it passes.
+ */
+static bool iommu_emul_alloc(IOMMUEmulDev *d, uint64_t len, uint64_t limit,
+                             uint64_t *bus)
+{
+    uint64_t cand = d->iova_hint;
+    bool full = true;   /* nothing free from d->iova_hint to cand */
+
+    for (;;) {
+        uint64_t start, last, end;
+        IntervalTreeNode *node;
+
+        if (cand > limit || limit - cand < len - 1) {
+            return false;
+        }
+        end = cand + len - 1;
+        node = interval_tree_iter_first(&d->maps, cand, end);
+        start = node ? node->start : UINT64_MAX;
+        last = node ? node->last : UINT64_MAX;
+        if (cand <= IOMMU_EMUL_MSI_LAST && end >= IOMMU_EMUL_MSI_BASE &&
+            IOMMU_EMUL_MSI_BASE < start) {
+            start = IOMMU_EMUL_MSI_BASE;
+            last = IOMMU_EMUL_MSI_LAST;
+        }
+        if (start == UINT64_MAX) {
+            break;
+        }
+        full = full && start <= cand;
+        if (last == UINT64_MAX) {
+            return false;
+        }
+        cand = last + 1;
+        if (full) {
+            d->iova_hint = cand;
+        }
+    }
+    *bus = cand;
+    return true;
 }
 
 /* Translation */
@@ -497,9 +1091,7 @@ static IOMMUTLBEntry iommu_emul_translate(IOMMUMemoryRegion *iommu_mr,
 {
     IOMMUEmulDev *d = container_of(iommu_mr, IOMMUEmulDev, iommu_mr);
     IOMMUEmulState *s = d->s;
-    IOMMUEmulMapping *hit = NULL;
-    bool covered = false;
-    unsigned i;
+    IOMMUEmulXlate *x;
     IOMMUTLBEntry entry = {
         .target_as = &address_space_memory,
         .iova = addr & ~PAGE_MASK_EMUL,
@@ -514,35 +1106,22 @@ static IOMMUTLBEntry iommu_emul_translate(IOMMUMemoryRegion *iommu_mr,
         return entry;
     }
 
+    /* One lookup: the permissions of overlapping mappings are merged */
     QEMU_LOCK_GUARD(&s->mutex);
-    for (i = 0; i < d->maps->len; i++) {
-        IOMMUEmulMapping *m = g_ptr_array_index(d->maps, i);
-
-        if (addr < m->bus || addr - m->bus >= m->len) {
-            continue;
-        }
-        covered = true;
-        if ((m->perm & flag) == flag) {
-            hit = m;
-            break;
-        }
-        if (!hit) {
-            hit = m;
-        }
-    }
-    if (hit) {
-        entry.translated_addr = hit->gpa +
-                                ((addr - hit->bus) & ~PAGE_MASK_EMUL);
-        entry.perm = hit->perm;
+    x = IOMMU_EMUL_NODE(interval_tree_iter_first(&d->xlate, addr, addr),
+                        IOMMUEmulXlate);
+    if (x) {
+        entry.translated_addr = (addr & ~PAGE_MASK_EMUL) + x->delta;
+        entry.perm = x->perm;
     }
     /* IOMMU_NONE comes from replay and lookups: never a fault */
     if (flag == IOMMU_NONE) {
         return entry;
     }
-    if (!hit || (hit->perm & flag) != flag) {
+    if (!x || (x->perm & flag) != flag) {
         iommu_emul_record_fault(s, d, addr, flag,
-                                covered ? IOMMU_EMUL_REASON_PERM :
-                                          IOMMU_EMUL_REASON_UNMAPPED);
+                                x ? IOMMU_EMUL_REASON_PERM :
+                                    IOMMU_EMUL_REASON_UNMAPPED);
         entry.perm = IOMMU_NONE;
     }
     return entry;
@@ -551,13 +1130,15 @@ static IOMMUTLBEntry iommu_emul_translate(IOMMUMemoryRegion *iommu_mr,
 static void iommu_emul_replay(IOMMUMemoryRegion *iommu_mr, IOMMUNotifier *n)
 {
     IOMMUEmulDev *d = container_of(iommu_mr, IOMMUEmulDev, iommu_mr);
-    unsigned i;
+    IntervalTreeNode *node;
 
     QEMU_LOCK_GUARD(&d->s->mutex);
-    for (i = 0; i < d->maps->len; i++) {
-        IOMMUEmulMapping *m = g_ptr_array_index(d->maps, i);
+    for (node = interval_tree_iter_first(&d->xlate, 0, UINT64_MAX); node;
+         node = interval_tree_iter_next(node, 0, UINT64_MAX)) {
+        IOMMUEmulXlate *x = container_of(node, IOMMUEmulXlate, node);
 
-        iommu_emul_notify(d, n, m->bus, m->bus + m->len - 1, m->gpa, m->perm);
+        iommu_emul_notify(d, n, node->start, node->last,
+                          node->start + x->delta, x->perm);
     }
 }
 
@@ -571,6 +1152,15 @@ static int iommu_emul_notify_flag_changed(IOMMUMemoryRegion *iommu_mr,
         return -EINVAL;
     }
     return 0;
+}
+
+/*
+ * Entries of a ring: 0 while it is off. The guest can write any value to
+ * *_SIZE, but a ring turns on only with a size it may have (1 to 15).
+ */
+static uint32_t iommu_emul_queue_entries(const IOMMUEmulQueue *q)
+{
+    return q->on && q->size >= 1 && q->size <= 15 ? 1u << q->size : 0;
 }
 
 /* Faults: from the pending list to the fault ring */
@@ -591,11 +1181,11 @@ static void iommu_emul_flush_faults(IOMMUEmulState *s)
     }
 
     for (i = 0; i < n; i++) {
-        uint32_t entries = 1u << s->faultq.size;
+        uint32_t entries = iommu_emul_queue_entries(&s->faultq);
         uint8_t rec[IOMMU_EMUL_FAULT_SIZE] = { 0 };
         dma_addr_t ea;
 
-        if (!s->faultq.on || s->faultq.error) {
+        if (!entries || s->faultq.error) {
             continue;
         }
         if ((s->faultq.tail + 1) % entries == s->faultq.head) {
@@ -648,12 +1238,14 @@ static bool iommu_emul_range_valid(uint64_t addr, uint64_t length)
 static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
 {
     IOMMUAccessFlags perm = IOMMU_NONE;
-    uint64_t last, limit, npages, i;
-    g_autofree uintptr_t *hosts = NULL;
     IOMMUEmulHpaPin *hpa_pin = NULL;
+    uintptr_t *hosts = NULL;
+    uint64_t limit, npages;
     IOMMUEmulMapping *m;
     IOMMUEmulDev *d;
-    uint64_t bus;
+    uint64_t bus = 0;
+    uint16_t st;
+    int err;
 
     if (c->flags & IOMMU_EMUL_MAP_READ) {
         perm |= IOMMU_RO;
@@ -681,123 +1273,57 @@ static uint16_t iommu_emul_map(IOMMUEmulState *s, IOMMUEmulCmd *c)
     npages = c->length >> IOMMU_EMUL_PAGE_SHIFT;
 
     QEMU_LOCK_GUARD(&s->mutex);
-    if (d->maps->len >= s->max_mappings) {
+    if (d->nmaps >= s->max_mappings) {
         return IOMMU_EMUL_ST_NO_SPACE;
     }
 
-    /* Choose the bus address */
+    /* Choose the bus address; in hpa mode it is known once pinned */
     if (s->mode == IOMMU_EMUL_BUS_ADDR_GPA) {
-        last = c->addr + c->length - 1;
-        if (c->addr < s->aperture_start || last > limit) {
+        if (c->addr < s->aperture_start ||
+            c->addr + c->length - 1 > limit) {
             return IOMMU_EMUL_ST_NO_SPACE;
         }
         bus = c->addr;
-    } else if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
-        bus = 0;    /* the pages' host-physical address, once pinned */
-    } else {
-        DMAMap map = {
-            .translated_addr = c->addr,
-            .size = c->length - 1,
-            .perm = perm,
-        };
-
+    } else if (s->mode == IOMMU_EMUL_BUS_ADDR_IOVA) {
         if (limit < s->aperture_start ||
-            iova_tree_alloc_map(d->iova, &map, s->aperture_start,
-                                limit) != IOVA_OK) {
+            !iommu_emul_alloc(d, c->length, limit, &bus)) {
             return IOMMU_EMUL_ST_NO_SPACE;
         }
-        bus = map.iova;
     }
 
-    /* Count the pages that are not pinned yet against max-pinned */
-    {
-        uint64_t fresh = 0;
-
-        for (i = 0; i < npages; i++) {
-            uintptr_t host = iommu_emul_host_page(c->addr +
-                                                  i * IOMMU_EMUL_PAGE_SIZE);
-
-            if (!g_hash_table_contains(s->pins, (gpointer)host)) {
-                fresh++;
-            }
-        }
-        if ((s->pinned_pages + fresh) * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
-            goto pin_limit;
-        }
-    }
-
-    /*
-     * Pin; on failure undo what this command pinned. The mapping keeps
-     * the host pages it pinned, so that unpinning is exact even if the
-     * guest changes its memory map meanwhile.
-     */
-    hosts = g_new(uintptr_t, npages);
-    for (i = 0; i < npages; i++) {
-        hosts[i] = iommu_emul_host_page(c->addr + i * IOMMU_EMUL_PAGE_SIZE);
-        if (!hosts[i] || !iommu_emul_pin_page(s, hosts[i])) {
-            iommu_emul_unpin_range(s, hosts, i);
-            goto pin_limit;
-        }
+    st = iommu_emul_pin_range(s, c->addr, npages, &hosts, &err);
+    if (st != IOMMU_EMUL_ST_OK) {
+        return st;
     }
     if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
-        uint16_t st = iommu_emul_hpa_pin(s, hosts, npages, limit, &bus,
-                                         &hpa_pin);
-
+        st = iommu_emul_hpa_pin(s, hosts, npages, limit, &bus, &hpa_pin);
         if (st != IOMMU_EMUL_ST_OK) {
-            iommu_emul_unpin_range(s, hosts, npages);
+            iommu_emul_unpin_range(s, hosts, npages, false);
+            g_free(hosts);
             return st;
         }
     }
 
     m = g_new0(IOMMUEmulMapping, 1);
-    m->hosts = g_steal_pointer(&hosts);
-    m->hpa_pin = hpa_pin;
-    m->bus = bus;
+    m->node.start = bus;
+    m->node.last = bus + c->length - 1;
     m->gpa = c->addr;
-    m->len = c->length;
     m->perm = perm;
-    g_ptr_array_add(d->maps, m);
-    s->mappings++;
+    m->hosts = hosts;
+    m->hpa_pin = hpa_pin;
+    trace_iommu_emul_map(c->requester, c->addr, c->length, perm, bus);
+    iommu_emul_store_add(d, m);
     s->maps++;
     c->out_addr = bus;
-    trace_iommu_emul_map(c->requester, c->addr, c->length, perm, bus);
-    iommu_emul_notify(d, NULL, bus, bus + c->length - 1, c->addr, perm);
     return IOMMU_EMUL_ST_OK;
-
-pin_limit:
-    if (s->mode == IOMMU_EMUL_BUS_ADDR_IOVA) {
-        DMAMap map = { .iova = bus, .size = c->length - 1 };
-
-        iova_tree_remove(d->iova, map);
-    }
-    return IOMMU_EMUL_ST_PIN_LIMIT;
-}
-
-/* Called with s->mutex held: remove mapping @idx of @d */
-static void iommu_emul_remove(IOMMUEmulDev *d, unsigned idx)
-{
-    IOMMUEmulState *s = d->s;
-    IOMMUEmulMapping *m = g_ptr_array_index(d->maps, idx);
-
-    trace_iommu_emul_unmap(iommu_emul_rid(d), m->bus, m->len);
-    iommu_emul_hpa_unpin(s, m->hpa_pin);
-    m->hpa_pin = NULL;
-    iommu_emul_unpin_range(s, m->hosts, m->len >> IOMMU_EMUL_PAGE_SHIFT);
-    if (s->mode == IOMMU_EMUL_BUS_ADDR_IOVA) {
-        DMAMap map = { .iova = m->bus, .size = m->len - 1 };
-
-        iova_tree_remove(d->iova, map);
-    }
-    iommu_emul_invalidate(d, m->bus, m->len);
-    s->mappings--;
-    s->unmaps++;
-    g_ptr_array_remove_index(d->maps, idx);
 }
 
 static uint16_t iommu_emul_unmap(IOMMUEmulState *s, IOMMUEmulCmd *c)
 {
+    IOMMUEmulMapping *hit = NULL;
+    uint64_t last = c->addr + c->length - 1;
+    IntervalTreeNode *node;
     IOMMUEmulDev *d;
-    int i;
 
     if (c->flags || !iommu_emul_range_valid(c->addr, c->length)) {
         return IOMMU_EMUL_ST_BAD_ARG;
@@ -807,27 +1333,21 @@ static uint16_t iommu_emul_unmap(IOMMUEmulState *s, IOMMUEmulCmd *c)
         return IOMMU_EMUL_ST_NO_DEVICE;
     }
     QEMU_LOCK_GUARD(&s->mutex);
-    /* The most recent mapping wins, so gpa-mode duplicates go LIFO */
-    for (i = d->maps->len - 1; i >= 0; i--) {
-        IOMMUEmulMapping *m = g_ptr_array_index(d->maps, i);
+    /* Exactly one mapping; of gpa/hpa-mode duplicates, the most recent */
+    for (node = interval_tree_iter_first(&d->maps, c->addr, c->addr); node;
+         node = interval_tree_iter_next(node, c->addr, c->addr)) {
+        IOMMUEmulMapping *m = container_of(node, IOMMUEmulMapping, node);
 
-        if (m->bus == c->addr && m->len == c->length) {
-            iommu_emul_remove(d, i);
-            return IOMMU_EMUL_ST_OK;
+        if (node->start == c->addr && node->last == last &&
+            (!hit || m->seq > hit->seq)) {
+            hit = m;
         }
     }
-    return IOMMU_EMUL_ST_NOT_FOUND;
-}
-
-/* Called with s->mutex held */
-static unsigned iommu_emul_detach_dev(IOMMUEmulDev *d)
-{
-    unsigned n = d->maps->len;
-
-    while (d->maps->len) {
-        iommu_emul_remove(d, d->maps->len - 1);
+    if (!hit) {
+        return IOMMU_EMUL_ST_NOT_FOUND;
     }
-    return n;
+    iommu_emul_store_remove(d, hit);
+    return IOMMU_EMUL_ST_OK;
 }
 
 static uint16_t iommu_emul_set_mode(IOMMUEmulState *s, IOMMUEmulCmd *c)
@@ -851,8 +1371,9 @@ static uint16_t iommu_emul_set_mode(IOMMUEmulState *s, IOMMUEmulCmd *c)
 
 static uint16_t iommu_emul_query(IOMMUEmulState *s, IOMMUEmulCmd *c)
 {
+    IOMMUEmulMapping *hit = NULL;
+    IntervalTreeNode *node;
     IOMMUEmulDev *d;
-    unsigned i;
 
     if (c->flags) {
         return IOMMU_EMUL_ST_BAD_ARG;
@@ -863,19 +1384,24 @@ static uint16_t iommu_emul_query(IOMMUEmulState *s, IOMMUEmulCmd *c)
     }
     QEMU_LOCK_GUARD(&s->mutex);
     c->out_flags = d->translate ? IOMMU_EMUL_QUERY_TRANSLATE : 0;
-    for (i = 0; i < d->maps->len; i++) {
-        IOMMUEmulMapping *m = g_ptr_array_index(d->maps, i);
+    /* Of the mappings that cover addr, the oldest */
+    for (node = interval_tree_iter_first(&d->maps, c->addr, c->addr); node;
+         node = interval_tree_iter_next(node, c->addr, c->addr)) {
+        IOMMUEmulMapping *m = container_of(node, IOMMUEmulMapping, node);
 
-        if (c->addr >= m->bus && c->addr - m->bus < m->len) {
-            c->out_addr = m->gpa + (c->addr - m->bus);
-            c->out_base = m->bus;
-            c->out_length = m->len;
-            c->out_flags |= (m->perm & IOMMU_RO ? IOMMU_EMUL_QUERY_READ : 0) |
-                            (m->perm & IOMMU_WO ? IOMMU_EMUL_QUERY_WRITE : 0);
-            return IOMMU_EMUL_ST_OK;
+        if (!hit || m->seq < hit->seq) {
+            hit = m;
         }
     }
-    return IOMMU_EMUL_ST_NOT_FOUND;
+    if (!hit) {
+        return IOMMU_EMUL_ST_NOT_FOUND;
+    }
+    c->out_addr = hit->gpa + (c->addr - hit->node.start);
+    c->out_base = hit->node.start;
+    c->out_length = hit->node.last - hit->node.start + 1;
+    c->out_flags |= (hit->perm & IOMMU_RO ? IOMMU_EMUL_QUERY_READ : 0) |
+                    (hit->perm & IOMMU_WO ? IOMMU_EMUL_QUERY_WRITE : 0);
+    return IOMMU_EMUL_ST_OK;
 }
 
 static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
@@ -899,7 +1425,7 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
             return IOMMU_EMUL_ST_NO_DEVICE;
         }
         WITH_QEMU_LOCK_GUARD(&s->mutex) {
-            c->out_length = iommu_emul_detach_dev(d);
+            c->out_length = iommu_emul_store_clear(d, true);
         }
         return IOMMU_EMUL_ST_OK;
     case IOMMU_EMUL_OP_SYNC:
@@ -920,9 +1446,9 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
 static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
-    uint32_t entries = 1u << s->cmdq.size;
+    uint32_t entries = iommu_emul_queue_entries(&s->cmdq);
 
-    while (s->cmdq.on && !s->cmdq.error && s->cmdq.head != s->cmdq.tail) {
+    while (entries && !s->cmdq.error && s->cmdq.head != s->cmdq.tail) {
         dma_addr_t ea = s->cmdq.base +
                         (uint64_t)s->cmdq.head * IOMMU_EMUL_CMD_SIZE;
         uint8_t e[IOMMU_EMUL_CMD_SIZE];
@@ -1216,7 +1742,7 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
                           " ring is off\n", __func__);
             break;
         }
-        if (val >= (1u << s->cmdq.size)) {
+        if (val >= iommu_emul_queue_entries(&s->cmdq)) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: CMDQ_TAIL %u out of range\n",
                           __func__, val);
             /* The first error stays until the guest clears it */
@@ -1229,7 +1755,7 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
         iommu_emul_cmdq_drain(s);
         break;
     case A_FAULTQ_HEAD:
-        if (!s->faultq.on || val >= (1u << s->faultq.size)) {
+        if (val >= iommu_emul_queue_entries(&s->faultq)) {
             qemu_log_mask(LOG_GUEST_ERROR, "%s: FAULTQ_HEAD %u ignored\n",
                           __func__, val);
             break;
@@ -1295,26 +1821,22 @@ static const MemoryRegionOps iommu_emul_mmio_ops = {
 
 /* Lifecycle */
 
+static bool iommu_emul_release_dev(IOMMUEmulDev *d, void *opaque)
+{
+    WITH_QEMU_LOCK_GUARD(&d->s->mutex) {
+        iommu_emul_store_clear(d, false);
+        d->translate = false;
+    }
+    iommu_emul_switch_as(d);
+    return false;
+}
+
+/* Every requester back to bypass without mappings, nothing pinned */
 static void iommu_emul_release_all(IOMMUEmulState *s)
 {
-    GHashTableIter iter;
-    IOMMUEmulBus *sbus;
-    int devfn;
-
-    g_hash_table_iter_init(&iter, s->as_by_bus);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
-        for (devfn = 0; devfn < PCI_DEVFN_MAX; devfn++) {
-            IOMMUEmulDev *d = sbus->dev[devfn];
-
-            if (!d) {
-                continue;
-            }
-            WITH_QEMU_LOCK_GUARD(&s->mutex) {
-                iommu_emul_detach_dev(d);
-                d->translate = false;
-            }
-            iommu_emul_switch_as(d);
-        }
+    iommu_emul_find_dev_if(s, iommu_emul_release_dev, NULL);
+    WITH_QEMU_LOCK_GUARD(&s->mutex) {
+        iommu_emul_cache_flush(s);
     }
     /*
      * Reset and exit: the guest that restarts owns all its memory again
@@ -1447,7 +1969,12 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     }
 
     qemu_mutex_init(&s->mutex);
-    s->as_by_bus = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    s->devs = g_ptr_array_new();
+    s->cache = g_hash_table_new(NULL, NULL);
+    g_queue_init(&s->cache_lru);
+    /* With all of RAM locked already, there is nothing to save */
+    s->cache_max = iommu_emul_do_mlock() ?
+                   s->pin_cache >> IOMMU_EMUL_PAGE_SHIFT : 0;
     s->pins = g_hash_table_new(NULL, NULL);
     s->discard_pending = g_hash_table_new(NULL, NULL);
     s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
@@ -1469,9 +1996,6 @@ static void iommu_emul_exit(PCIDevice *pdev)
 {
     IOMMUEmulState *s = IOMMU_EMUL(pdev);
     PCIBus *bus = pci_get_bus(pdev);
-    GHashTableIter iter;
-    IOMMUEmulBus *sbus;
-    int devfn;
 
     iommu_emul_release_all(s);
     iommu_emul_hpa_fini(s);
@@ -1481,18 +2005,10 @@ static void iommu_emul_exit(PCIDevice *pdev)
         bus->iommu_ops = NULL;
         bus->iommu_opaque = NULL;
     }
-    g_hash_table_iter_init(&iter, s->as_by_bus);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
-        for (devfn = 0; devfn < PCI_DEVFN_MAX; devfn++) {
-            IOMMUEmulDev *d = sbus->dev[devfn];
-
-            if (d) {
-                g_ptr_array_free(d->maps, true);
-                iova_tree_destroy(d->iova);
-                /* The address space and regions live as long as QEMU */
-            }
-        }
-    }
+    /*
+     * The requesters (now without mappings), their address spaces and
+     * regions live as long as QEMU: PCI devices keep pointers to them.
+     */
     qemu_bh_delete(s->fault_bh);
     if (pci_is_express(pdev)) {
         pcie_cap_exit(pdev);
@@ -1501,6 +2017,7 @@ static void iommu_emul_exit(PCIDevice *pdev)
         msix_uninit(pdev, &s->msix_bar, &s->msix_bar);
     }
     g_hash_table_destroy(s->pins);
+    g_hash_table_destroy(s->cache);
     g_hash_table_destroy(s->discard_pending);
     g_array_free(s->discard_due, true);
     qemu_mutex_destroy(&s->mutex);
@@ -1581,6 +2098,28 @@ static void iommu_emul_instance_init(Object *obj)
         { "deferred-discards", offsetof(IOMMUEmulState, deferred_discards),
           "Host pages ballooned while pinned and discarded when unpinned,"
           " since start (read-only counter)" },
+        { "cached-pages", offsetof(IOMMUEmulState, cached_pages),
+          "Pages the pin cache holds now, locked but not mapped"
+          " (read-only counter)" },
+        { "pin-cache-hits", offsetof(IOMMUEmulState, cache_hits),
+          "Pages MAP took from the pin cache without a system call, since"
+          " start (read-only counter)" },
+        { "pin-cache-misses", offsetof(IOMMUEmulState, cache_misses),
+          "Pages MAP had to lock, neither pinned nor cached, since start"
+          " (read-only counter)" },
+        { "pin-cache-evictions", offsetof(IOMMUEmulState, cache_evictions),
+          "Pages that left the pin cache because it was full or emptied"
+          " (reset, RLIMIT_MEMLOCK), since start (read-only counter)" },
+        { "pin-cache-releases", offsetof(IOMMUEmulState, cache_releases),
+          "Cached pages released to a discard (balloon, free page"
+          " reporting, virtio-mem) or a page offline, since start"
+          " (read-only counter)" },
+        { "mlock-calls", offsetof(IOMMUEmulState, mlock_calls),
+          "mlock system calls made to pin pages, since start"
+          " (read-only counter)" },
+        { "munlock-calls", offsetof(IOMMUEmulState, munlock_calls),
+          "munlock system calls made to unpin pages, since start"
+          " (read-only counter)" },
     };
     int i;
 
@@ -1609,6 +2148,7 @@ static void iommu_emul_instance_init(Object *obj)
 static const Property iommu_emul_properties[] = {
     DEFINE_PROP_STRING("bus-addr", IOMMUEmulState, bus_addr),
     DEFINE_PROP_SIZE("max-pinned", IOMMUEmulState, max_pinned, 1 * GiB),
+    DEFINE_PROP_SIZE("pin-cache", IOMMUEmulState, pin_cache, 0),
     DEFINE_PROP_UINT32("max-mappings", IOMMUEmulState, max_mappings, 4096),
     DEFINE_PROP_UINT8("cmdq-max-log2", IOMMUEmulState, cmdq_max_log2, 8),
     DEFINE_PROP_UINT8("faultq-max-log2", IOMMUEmulState, faultq_max_log2, 8),
@@ -1619,157 +2159,181 @@ static const Property iommu_emul_properties[] = {
  * Migration. The stream is as untrusted as the guest: everything loaded
  * is checked, and bad values fail the load with an error.
  *
- * Domains go as a custom field: for each requester that translates or
- * has mappings, its bus (by name, as bus numbers are guest-assigned and
- * loaded later with the bridges) and devfn, its mode and its mappings in
- * order; each mapping with its pinned host pages as runs of (RAM block,
- * offset, pages), exactly what the source pinned, and the indices of its
- * pages whose discard is pending.
+ * The domains go as three arrays of plain VMState fields, which pre_save
+ * fills from the store and post_load turns back into mappings and pins:
+ * the requesters that translate or have mappings (by bus name, as bus
+ * numbers are guest-assigned and loaded later with the bridges, and
+ * devfn), their mappings in creation order, and the guest-physical pages
+ * whose discard is pending. Each count is checked before its array is
+ * allocated.
  */
 
-#define IOMMU_EMUL_MIG_MAGIC    0x494f4d4dU     /* "IOMM" */
-
-typedef struct IOMMUEmulRun {
-    RAMBlock *rb;
-    ram_addr_t offset;
-    uint64_t pages;
-} IOMMUEmulRun;
-
-static int iommu_emul_put_mapping(QEMUFile *f, IOMMUEmulState *s,
-                                  IOMMUEmulMapping *m)
+static void iommu_emul_mig_free(IOMMUEmulState *s)
 {
-    uint64_t npages = m->len >> IOMMU_EMUL_PAGE_SHIFT, i;
-    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(IOMMUEmulRun));
-    g_autoptr(GArray) marks = g_array_new(false, false, sizeof(uint32_t));
-    IOMMUEmulRun *r = NULL;
-
-    for (i = 0; i < npages; i++) {
-        ram_addr_t off;
-        RAMBlock *rb = qemu_ram_block_from_host((void *)m->hosts[i], false,
-                                                &off);
-
-        if (!rb) {
-            error_report("iommu-emul: pinned page 0x%" PRIxPTR " is no"
-                         " longer guest RAM", m->hosts[i]);
-            return -EINVAL;
-        }
-        if (r && r->rb == rb &&
-            off == r->offset + (r->pages << IOMMU_EMUL_PAGE_SHIFT)) {
-            r->pages++;
-        } else {
-            IOMMUEmulRun run = { .rb = rb, .offset = off, .pages = 1 };
-
-            g_array_append_val(runs, run);
-            r = &g_array_index(runs, IOMMUEmulRun, runs->len - 1);
-        }
-        if (g_hash_table_contains(s->discard_pending,
-                                  (gpointer)m->hosts[i])) {
-            uint32_t idx = i;
-
-            g_array_append_val(marks, idx);
-        }
-    }
-    qemu_put_be64(f, m->bus);
-    qemu_put_be64(f, m->gpa);
-    qemu_put_be64(f, m->len);
-    qemu_put_byte(f, m->perm);
-    qemu_put_be32(f, runs->len);
-    for (i = 0; i < runs->len; i++) {
-        r = &g_array_index(runs, IOMMUEmulRun, i);
-        qemu_put_counted_string(f, qemu_ram_get_idstr(r->rb));
-        qemu_put_be64(f, r->offset);
-        qemu_put_be64(f, r->pages);
-    }
-    qemu_put_be32(f, marks->len);
-    for (i = 0; i < marks->len; i++) {
-        qemu_put_be32(f, g_array_index(marks, uint32_t, i));
-    }
-    return 0;
+    g_clear_pointer(&s->mig_devs, g_free);
+    g_clear_pointer(&s->mig_maps, g_free);
+    g_clear_pointer(&s->mig_marks, g_free);
+    s->mig_ndevs = 0;
+    s->mig_nmaps = 0;
+    s->mig_nmarks = 0;
 }
 
-static int iommu_emul_put_domains(QEMUFile *f, void *pv, size_t size,
-                                  const VMStateField *field, JSONWriter *vmdesc)
+static bool iommu_emul_dev_in_use(IOMMUEmulDev *d, void *opaque)
 {
-    IOMMUEmulState *s = pv;
-    g_autoptr(GPtrArray) devs = g_ptr_array_new();
-    GHashTableIter iter;
-    IOMMUEmulBus *sbus;
-    unsigned i, j;
-    int devfn, ret;
+    GPtrArray *devs = opaque;
 
-    QEMU_LOCK_GUARD(&s->mutex);
-    g_hash_table_iter_init(&iter, s->as_by_bus);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
-        for (devfn = 0; devfn < PCI_DEVFN_MAX; devfn++) {
-            IOMMUEmulDev *d = sbus->dev[devfn];
-
-            if (d && (d->translate || d->maps->len)) {
-                g_ptr_array_add(devs, d);
-            }
-        }
+    if (d->translate || d->nmaps) {
+        g_ptr_array_add(devs, d);
     }
-    qemu_put_be32(f, IOMMU_EMUL_MIG_MAGIC);
-    qemu_put_be32(f, devs->len);
+    return false;
+}
+
+static gint iommu_emul_seq_cmp(gconstpointer a, gconstpointer b)
+{
+    const IOMMUEmulMapping *x = *(IOMMUEmulMapping * const *)a;
+    const IOMMUEmulMapping *y = *(IOMMUEmulMapping * const *)b;
+
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int iommu_emul_pre_save(void *opaque)
+{
+    IOMMUEmulState *s = opaque;
+    g_autoptr(GPtrArray) devs = g_ptr_array_new();
+    g_autoptr(GHashTable) marked = g_hash_table_new(NULL, NULL);
+    g_autoptr(GArray) marks = g_array_new(false, false, sizeof(uint64_t));
+    unsigned i, j, k = 0;
+
+    iommu_emul_mig_free(s);
+    iommu_emul_find_dev_if(s, iommu_emul_dev_in_use, devs);
+    QEMU_LOCK_GUARD(&s->mutex);
+    s->mig_devs = g_new0(IOMMUEmulMigDev, devs->len);
+    s->mig_ndevs = devs->len;
+    s->mig_nmaps = s->mappings;
+    s->mig_maps = g_new0(IOMMUEmulMigMapping, s->mappings);
     for (i = 0; i < devs->len; i++) {
         IOMMUEmulDev *d = g_ptr_array_index(devs, i);
+        IOMMUEmulMigDev *md = &s->mig_devs[i];
+        g_autoptr(GPtrArray) maps = g_ptr_array_new();
+        IntervalTreeNode *node;
 
-        qemu_put_counted_string(f, BUS(d->bus)->name);
-        qemu_put_byte(f, d->devfn);
-        qemu_put_byte(f, d->translate);
-        qemu_put_be32(f, d->maps->len);
-        for (j = 0; j < d->maps->len; j++) {
-            ret = iommu_emul_put_mapping(f, s, g_ptr_array_index(d->maps, j));
-            if (ret) {
-                return ret;
+        if (strlen(BUS(d->bus)->name) >= sizeof(md->bus)) {
+            error_report("iommu-emul: PCI bus name '%s' is too long to"
+                         " migrate", BUS(d->bus)->name);
+            iommu_emul_mig_free(s);
+            return -EINVAL;
+        }
+        pstrcpy((char *)md->bus, sizeof(md->bus), BUS(d->bus)->name);
+        md->devfn = d->devfn;
+        md->translate = d->translate;
+        md->nmaps = d->nmaps;
+        for (node = interval_tree_iter_first(&d->maps, 0, UINT64_MAX); node;
+             node = interval_tree_iter_next(node, 0, UINT64_MAX)) {
+            g_ptr_array_add(maps, container_of(node, IOMMUEmulMapping,
+                                               node));
+        }
+        g_ptr_array_sort(maps, iommu_emul_seq_cmp);
+        for (j = 0; j < maps->len; j++) {
+            IOMMUEmulMapping *m = g_ptr_array_index(maps, j);
+            uint64_t len = m->node.last - m->node.start + 1, p;
+
+            s->mig_maps[k++] = (IOMMUEmulMigMapping) {
+                .bus = m->node.start, .gpa = m->gpa, .len = len,
+                .perm = m->perm,
+            };
+            for (p = 0; p < len >> IOMMU_EMUL_PAGE_SHIFT; p++) {
+                gpointer host = (gpointer)m->hosts[p];
+                uint64_t gpa = m->gpa + (p << IOMMU_EMUL_PAGE_SHIFT);
+
+                if (g_hash_table_contains(s->discard_pending, host) &&
+                    g_hash_table_add(marked, host)) {
+                    g_array_append_val(marks, gpa);
+                }
             }
         }
     }
+    s->mig_nmarks = marks->len;
+    s->mig_marks = (uint64_t *)g_array_free(g_steal_pointer(&marks), false);
     return 0;
 }
 
-static IOMMUEmulDev *iommu_emul_find_dev_by_name(IOMMUEmulState *s,
-                                                 const char *bus, int devfn)
+static int iommu_emul_post_save(void *opaque)
 {
-    GHashTableIter iter;
-    IOMMUEmulBus *sbus;
+    iommu_emul_mig_free(opaque);
+    return 0;
+}
 
-    g_hash_table_iter_init(&iter, s->as_by_bus);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
-        if (!strcmp(BUS(sbus->bus)->name, bus)) {
-            return sbus->dev[devfn];
-        }
+/* Each count is checked before its array is allocated and loaded */
+static bool iommu_emul_mig_ndevs_ok(void *opaque, int version_id)
+{
+    IOMMUEmulState *s = opaque;
+
+    /* Each requester must exist here, so there are no more than here */
+    if (s->mig_ndevs < 0 || s->mig_ndevs > s->devs->len) {
+        error_report("iommu-emul: %d requesters with mappings, more than"
+                     " exist here (%u)", s->mig_ndevs, s->devs->len);
+        return false;
     }
-    return NULL;
+    return true;
+}
+
+static bool iommu_emul_mig_nmaps_ok(void *opaque, int version_id)
+{
+    IOMMUEmulState *s = opaque;
+    uint64_t sum = 0;
+    int i;
+
+    for (i = 0; i < s->mig_ndevs; i++) {
+        if (s->mig_devs[i].nmaps > s->max_mappings) {
+            error_report("iommu-emul: more than max-mappings (%u) mappings"
+                         " for one requester", s->max_mappings);
+            return false;
+        }
+        sum += s->mig_devs[i].nmaps;
+    }
+    if (s->mig_nmaps < 0 || s->mig_nmaps != sum) {
+        error_report("iommu-emul: %d mappings, but the requesters have %"
+                     PRIu64, s->mig_nmaps, sum);
+        return false;
+    }
+    return true;
+}
+
+static bool iommu_emul_mig_nmarks_ok(void *opaque, int version_id)
+{
+    IOMMUEmulState *s = opaque;
+
+    /* Marks are on pinned pages, so they fit in max-pinned */
+    if (s->mig_nmarks > s->max_pinned >> IOMMU_EMUL_PAGE_SHIFT) {
+        error_report("iommu-emul: %u pending discards, more pages than"
+                     " max-pinned", s->mig_nmarks);
+        return false;
+    }
+    return true;
+}
+
+static bool iommu_emul_dev_named(IOMMUEmulDev *d, void *opaque)
+{
+    IOMMUEmulMigDev *md = opaque;
+
+    return d->devfn == md->devfn &&
+           !strcmp(BUS(d->bus)->name, (const char *)md->bus);
 }
 
 /*
- * Load one mapping of @d and pin its pages; on error nothing of it is
- * left. Called with s->mutex held.
+ * Rebuild one loaded mapping of @d: check it, pin its pages and add it to
+ * the store. Called with s->mutex held.
  */
-static int iommu_emul_get_mapping(QEMUFile *f, IOMMUEmulState *s,
-                                  IOMMUEmulDev *d, const char *who)
+static bool iommu_emul_load_mapping(IOMMUEmulState *s, IOMMUEmulDev *d,
+                                    const IOMMUEmulMigMapping *mm,
+                                    const char *who)
 {
-    g_autofree uintptr_t *hosts = NULL;
-    g_autofree uint32_t *marks = NULL;
-    uint64_t bus, gpa, len, npages, n = 0, fresh = 0, i;
-    uint32_t nruns, nmarks;
+    uint64_t bus = mm->bus, gpa = mm->gpa, len = mm->len;
+    uintptr_t *hosts = NULL;
     IOMMUEmulMapping *m;
-    DMAMap map = { 0 };
-    uint8_t perm;
+    uint16_t st;
+    int err;
 
-    bus = qemu_get_be64(f);
-    gpa = qemu_get_be64(f);
-    len = qemu_get_be64(f);
-    perm = qemu_get_byte(f);
-    if (migration_in_incoming_postcopy()) {
-        /*
-         * Pinning would fault in pages that have not arrived, from the
-         * thread that loads the device state: refuse instead of hanging.
-         */
-        error_report("iommu-emul: %s: mappings cannot be migrated with"
-                     " postcopy", who);
-        return -EINVAL;
-    }
     if (s->mode == IOMMU_EMUL_BUS_ADDR_HPA) {
         /*
          * Host-physical bus addresses do not survive a move to another
@@ -1778,190 +2342,122 @@ static int iommu_emul_get_mapping(QEMUFile *f, IOMMUEmulState *s,
          */
         error_report("iommu-emul: %s: bus-addr=hpa mappings cannot be"
                      " migrated", who);
-        return -EINVAL;
+        return false;
     }
     if (!len || ((bus | gpa | len) & PAGE_MASK_EMUL) ||
         bus + (len - 1) < bus || gpa + (len - 1) < gpa ||
-        perm < IOMMU_RO || perm > IOMMU_RW ||
+        mm->perm < IOMMU_RO || mm->perm > IOMMU_RW ||
         bus < s->aperture_start || bus + (len - 1) > s->aperture_end ||
         (s->mode == IOMMU_EMUL_BUS_ADDR_GPA && bus != gpa)) {
         error_report("iommu-emul: %s: bad mapping bus 0x%" PRIx64 " gpa 0x%"
                      PRIx64 " length 0x%" PRIx64 " perm %u", who, bus, gpa,
-                     len, perm);
-        return -EINVAL;
+                     len, mm->perm);
+        return false;
     }
-    if (len > s->max_pinned) {
-        error_report("iommu-emul: %s: the migrated mappings pin more than"
-                     " max-pinned (%" PRIu64 " bytes)", who, s->max_pinned);
-        return -EINVAL;
+    if (s->mode == IOMMU_EMUL_BUS_ADDR_IOVA &&
+        (interval_tree_iter_first(&d->maps, bus, bus + len - 1) ||
+         (bus <= IOMMU_EMUL_MSI_LAST &&
+          bus + len - 1 >= IOMMU_EMUL_MSI_BASE))) {
+        error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64
+                     " overlaps another one or the MSI window", who, bus);
+        return false;
     }
-    npages = len >> IOMMU_EMUL_PAGE_SHIFT;
-    hosts = g_try_new0(uintptr_t, npages);
-    if (!hosts) {
-        error_report("iommu-emul: %s: out of memory", who);
-        return -ENOMEM;
-    }
-
-    nruns = qemu_get_be32(f);
-    for (; nruns; nruns--) {
-        char idstr[256];
-        ram_addr_t off;
-        uint64_t pages;
-        RAMBlock *rb;
-
-        if (!qemu_get_counted_string(f, idstr)) {
-            return -EINVAL;
-        }
-        off = qemu_get_be64(f);
-        pages = qemu_get_be64(f);
-        rb = qemu_ram_block_by_name(idstr);
-        if (!rb || (off & PAGE_MASK_EMUL) || !pages || pages > npages - n ||
-            off >= qemu_ram_get_used_length(rb) ||
-            pages > (qemu_ram_get_used_length(rb) - off) >>
-                    IOMMU_EMUL_PAGE_SHIFT) {
-            error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64 ": bad"
-                         " pages (RAM block '%s', offset 0x%" PRIx64 ", %"
-                         PRIu64 " pages)", who, bus, idstr, (uint64_t)off,
-                         pages);
-            return -EINVAL;
-        }
-        for (i = 0; i < pages; i++) {
-            hosts[n++] = (uintptr_t)qemu_ram_get_host_addr(rb) + off +
-                         (i << IOMMU_EMUL_PAGE_SHIFT);
-        }
-    }
-    nmarks = qemu_get_be32(f);
-    if (n != npages || nmarks > npages) {
-        error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64 ": %" PRIu64
-                     " pages, %u marks for %" PRIu64 " pages", who, bus, n,
-                     nmarks, npages);
-        return -EINVAL;
-    }
-    marks = g_new(uint32_t, nmarks);
-    for (i = 0; i < nmarks; i++) {
-        marks[i] = qemu_get_be32(f);
-        if (marks[i] >= npages) {
-            error_report("iommu-emul: %s: bad discard mark %u", who,
-                         marks[i]);
-            return -EINVAL;
-        }
-    }
-    if (qemu_file_get_error(f)) {
-        return qemu_file_get_error(f);
-    }
-
-    if (d->maps->len >= s->max_mappings) {
+    if (d->nmaps >= s->max_mappings) {
         error_report("iommu-emul: %s: more than max-mappings (%u) mappings",
                      who, s->max_mappings);
-        return -EINVAL;
+        return false;
     }
-    if (s->mode != IOMMU_EMUL_BUS_ADDR_GPA) {
-        map = (DMAMap) {
-            .iova = bus, .translated_addr = gpa, .size = len - 1,
-            .perm = perm,
-        };
-        if (iova_tree_insert(d->iova, &map) != IOVA_OK) {
-            error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64
-                         " overlaps another one or the MSI window", who, bus);
-            return -EINVAL;
-        }
+    st = iommu_emul_pin_range(s, gpa, len >> IOMMU_EMUL_PAGE_SHIFT, &hosts,
+                              &err);
+    if (st == IOMMU_EMUL_ST_NO_RAM) {
+        error_report("iommu-emul: %s: mapping at bus 0x%" PRIx64 ": gpa 0x%"
+                     PRIx64 " length 0x%" PRIx64 " is not guest RAM here",
+                     who, bus, gpa, len);
+        return false;
     }
-    for (i = 0; i < npages; i++) {
-        fresh += !g_hash_table_contains(s->pins, (gpointer)hosts[i]);
-    }
-    if ((s->pinned_pages + fresh) * IOMMU_EMUL_PAGE_SIZE > s->max_pinned) {
+    if (st != IOMMU_EMUL_ST_OK && !err) {
         error_report("iommu-emul: %s: the migrated mappings pin more than"
                      " max-pinned (%" PRIu64 " bytes)", who, s->max_pinned);
-        goto fail;
+        return false;
     }
-    for (i = 0; i < npages; i++) {
-        if (!iommu_emul_pin_page(s, hosts[i])) {
-            error_report("iommu-emul: %s: cannot pin the page of gpa 0x%"
-                         PRIx64 " (mlock: %s; is RLIMIT_MEMLOCK too low?)",
-                         who, gpa + (i << IOMMU_EMUL_PAGE_SHIFT),
-                         strerror(errno));
-            iommu_emul_unpin_range(s, hosts, i);
-            goto fail;
-        }
+    if (st != IOMMU_EMUL_ST_OK) {
+        error_report("iommu-emul: %s: cannot pin the pages of gpa 0x%"
+                     PRIx64 " length 0x%" PRIx64 " (mlock: %s; is"
+                     " RLIMIT_MEMLOCK too low?)", who, gpa, len,
+                     strerror(err));
+        return false;
     }
-    for (i = 0; i < nmarks; i++) {
-        g_hash_table_add(s->discard_pending, (gpointer)hosts[marks[i]]);
-    }
-
     m = g_new0(IOMMUEmulMapping, 1);
-    m->hosts = g_steal_pointer(&hosts);
-    m->bus = bus;
+    m->node.start = bus;
+    m->node.last = bus + len - 1;
     m->gpa = gpa;
-    m->len = len;
-    m->perm = perm;
-    g_ptr_array_add(d->maps, m);
-    s->mappings++;
-    return 0;
-
-fail:
-    if (s->mode != IOMMU_EMUL_BUS_ADDR_GPA) {
-        iova_tree_remove(d->iova, map);
-    }
-    return -EINVAL;
+    m->perm = mm->perm;
+    m->hosts = hosts;
+    iommu_emul_store_add(d, m);
+    return true;
 }
 
-static int iommu_emul_get_domains(QEMUFile *f, void *pv, size_t size,
-                                  const VMStateField *field)
+/* Rebuild the domains from the loaded arrays; false on bad input */
+static bool iommu_emul_load_domains(IOMMUEmulState *s)
 {
-    IOMMUEmulState *s = pv;
-    uint32_t ndevs, nmaps, magic;
-    int ret;
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+    int i, k = 0;
+    uint32_t j;
 
-    magic = qemu_get_be32(f);
-    ndevs = qemu_get_be32(f);
-    if (magic != IOMMU_EMUL_MIG_MAGIC) {
-        error_report("iommu-emul: bad domain section in the migration"
-                     " stream");
-        return -EINVAL;
+    if (s->mig_nmaps && migration_in_incoming_postcopy()) {
+        /*
+         * Pinning would fault in pages that have not arrived, from the
+         * thread that loads the device state: refuse instead of hanging.
+         */
+        error_report("iommu-emul: mappings cannot be migrated with"
+                     " postcopy");
+        return false;
     }
-    QEMU_LOCK_GUARD(&s->mutex);
-    for (; ndevs; ndevs--) {
+    for (i = 0; i < s->mig_ndevs; i++) {
+        IOMMUEmulMigDev *md = &s->mig_devs[i];
         g_autofree char *who = NULL;
-        char name[256];
         IOMMUEmulDev *d;
-        uint8_t devfn, translate;
 
-        if (!qemu_get_counted_string(f, name)) {
-            return -EINVAL;
-        }
-        devfn = qemu_get_byte(f);
-        translate = qemu_get_byte(f);
-        nmaps = qemu_get_be32(f);
-        who = g_strdup_printf("requester %s:%02x.%x", name, PCI_SLOT(devfn),
-                              PCI_FUNC(devfn));
-        d = iommu_emul_find_dev_by_name(s, name, devfn);
+        md->bus[sizeof(md->bus) - 1] = 0;
+        who = g_strdup_printf("requester %s:%02x.%x", (char *)md->bus,
+                              PCI_SLOT(md->devfn), PCI_FUNC(md->devfn));
+        d = iommu_emul_find_dev_if(s, iommu_emul_dev_named, md);
         if (!d) {
             error_report("iommu-emul: %s does not exist on the destination",
                          who);
-            return -EINVAL;
+            return false;
         }
-        if (d->translate || d->maps->len || translate > 1 ||
-            nmaps > s->max_mappings) {
+        if (!g_hash_table_add(seen, d) || md->translate > 1) {
             error_report("iommu-emul: %s: duplicate or bad domain (mode %u,"
-                         " %u mappings)", who, translate, nmaps);
-            return -EINVAL;
+                         " %u mappings)", who, md->translate, md->nmaps);
+            return false;
         }
-        d->translate = translate;
-        for (; nmaps; nmaps--) {
-            ret = iommu_emul_get_mapping(f, s, d, who);
-            if (ret) {
-                return ret;
+        WITH_QEMU_LOCK_GUARD(&s->mutex) {
+            d->translate = md->translate;
+            for (j = 0; j < md->nmaps; j++) {
+                if (!iommu_emul_load_mapping(s, d, &s->mig_maps[k++], who)) {
+                    return false;
+                }
             }
         }
+        iommu_emul_switch_as(d);
     }
-    return qemu_file_get_error(f);
-}
 
-static const VMStateInfo iommu_emul_domains_info = {
-    .name = "iommu-emul-domains",
-    .get = iommu_emul_get_domains,
-    .put = iommu_emul_put_domains,
-};
+    QEMU_LOCK_GUARD(&s->mutex);
+    for (j = 0; j < s->mig_nmarks; j++) {
+        uint64_t gpa = s->mig_marks[j];
+        uintptr_t host = gpa & PAGE_MASK_EMUL ? 0 :
+                         iommu_emul_host_page(gpa);
+
+        if (!host || !g_hash_table_contains(s->pins, (gpointer)host)) {
+            error_report("iommu-emul: pending discard of gpa 0x%" PRIx64
+                         " is not on a mapped page", gpa);
+            return false;
+        }
+        g_hash_table_add(s->discard_pending, (gpointer)host);
+    }
+    return true;
+}
 
 static int iommu_emul_pre_load(void *opaque)
 {
@@ -1969,6 +2465,7 @@ static int iommu_emul_pre_load(void *opaque)
 
     /* loadvm into a running device: start from nothing mapped */
     iommu_emul_release_all(s);
+    iommu_emul_mig_free(s);
     return 0;
 }
 
@@ -1984,16 +2481,14 @@ static bool iommu_emul_queue_valid(IOMMUEmulQueue *q, uint32_t max_log2,
     }
     return iommu_emul_check_ring(q->base, q->size, max_log2, esize) ==
            IOMMU_EMUL_QERR_NONE &&
-           q->head < (1u << q->size) && q->tail < (1u << q->size);
+           q->head < iommu_emul_queue_entries(q) &&
+           q->tail < iommu_emul_queue_entries(q);
 }
 
 static int iommu_emul_post_load(void *opaque, int version_id)
 {
     IOMMUEmulState *s = opaque;
-    GHashTableIter iter;
-    IOMMUEmulBus *sbus;
     unsigned i;
-    int devfn;
 
     if (s->ctrl & ~(R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK) ||
         !iommu_emul_queue_valid(&s->cmdq, s->cmdq_max_log2,
@@ -2020,26 +2515,14 @@ static int iommu_emul_post_load(void *opaque, int version_id)
         }
     }
 
-    /* Translation takes effect and listeners learn the mappings */
-    g_hash_table_iter_init(&iter, s->as_by_bus);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&sbus)) {
-        for (devfn = 0; devfn < PCI_DEVFN_MAX; devfn++) {
-            IOMMUEmulDev *d = sbus->dev[devfn];
-
-            if (!d) {
-                continue;
-            }
-            iommu_emul_switch_as(d);
-            WITH_QEMU_LOCK_GUARD(&s->mutex) {
-                for (i = 0; i < d->maps->len; i++) {
-                    IOMMUEmulMapping *m = g_ptr_array_index(d->maps, i);
-
-                    iommu_emul_notify(d, NULL, m->bus, m->bus + m->len - 1,
-                                      m->gpa, m->perm);
-                }
-            }
-        }
+    /*
+     * Pin, and let translation take effect: the store notifies listeners
+     * of each mapping it adds. The mappings do not count as new MAPs.
+     */
+    if (!iommu_emul_load_domains(s)) {
+        goto fail;
     }
+    iommu_emul_mig_free(s);
     if (s->npending) {
         qemu_bh_schedule(s->fault_bh);
     }
@@ -2047,6 +2530,7 @@ static int iommu_emul_post_load(void *opaque, int version_id)
 
 fail:
     iommu_emul_release_all(s);
+    iommu_emul_mig_free(s);
     s->npending = 0;
     return -EINVAL;
 }
@@ -2080,11 +2564,43 @@ static const VMStateDescription iommu_emul_fault_vmstate = {
     },
 };
 
-static const VMStateDescription iommu_emul_vmstate = {
-    .name = TYPE_IOMMU_EMUL,
+static const VMStateDescription iommu_emul_mig_dev_vmstate = {
+    .name = "iommu-emul/requester",
     .version_id = 1,
     .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT8_ARRAY(bus, IOMMUEmulMigDev, IOMMU_EMUL_MIG_NAME),
+        VMSTATE_UINT8(devfn, IOMMUEmulMigDev),
+        VMSTATE_UINT8(translate, IOMMUEmulMigDev),
+        VMSTATE_UINT32(nmaps, IOMMUEmulMigDev),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const VMStateDescription iommu_emul_mig_mapping_vmstate = {
+    .name = "iommu-emul/mapping",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT64(bus, IOMMUEmulMigMapping),
+        VMSTATE_UINT64(gpa, IOMMUEmulMigMapping),
+        VMSTATE_UINT64(len, IOMMUEmulMigMapping),
+        VMSTATE_UINT8(perm, IOMMUEmulMigMapping),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+/*
+ * Version 2: the domains as VMState arrays (version 1 had a hand-written
+ * stream of its own).
+ */
+static const VMStateDescription iommu_emul_vmstate = {
+    .name = TYPE_IOMMU_EMUL,
+    .version_id = 2,
+    .minimum_version_id = 2,
     .priority = MIG_PRI_IOMMU,
+    .pre_save = iommu_emul_pre_save,
+    .post_save = iommu_emul_post_save,
     .pre_load = iommu_emul_pre_load,
     .post_load = iommu_emul_post_load,
     .fields = (const VMStateField[]) {
@@ -2109,11 +2625,20 @@ static const VMStateDescription iommu_emul_vmstate = {
         VMSTATE_UINT64(invalidations, IOMMUEmulState),
         VMSTATE_UINT64(vetoed_discards, IOMMUEmulState),
         VMSTATE_UINT64(deferred_discards, IOMMUEmulState),
-        {
-            .name = "domains",
-            .info = &iommu_emul_domains_info,
-            .flags = VMS_SINGLE,
-        },
+        VMSTATE_INT32(mig_ndevs, IOMMUEmulState),
+        VMSTATE_VALIDATE("requester count", iommu_emul_mig_ndevs_ok),
+        VMSTATE_STRUCT_VARRAY_ALLOC(mig_devs, IOMMUEmulState, mig_ndevs, 1,
+                                    iommu_emul_mig_dev_vmstate,
+                                    IOMMUEmulMigDev),
+        VMSTATE_INT32(mig_nmaps, IOMMUEmulState),
+        VMSTATE_VALIDATE("mapping count", iommu_emul_mig_nmaps_ok),
+        VMSTATE_STRUCT_VARRAY_ALLOC(mig_maps, IOMMUEmulState, mig_nmaps, 1,
+                                    iommu_emul_mig_mapping_vmstate,
+                                    IOMMUEmulMigMapping),
+        VMSTATE_UINT32(mig_nmarks, IOMMUEmulState),
+        VMSTATE_VALIDATE("pending discard count", iommu_emul_mig_nmarks_ok),
+        VMSTATE_VARRAY_UINT32_ALLOC(mig_marks, IOMMUEmulState, mig_nmarks, 1,
+                                    vmstate_info_uint64, uint64_t),
         VMSTATE_END_OF_LIST()
     },
 };
@@ -2145,6 +2670,11 @@ static void iommu_emul_class_init(ObjectClass *klass, void *data)
         "Most guest memory pinned at any time, for all devices together"
         " (rounded down to a multiple of 4 KiB, at least 4 KiB;"
         " default 1G)");
+    object_class_property_set_description(klass, "pin-cache",
+        "Most guest memory kept locked after its last mapping went away,"
+        " so that mapping it again costs no system call; released at once"
+        " to balloon, free page reporting and virtio-mem (rounded down to"
+        " a multiple of 4 KiB; default 0, off)");
     object_class_property_set_description(klass, "max-mappings",
         "Most mappings one device (requester) may have (at least 1;"
         " default 4096)");

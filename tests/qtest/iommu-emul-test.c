@@ -19,6 +19,8 @@
 #include "libqos/virtio.h"
 #include "libqos/virtio-pci.h"
 #include "standard-headers/linux/virtio_config.h"
+#include "standard-headers/linux/virtio_balloon.h"
+#include "standard-headers/linux/virtio_mem.h"
 #include "hw/pci/pci_regs.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
@@ -182,6 +184,12 @@ static uint64_t map(Fixture *f, uint64_t gpa, uint64_t len, uint16_t perm)
     g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_MAP, perm, EDU_RID, gpa, len,
                         EDU_DMA_MASK, &out), ==, IOMMU_EMUL_ST_OK);
     return out.addr;
+}
+
+static void unmap(Fixture *f, uint64_t bus, uint64_t len)
+{
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, len, 0,
+                        NULL), ==, IOMMU_EMUL_ST_OK);
 }
 
 static void translate_on(Fixture *f)
@@ -830,18 +838,21 @@ static void test_max_pinned_rounding(const void *data)
 #define MEMLOCK_WRAP "prlimit --memlock=65536:65536 setpriv" \
                      " --inh-caps=-ipc_lock --bounding-set=-ipc_lock"
 
-static void test_memlock(const void *data)
+/*
+ * A started fixture whose QEMU runs with a 64 KiB RLIMIT_MEMLOCK and
+ * without CAP_IPC_LOCK; NULL (test skipped) if that cannot be arranged.
+ * @props: more iommu-emul properties.
+ */
+static Fixture *fx_memlock(const char *machine, const char *props)
 {
     g_autofree char *wrapped = g_strdup_printf("%s %s", MEMLOCK_WRAP,
                                                getenv("QTEST_QEMU_BINARY"));
     g_autofree char *args = g_strdup_printf("-machine %s -m 256M -device"
                                             " iommu-emul,id=iommu0,addr=04.0"
-                                            " -device edu,addr=05.0",
-                                            (const char *)data);
+                                            "%s -device edu,addr=05.0",
+                                            machine, props);
     Fixture *f;
-    uint64_t base, bus;
     int status = -1;
-    CmdOut out;
 
     if (!g_spawn_command_line_sync(MEMLOCK_WRAP " true", NULL, NULL,
                                    &status, NULL) ||
@@ -849,7 +860,7 @@ static void test_memlock(const void *data)
         skip_unprivileged("cannot run QEMU under prlimit/setpriv without"
                           " CAP_IPC_LOCK here (util-linux missing, or no"
                           " CAP_SETPCAP)");
-        return;
+        return NULL;
     }
     g_setenv("IOMMU_EMUL_TEST_MEMLOCK_QEMU", wrapped, true);
     f = g_new0(Fixture, 1);
@@ -862,6 +873,18 @@ static void test_memlock(const void *data)
     f->regs = qpci_iomap(f->iommu, IOMMU_EMUL_REGS_BAR, NULL);
     f->edu_bar = qpci_iomap(f->edu, 0, NULL);
     rings_on(f);
+    return f;
+}
+
+static void test_memlock(const void *data)
+{
+    Fixture *f = fx_memlock(data, "");
+    uint64_t base, bus;
+    CmdOut out;
+
+    if (!f) {
+        return;
+    }
 
     /* max-pinned (1 GiB) is far away: only the 64 KiB limit applies */
     base = locked_kb(f);
@@ -1267,6 +1290,225 @@ static void test_gpa_perm(const void *data)
     fx_free(f);
 }
 
+/* True if writing @bus through edu reaches RAM at @gpa; else it faulted */
+static bool dma_writes(Fixture *f, uint64_t bus, uint64_t gpa, uint8_t byte)
+{
+    uint32_t tail = rd32(f, A_FAULTQ_TAIL);
+
+    wr32(f, A_FAULTQ_HEAD, tail);       /* consume: room for the next */
+    fill(f, DATA_GPA + 15 * PAGE, byte, PAGE);
+    edu_dma(f, DATA_GPA + 15 * PAGE, PAGE, false);   /* bypass or mapped */
+    fill(f, gpa, (uint8_t)~byte, PAGE);
+    edu_dma(f, bus, PAGE, true);
+    if (all_eq(f, gpa, byte, PAGE)) {
+        g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, tail);
+        return true;
+    }
+    g_assert(all_eq(f, gpa, (uint8_t)~byte, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), !=, tail);
+    return false;
+}
+
+/* The reason of the newest fault record */
+static uint8_t last_fault(Fixture *f)
+{
+    uint32_t tail = rd32(f, A_FAULTQ_TAIL);
+
+    return fault_at(f, (tail + (1 << FAULTQ_LOG2) - 1) %
+                       (1 << FAULTQ_LOG2)).reason;
+}
+
+/*
+ * gpa mode, overlapping mappings: the translation is the union of the
+ * mappings over each address, and changes only where a command changes
+ * that union. IOMMU notifiers (counted in invalidations) hear only of
+ * those changes: removing one of two identical mappings unmaps nothing.
+ */
+static void test_gpa_overlap(const void *data)
+{
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    const uint64_t a = DATA_GPA, rw = IOMMU_EMUL_MAP_READ |
+                                      IOMMU_EMUL_MAP_WRITE;
+    uint64_t inv;
+
+    /* A bypass mapping for edu's source buffer in dma_writes() */
+    map(f, DATA_GPA + 15 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    translate_on(f);
+    map(f, a, 8 * PAGE, IOMMU_EMUL_MAP_READ);                /* pages 0-7 */
+    map(f, a + 2 * PAGE, 2 * PAGE, rw);                      /* 2-3 */
+    /* Pages 2-3 and 6-7 changed permissions: UNMAP, then MAP anew */
+    map(f, a + 6 * PAGE, 4 * PAGE, IOMMU_EMUL_MAP_WRITE);    /* 6-9 */
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 2);
+
+    g_assert_false(dma_writes(f, a, a, 0x11));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+    g_assert(dma_writes(f, a + 2 * PAGE, a + 2 * PAGE, 0x12));
+    g_assert(dma_writes(f, a + 3 * PAGE, a + 3 * PAGE, 0x13));
+    g_assert_false(dma_writes(f, a + 4 * PAGE, a + 4 * PAGE, 0x14));
+    g_assert(dma_writes(f, a + 7 * PAGE, a + 7 * PAGE, 0x15));
+    g_assert(dma_writes(f, a + 9 * PAGE, a + 9 * PAGE, 0x16));
+    g_assert_false(dma_writes(f, a + 10 * PAGE, a + 10 * PAGE, 0x17));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_UNMAPPED);
+    /* Page 9 is write-only: reading it faults */
+    edu_dma(f, a + 9 * PAGE, PAGE, false);
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+
+    /* The same range mapped twice: removing one copy changes nothing */
+    map(f, a + 6 * PAGE, 4 * PAGE, IOMMU_EMUL_MAP_WRITE);
+    unmap(f, a + 6 * PAGE, 4 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 2);
+    g_assert(dma_writes(f, a + 8 * PAGE, a + 8 * PAGE, 0x18));
+
+    /* Pages 2-3 lose WRITE: one UNMAP for them (then MAP read-only) */
+    unmap(f, a + 2 * PAGE, 2 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), ==, 3);
+    g_assert_false(dma_writes(f, a + 2 * PAGE, a + 2 * PAGE, 0x19));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 11);
+
+    /* The outer mapping goes; pages 6-9 stay writable */
+    inv = qom_u64(f, "invalidations");
+    unmap(f, a, 8 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "invalidations"), >, inv);
+    g_assert_false(dma_writes(f, a + 5 * PAGE, a + 5 * PAGE, 0x1a));
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert(dma_writes(f, a + 6 * PAGE, a + 6 * PAGE, 0x1b));
+    edu_dma(f, a + 6 * PAGE, PAGE, false);
+    g_assert_cmpuint(last_fault(f), ==, IOMMU_EMUL_REASON_PERM);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 5);
+    fx_free(f);
+}
+
+/* A command ring of 4096 entries, for batches */
+#define BIGQ_GPA        0xc00000ULL
+#define BIGQ_LOG2       12
+#define MANY            10000
+#define MANY_GPA        0x2000000ULL        /* 32 MiB: 10000 pages above */
+#define MANY_PROPS      ",max-mappings=12000,cmdq-max-log2=12"
+
+static void big_ring(Fixture *f)
+{
+    wr32(f, A_CTRL, R_CTRL_FAULTQ_EN_MASK);
+    qiommu_emul_cmdq_start(&f->ring, f->iommu, f->regs, BIGQ_GPA, BIGQ_LOG2,
+                           R_CTRL_FAULTQ_EN_MASK);
+    g_assert_cmphex(rd32(f, A_CMDQ_ERROR), ==, IOMMU_EMUL_QERR_NONE);
+}
+
+/*
+ * MAP (@bus NULL: UNMAP @bus_in) @n single pages in batches; every
+ * command must succeed. MAP stores the bus addresses in @bus_out.
+ */
+static void batch_pages(Fixture *f, bool do_map, const uint64_t *addr,
+                        uint64_t *bus_out, unsigned n)
+{
+    unsigned max = (1u << BIGQ_LOG2) - 1, done, i;
+    g_autofree QIOMMUEmulCmd *c = g_new0(QIOMMUEmulCmd, max);
+    g_autofree CmdOut *out = g_new0(CmdOut, max);
+    g_autofree uint16_t *st = g_new0(uint16_t, max);
+
+    for (done = 0; done < n; done += i) {
+        unsigned k = MIN(max, n - done);
+
+        for (i = 0; i < k; i++) {
+            c[i] = (QIOMMUEmulCmd) {
+                .opcode = do_map ? IOMMU_EMUL_OP_MAP : IOMMU_EMUL_OP_UNMAP,
+                .flags = do_map ? IOMMU_EMUL_MAP_READ |
+                                  IOMMU_EMUL_MAP_WRITE : 0,
+                .requester = EDU_RID, .addr = addr[done + i],
+                .length = PAGE, .dma_limit = do_map ? EDU_DMA_MASK : 0,
+            };
+        }
+        qiommu_emul_cmd_batch(&f->ring, c, k, st, out);
+        for (i = 0; i < k; i++) {
+            g_assert_cmphex(st[i], ==, IOMMU_EMUL_ST_OK);
+            if (bus_out) {
+                bus_out[done + i] = out[i].addr;
+            }
+        }
+    }
+}
+
+/* @src's page through edu to @dst: both must translate */
+static void dma_copy(Fixture *f, uint64_t src_bus, uint64_t dst_bus)
+{
+    edu_dma(f, src_bus, PAGE, false);
+    edu_dma(f, dst_bus, PAGE, true);
+}
+
+/*
+ * 10000 live mappings of one requester (iova mode): lowest-fit bus
+ * addresses, DMA through the first, middle and last ones lands on the
+ * right pages, holes fault and are reused, QUERY finds the mappings.
+ */
+static void test_many_mappings(const void *data)
+{
+    Fixture *f = fx_start(data, MANY_PROPS);
+    g_autofree uint64_t *gpa = g_new(uint64_t, MANY);
+    g_autofree uint64_t *bus = g_new(uint64_t, MANY);
+    g_autofree uint64_t *holes = g_new(uint64_t, MANY);
+    static const unsigned probe[] = { 0, 1, 4999, 5001, MANY - 1 };
+    unsigned i, nholes = 0;
+    CmdOut out;
+
+    big_ring(f);
+    translate_on(f);
+    for (i = 0; i < MANY; i++) {
+        gpa[i] = MANY_GPA + (uint64_t)i * PAGE;
+    }
+    batch_pages(f, true, gpa, bus, MANY);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, MANY);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, MANY);
+    for (i = 0; i < MANY; i++) {
+        g_assert_cmphex(bus[i], ==, 0x100000 + (uint64_t)i * PAGE);
+    }
+
+    /* Each probed page to the next probed one, through the IOMMU */
+    for (i = 0; i < ARRAY_SIZE(probe); i++) {
+        fill(f, gpa[probe[i]], 0x40 + i, PAGE);
+    }
+    for (i = 0; i + 1 < ARRAY_SIZE(probe); i++) {
+        dma_copy(f, bus[probe[i]], bus[probe[i + 1]]);
+        g_assert(all_eq(f, gpa[probe[i + 1]], 0x40, PAGE));
+    }
+    g_assert_cmpuint(qom_u64(f, "faults"), ==, 0);
+
+    /* Every 7th mapping goes: its bus address faults, its page is kept */
+    for (i = 3; i < MANY; i += 7) {
+        holes[nholes++] = bus[i];
+    }
+    batch_pages(f, false, holes, NULL, nholes);
+    g_assert_cmpuint(qom_u64(f, "mappings"), ==, MANY - nholes);
+    fill(f, gpa[4995], 0x77, PAGE);
+    fill(f, gpa[4994], 0x55, PAGE);
+    edu_dma(f, bus[4995], PAGE, false);
+    edu_dma(f, bus[4994], PAGE, true);      /* 4994 = 3 + 7 * 713 */
+    g_assert(all_eq(f, gpa[4994], 0x55, PAGE));
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(fault_at(f, 0).reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(fault_at(f, 0).addr, ==, bus[4994]);
+    edu_dma(f, bus[4993], PAGE, true);
+    g_assert(all_eq(f, gpa[4993], 0x77, PAGE));
+
+    /* QUERY, and lowest fit: a page goes into the first hole */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID,
+                        bus[MANY - 2] + 8, 0, 0, &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.addr, ==, gpa[MANY - 2] + 8);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus[3], 0, 0,
+                        NULL), ==, IOMMU_EMUL_ST_NOT_FOUND);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==, bus[3]);
+    /* Two pages fit in no hole but the last one (9999), open-ended */
+    g_assert_cmphex(map(f, DATA_GPA, 2 * PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus[MANY - 1]);
+    g_assert_cmphex(map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus[10]);
+
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(out.length, ==, MANY - nholes + 3);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    fx_free(f);
+}
+
 /* Vector 0 on faults, vector 1 on SYNC with IRQ; masked: pending bits */
 static void test_msix(const void *data)
 {
@@ -1593,12 +1835,6 @@ static void balloon_stop(Balloon *b)
     alloc_destroy(&b->alloc);
 }
 
-static void unmap(Fixture *f, uint64_t bus, uint64_t len)
-{
-    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_UNMAP, 0, EDU_RID, bus, len, 0,
-                        NULL), ==, IOMMU_EMUL_ST_OK);
-}
-
 /*
  * Deferred discard: a page ballooned while pinned is discarded when its
  * last mapping goes away, unless the guest deflated it or reset the
@@ -1707,6 +1943,467 @@ static void test_balloon_deferred_detach(const void *data)
     g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 2);
 
     balloon_stop(&b);
+    fx_free(f);
+}
+
+/*
+ * virtio-mem: a virtio-mem-pci at 06.0 over a memfd memory backend "mem1"
+ * of VMEM_SIZE, all of which the device may plug (requested-size)
+ */
+#define VMEM_SIZE       (64ULL << 20)
+#define VMEM_ARGS       " -m 256M,maxmem=1G -object memory-backend-memfd," \
+                        "id=mem1,size=64M -device virtio-mem-pci,id=vm0," \
+                        "memdev=mem1,requested-size=64M,addr=06.0"
+#define VMEM_BLOCK      "0000:00:06.0/mem1"     /* its RAM block */
+
+typedef struct VMem {
+    QGuestAllocator alloc;
+    QVirtioPCIDevice *vm;
+    QVirtQueue *vq;
+    uint64_t addr;          /* guest-physical start of its memory */
+    uint64_t block;         /* block size */
+} VMem;
+
+static void vmem_start(Fixture *f, VMem *m)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+    uint64_t want = (1ull << VIRTIO_F_VERSION_1) |
+                    (1ull << VIRTIO_MEM_F_ACPI_PXM) |
+                    (1ull << VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE);
+
+    pc_alloc_init(&m->alloc, f->qts, ALLOC_NO_FLAGS);
+    m->vm = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(m->vm);
+    qvirtio_pci_device_enable(m->vm);
+    qvirtio_start_device(&m->vm->vdev);
+    qvirtio_set_features(&m->vm->vdev,
+                         qvirtio_get_features(&m->vm->vdev) & want);
+    m->vq = qvirtqueue_setup(&m->vm->vdev, &m->alloc, 0);
+    qvirtio_set_driver_ok(&m->vm->vdev);
+    m->addr = qvirtio_config_readq(&m->vm->vdev,
+                                   offsetof(struct virtio_mem_config, addr));
+    m->block = qvirtio_config_readq(&m->vm->vdev,
+                                    offsetof(struct virtio_mem_config,
+                                             block_size));
+    g_assert_cmphex(m->addr, !=, 0);
+    g_assert_cmphex(m->block, >=, PAGE);
+}
+
+/* One request (PLUG, UNPLUG, UNPLUG_ALL); returns the response type */
+static uint16_t vmem_req(Fixture *f, VMem *m, uint16_t type, uint64_t gpa,
+                         uint16_t nb_blocks)
+{
+    uint8_t req[sizeof(struct virtio_mem_req)] = { 0 };
+    uint8_t resp[sizeof(struct virtio_mem_resp)];
+    uint64_t rq = guest_alloc(&m->alloc, sizeof(req));
+    uint64_t rs = guest_alloc(&m->alloc, sizeof(resp));
+    uint32_t head;
+
+    stw_le_p(req + offsetof(struct virtio_mem_req, type), type);
+    stq_le_p(req + offsetof(struct virtio_mem_req, u.plug.addr), gpa);
+    stw_le_p(req + offsetof(struct virtio_mem_req, u.plug.nb_blocks),
+             nb_blocks);
+    qtest_memwrite(f->qts, rq, req, sizeof(req));
+    qtest_memset(f->qts, rs, 0xff, sizeof(resp));
+    head = qvirtqueue_add(f->qts, m->vq, rq, sizeof(req), false, true);
+    qvirtqueue_add(f->qts, m->vq, rs, sizeof(resp), true, false);
+    qvirtqueue_kick(f->qts, &m->vm->vdev, m->vq, head);
+    qvirtio_wait_used_elem(f->qts, &m->vm->vdev, m->vq, head, NULL,
+                           5 * 1000 * 1000);
+    qtest_memread(f->qts, rs, resp, sizeof(resp));
+    guest_free(&m->alloc, rq);
+    guest_free(&m->alloc, rs);
+    return lduw_le_p(resp + offsetof(struct virtio_mem_resp, type));
+}
+
+static void vmem_stop(VMem *m)
+{
+    qvirtqueue_cleanup(m->vm->vdev.bus, m->vq, &m->alloc);
+    qvirtio_pci_device_disable(m->vm);
+    g_free(m->vm->pdev);
+    g_free(m->vm);
+    alloc_destroy(&m->alloc);
+}
+
+/*
+ * virtio-mem unplug opts into the discard veto: a block with a pinned page
+ * is refused as a whole (BUSY, nothing discarded, even on memfd memory
+ * where mlock would not stop the hole punch), and goes once unpinned.
+ */
+static void test_virtio_mem_veto(const void *data)
+{
+    Fixture *f = fx_new(data, NULL, VMEM_ARGS);
+    uint64_t b0, b1, page0, page1, bus0, bus1;
+    VMem m;
+
+    rings_on(f);
+    vmem_start(f, &m);
+    b0 = m.addr;
+    b1 = m.addr + m.block;
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_PLUG, b0, 2), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    page0 = b0 + 3 * PAGE;
+    page1 = b1 + 5 * PAGE;
+    fill(f, page0, 0x3c, PAGE);
+    fill(f, page1, 0x3d, PAGE);
+    fill(f, b0, 0x3e, PAGE);
+    bus0 = map(f, page0, PAGE, IOMMU_EMUL_MAP_READ);
+    bus1 = map(f, page1, PAGE, IOMMU_EMUL_MAP_READ);
+
+    /* Block 0 holds a pinned page: refused, nothing of it discarded */
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG, b0, 1), ==,
+                     VIRTIO_MEM_RESP_BUSY);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    g_assert(present(f, VMEM_BLOCK, b0 - m.addr));
+    g_assert(all_eq(f, b0, 0x3e, PAGE));
+    g_assert(all_eq(f, page0, 0x3c, PAGE));
+    /* So is unplugging everything */
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG_ALL, 0, 0), ==,
+                     VIRTIO_MEM_RESP_BUSY);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 2);
+    g_assert(all_eq(f, page1, 0x3d, PAGE));
+
+    /* Unpinned, block 0 goes back to the host */
+    unmap(f, bus0, PAGE);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG, b0, 1), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    g_assert_false(present(f, VMEM_BLOCK, page0 - m.addr));
+    g_assert_false(present(f, VMEM_BLOCK, b0 - m.addr));
+    g_assert(all_eq(f, page1, 0x3d, PAGE));
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG_ALL, 0, 0), ==,
+                     VIRTIO_MEM_RESP_BUSY);
+    unmap(f, bus1, PAGE);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG_ALL, 0, 0), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    g_assert_false(present(f, VMEM_BLOCK, page1 - m.addr));
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 3);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+
+    vmem_stop(&m);
+    fx_free(f);
+}
+
+/*
+ * The pin cache: unmapped pages stay locked (up to pin-cache), invisible
+ * to the guest, and mapping them again is a hit that makes no system
+ * call; DETACH caches too, a reset empties the cache.
+ */
+static void test_pin_cache(const void *data)
+{
+    Fixture *f = fx_start(data, ",pin-cache=64K");
+    uint64_t base, bus, mlocks;
+    CmdOut out;
+
+    translate_on(f);
+    base = locked_kb(f);
+    bus = map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-misses"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 0);
+    /* Four adjacent host pages: one mlock */
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+
+    unmap(f, bus, 4 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 0);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+    /* A cached page is not mapped */
+    edu_dma(f, bus, PAGE, true);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmpuint(fault_at(f, 0).reason, ==, IOMMU_EMUL_REASON_UNMAPPED);
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, bus, 0, 0, &out),
+                    ==, IOMMU_EMUL_ST_NOT_FOUND);
+
+    /* Hits: no system call */
+    mlocks = qom_u64(f, "mlock-calls");
+    bus = map(f, DATA_GPA, 4 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 4);
+    g_assert_cmphex(rd64(f, A_PINNED), ==, 4 * PAGE);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+    /* It is mapped again, for real */
+    fill(f, DATA_GPA + PAGE, 0x4d, PAGE);
+    edu_dma(f, bus + PAGE, PAGE, false);
+    g_assert_cmpuint(rd32(f, A_FAULTQ_TAIL), ==, 1);
+
+    /* One cached page and one new one: one hit, one miss, one mlock */
+    unmap(f, bus, 4 * PAGE);
+    map(f, DATA_GPA + 3 * PAGE, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 5);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-misses"), ==, 5);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks + 1);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 3);
+    g_assert_cmpuint(locked_kb(f), ==, base + 20);
+
+    /* DETACH caches; a system reset empties the cache */
+    g_assert_cmphex(cmd(f, IOMMU_EMUL_OP_DETACH, 0, EDU_RID, 0, 0, 0, NULL),
+                    ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 5);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 0);
+    g_assert_cmpuint(locked_kb(f), ==, base + 20);
+    qtest_system_reset(f->qts);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-evictions"), ==, 5);
+    g_assert_cmpuint(locked_kb(f), ==, base);
+    fx_free(f);
+}
+
+/* The bound: the least recently unpinned pages leave the cache first */
+static void test_pin_cache_bound(const void *data)
+{
+    Fixture *f = fx_start(data, ",pin-cache=16K");
+    uint64_t base, bus[8], mlocks;
+    int i;
+
+    base = locked_kb(f);
+    for (i = 0; i < 8; i++) {
+        bus[i] = map(f, DATA_GPA + i * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    g_assert_cmpuint(locked_kb(f), ==, base + 32);
+    for (i = 0; i < 8; i++) {
+        unmap(f, bus[i], PAGE);
+        g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, MIN(i + 1, 4));
+    }
+    g_assert_cmpuint(qom_u64(f, "pin-cache-evictions"), ==, 4);
+    g_assert_cmpuint(qom_u64(f, "munlock-calls"), ==, 4);
+    g_assert_cmpuint(locked_kb(f), ==, base + 16);
+
+    /* Pages 4-7 are cached, 0-3 are not */
+    mlocks = qom_u64(f, "mlock-calls");
+    map(f, DATA_GPA + 7 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-hits"), ==, 1);
+    map(f, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "mlock-calls"), ==, mlocks + 1);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-misses"), ==, 9);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 3);
+    g_assert_cmpuint(locked_kb(f), ==, base + 20);
+    fx_free(f);
+}
+
+/*
+ * RLIMIT_MEMLOCK counts cached pages: a MAP that hits the limit empties
+ * the cache and succeeds.
+ */
+static void test_pin_cache_memlock(const void *data)
+{
+    Fixture *f = fx_memlock(data, ",pin-cache=64K");
+    uint64_t bus;
+
+    if (!f) {
+        return;
+    }
+    bus = map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    unmap(f, bus, 8 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 8);
+    /* 16 more pages do not fit in 64 KiB next to the 8 cached ones */
+    map(f, DATA_GPA + 8 * PAGE, 16 * PAGE, IOMMU_EMUL_MAP_READ);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-evictions"), ==, 8);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 16);
+    fx_free(f);
+}
+
+/* Features and queues of a virtio-balloon at 06.0 for these tests */
+static void balloon_start_features(Fixture *f, Balloon *b, uint64_t features,
+                                   int vq, int nvq)
+{
+    QPCIAddress addr = { .devfn = QPCI_DEVFN(6, 0) };
+    int i;
+
+    pc_alloc_init(&b->alloc, f->qts, ALLOC_NO_FLAGS);
+    b->vb = virtio_pci_new(f->bus, &addr);
+    g_assert_nonnull(b->vb);
+    qvirtio_pci_device_enable(b->vb);
+    qvirtio_start_device(&b->vb->vdev);
+    qvirtio_set_features(&b->vb->vdev, qvirtio_get_features(&b->vb->vdev) &
+                         features);
+    for (i = 0; i < nvq; i++) {
+        b->vq[i] = qvirtqueue_setup(&b->vb->vdev, &b->alloc, vq + i);
+    }
+    qvirtio_set_driver_ok(&b->vb->vdev);
+}
+
+/*
+ * Balloon inflation over pages that only the pin cache holds returns all
+ * of them to the host (the host's pagemap says so); a page that is still
+ * mapped stays, as without the cache.
+ */
+static void test_pin_cache_balloon(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=64M",
+                        " -device virtio-balloon-pci,addr=06.0");
+    const uint64_t lo = 64 << 20, n = (16 << 20) / PAGE;
+    const uint64_t kept = lo + 1000 * PAGE;
+    g_autofree uint64_t *gpa = g_new(uint64_t, n);
+    g_autofree uint64_t *pm = g_new(uint64_t, n);
+    g_autofree char *path = NULL;
+    uint64_t bus[16], base, i, present_pages = 0;
+    Balloon b;
+    int fd;
+
+    rings_on(f);
+    qtest_memset(f->qts, lo, 0x5a, n * PAGE);
+    base = locked_kb(f);
+    for (i = 0; i < 16; i++) {
+        bus[i] = map(f, lo + (i << 20), 1 << 20, IOMMU_EMUL_MAP_READ);
+    }
+    map(f, kept, PAGE, IOMMU_EMUL_MAP_READ);
+    for (i = 0; i < 16; i++) {
+        unmap(f, bus[i], 1 << 20);
+    }
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, n - 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + n * 4);
+
+    for (i = 0; i < n; i++) {
+        gpa[i] = lo + i * PAGE;
+    }
+    balloon_start_features(f, &b, 1ull << VIRTIO_F_VERSION_1, 0, 2);
+    balloon_pages(f, &b, 0, gpa, n);
+
+    path = g_strdup_printf("/proc/%d/pagemap", (int)qtest_pid(f->qts));
+    fd = open(path, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pread(fd, pm, n * 8,
+                          (host_addr(f, "pc.ram", lo) / PAGE) * 8), ==, n * 8);
+    close(fd);
+    for (i = 0; i < n; i++) {
+        if (gpa[i] != kept) {
+            present_pages += pm[i] >> 63;
+        }
+    }
+    g_test_message("%" PRIu64 " cached pages ballooned: %" PRIu64 " still"
+                   " present, pin-cache-releases %" PRIu64, n - 1,
+                   present_pages, qom_u64(f, "pin-cache-releases"));
+    g_assert_cmpuint(present_pages, ==, 0);
+    g_assert(present(f, "pc.ram", kept));
+    g_assert(all_eq(f, kept, 0x5a, PAGE));
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-releases"), ==, n - 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    g_assert_cmpuint(locked_kb(f), ==, base + 4);
+    balloon_stop(&b);
+    fx_free(f);
+}
+
+/*
+ * Free page reporting releases cached pages too; a mapped page is skipped
+ * and, as free page reporting never defers, stays after its unmap.
+ */
+static void test_pin_cache_fpr(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=1M",
+                        " -device virtio-balloon-pci,addr=06.0,"
+                        "free-page-reporting=on");
+    const uint64_t rep_vq = 3;   /* inflate, deflate, stats, reporting */
+    uint64_t bus, bus5;
+    uint32_t head;
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 8; i++) {
+        fill(f, DATA_GPA + i * PAGE, 0x60 + i, PAGE);
+    }
+    bus = map(f, DATA_GPA, 8 * PAGE, IOMMU_EMUL_MAP_READ);
+    bus5 = map(f, DATA_GPA + 5 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    unmap(f, bus, 8 * PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 7);
+
+    balloon_start_features(f, &b, (1ull << VIRTIO_F_VERSION_1) |
+                           (1ull << VIRTIO_BALLOON_F_REPORTING), rep_vq, 1);
+    head = qvirtqueue_add(f->qts, b.vq[0], DATA_GPA, 8 * PAGE, true, false);
+    qvirtqueue_kick(f->qts, &b.vb->vdev, b.vq[0], head);
+    qvirtio_wait_used_elem(f->qts, &b.vb->vdev, b.vq[0], head, NULL,
+                           5 * 1000 * 1000);
+    for (i = 0; i < 8; i++) {
+        if (i == 5) {
+            g_assert(present(f, "pc.ram", DATA_GPA + i * PAGE));
+            g_assert(all_eq(f, DATA_GPA + i * PAGE, 0x65, PAGE));
+        } else {
+            g_assert_false(present(f, "pc.ram", DATA_GPA + i * PAGE));
+        }
+    }
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-releases"), ==, 7);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 1);
+    unmap(f, bus5, PAGE);
+    g_assert(present(f, "pc.ram", DATA_GPA + 5 * PAGE));
+    g_assert(all_eq(f, DATA_GPA + 5 * PAGE, 0x65, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 1);
+
+    qvirtqueue_cleanup(b.vb->vdev.bus, b.vq[0], &b.alloc);
+    qvirtio_pci_device_disable(b.vb);
+    g_free(b.vb->pdev);
+    g_free(b.vb);
+    alloc_destroy(&b.alloc);
+    fx_free(f);
+}
+
+/*
+ * A page ballooned while pinned is discarded when it is unpinned, never
+ * cached; deflated, it is cached as any other.
+ */
+static void test_pin_cache_deferred(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=1M",
+                        " -device virtio-balloon-pci,addr=06.0");
+    uint64_t gpa[2] = { DATA_GPA, DATA_GPA + PAGE }, bus[2];
+    Balloon b;
+    int i;
+
+    rings_on(f);
+    for (i = 0; i < 2; i++) {
+        fill(f, gpa[i], 0x70 + i, PAGE);
+        bus[i] = map(f, gpa[i], PAGE, IOMMU_EMUL_MAP_READ);
+    }
+    balloon_start(f, &b);
+    balloon_pages(f, &b, 0, gpa, 2);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 2);
+    balloon_pages(f, &b, 1, &gpa[1], 1);
+
+    unmap(f, bus[0], PAGE);
+    g_assert_false(present(f, "pc.ram", gpa[0]));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+    unmap(f, bus[1], PAGE);
+    g_assert(all_eq(f, gpa[1], 0x71, PAGE));
+    g_assert_cmpuint(qom_u64(f, "deferred-discards"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 0);
+    balloon_stop(&b);
+    fx_free(f);
+}
+
+/* virtio-mem unplug releases a page that only the pin cache holds */
+static void test_pin_cache_virtio_mem(const void *data)
+{
+    Fixture *f = fx_new(data, ",pin-cache=1M", VMEM_ARGS);
+    uint64_t page, bus;
+    VMem m;
+
+    rings_on(f);
+    vmem_start(f, &m);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_PLUG, m.addr, 1), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    page = m.addr + 9 * PAGE;
+    fill(f, page, 0x2f, PAGE);
+    bus = map(f, page, PAGE, IOMMU_EMUL_MAP_READ);
+    unmap(f, bus, PAGE);
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 1);
+    g_assert_cmpuint(vmem_req(f, &m, VIRTIO_MEM_REQ_UNPLUG, m.addr, 1), ==,
+                     VIRTIO_MEM_RESP_ACK);
+    g_assert_false(present(f, VMEM_BLOCK, page - m.addr));
+    g_assert_cmpuint(qom_u64(f, "cached-pages"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pin-cache-releases"), ==, 1);
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 0);
+    vmem_stop(&m);
     fx_free(f);
 }
 
@@ -2017,6 +2714,84 @@ static void test_migrate_refused(const void *data)
     migrate_refused(data, "", "-device edu,addr=06.0");
 }
 
+/*
+ * Migration of a large store: 10000 mappings, and in gpa mode the order
+ * of overlapping mappings (UNMAP takes the most recent, QUERY reports the
+ * oldest) survives too.
+ */
+static void test_migrate_many(const void *data)
+{
+    g_autofree char *args = g_strdup_printf(
+        "-machine %s -m 256M -device iommu-emul,id=iommu0,addr=04.0"
+        MANY_PROPS " -device edu,addr=05.0", (const char *)data);
+    Fixture *f = fx_start(data, MANY_PROPS);
+    g_autofree uint64_t *gpa = g_new(uint64_t, MANY);
+    g_autofree uint64_t *bus = g_new(uint64_t, MANY);
+    Fixture *t;
+    unsigned i;
+
+    big_ring(f);
+    translate_on(f);
+    for (i = 0; i < MANY; i++) {
+        gpa[i] = MANY_GPA + (uint64_t)i * PAGE;
+    }
+    batch_pages(f, true, gpa, bus, MANY);
+    batch_pages(f, false, &bus[100], NULL, 1);
+    fill(f, gpa[0], 0x21, PAGE);
+    fill(f, gpa[MANY - 1], 0, PAGE);
+
+    t = fx_adopt(qzc_migrate(f->qts, args), f);
+    g_assert_cmpuint(qom_u64(t, "mappings"), ==, MANY - 1);
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, MANY - 1);
+    g_assert_cmpuint(qom_u64(t, "maps"), ==, MANY);
+    dma_copy(t, bus[0], bus[MANY - 1]);
+    g_assert(all_eq(t, gpa[MANY - 1], 0x21, PAGE));
+    edu_dma(t, bus[100], PAGE, true);
+    g_assert_cmpuint(rd32(t, A_FAULTQ_TAIL), ==, 1);
+    g_assert_cmphex(fault_at(t, 0).addr, ==, bus[100]);
+    /* The allocator goes on from the migrated store: the hole first */
+    g_assert_cmphex(map(t, DATA_GPA, PAGE, IOMMU_EMUL_MAP_READ), ==,
+                    bus[100]);
+    fx_free(t);
+    fx_free(f);
+}
+
+static void test_migrate_gpa_order(const void *data)
+{
+    g_autofree char *args = g_strdup_printf(
+        "-machine %s -m 256M -device iommu-emul,id=iommu0,addr=04.0,"
+        "bus-addr=gpa -device edu,addr=05.0", (const char *)data);
+    Fixture *f = fx_start(data, ",bus-addr=gpa");
+    const uint64_t a = DATA_GPA;
+    Fixture *t;
+    CmdOut out;
+
+    map(f, DATA_GPA + 15 * PAGE, PAGE, IOMMU_EMUL_MAP_READ);
+    translate_on(f);
+    map(f, a, 2 * PAGE, IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    map(f, a, 2 * PAGE, IOMMU_EMUL_MAP_READ);
+    map(f, a + PAGE, PAGE, IOMMU_EMUL_MAP_WRITE);
+
+    t = fx_adopt(qzc_migrate(f->qts, args), f);
+    g_assert_cmpuint(qom_u64(t, "mappings"), ==, 4);
+    g_assert_cmpuint(qom_u64(t, "pinned-pages"), ==, 3);
+    g_assert_cmpuint(qom_u64(t, "invalidations"), ==, 0);
+    /* QUERY: the oldest of the three over page 1 */
+    g_assert_cmphex(cmd(t, IOMMU_EMUL_OP_QUERY, 0, EDU_RID, a + PAGE, 0, 0,
+                        &out), ==, IOMMU_EMUL_ST_OK);
+    g_assert_cmphex(out.flags, ==, IOMMU_EMUL_QUERY_READ |
+                    IOMMU_EMUL_QUERY_WRITE | IOMMU_EMUL_QUERY_TRANSLATE);
+    g_assert_cmphex(out.length, ==, 2 * PAGE);
+    /* UNMAP of [a, a + 2 pages): the read-only one, the most recent */
+    unmap(t, a, 2 * PAGE);
+    g_assert(dma_writes(t, a, a, 0x31));
+    unmap(t, a, 2 * PAGE);
+    g_assert_false(dma_writes(t, a, a, 0x32));
+    g_assert(dma_writes(t, a + PAGE, a + PAGE, 0x33));
+    fx_free(t);
+    fx_free(f);
+}
+
 /* Run QEMU to completion and expect it to fail with @msg on stderr */
 static void expect_fail(const char *args, const char *msg)
 {
@@ -2037,6 +2812,63 @@ static void expect_fail(const char *args, const char *msg)
         g_test_message("stderr: %s", err);
     }
     g_assert_nonnull(strstr(err, msg));
+}
+
+/*
+ * A discard that did not opt into the veto behaves exactly as upstream,
+ * also over a pinned page. virtio-mem's migration destination discards
+ * all its unplugged memory without asking iommu-emul, which has re-pinned
+ * (locked) a page of it there. As upstream with a locked page, madvise()
+ * refuses the range, ram_block_discard_range() reports it and virtio-mem
+ * fails the load. (With the veto inside ram_block_discard_range() it
+ * returned -EBUSY without trying, and without this message.)
+ */
+static void test_discard_not_opted_in(const void *data)
+{
+    g_autofree char *dir = g_dir_make_tmp("iommu-emul-mig-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "state", NULL);
+    g_autofree char *uri = g_strdup_printf("file:%s", file);
+    g_autofree char *dest = g_strdup_printf(
+        "-machine %s -device iommu-emul,id=iommu0,addr=04.0"
+        " -device edu,addr=05.0" VMEM_ARGS " -incoming %s",
+        (const char *)data, uri);
+    /* expect_fail() runs the destination with -nodefaults */
+    Fixture *f = fx_start(data, VMEM_ARGS " -nodefaults");
+    const uint64_t page = (4ULL << 30) + 7 * PAGE;   /* memaddr: 4 GiB */
+    const char *status = NULL;
+    QDict *rsp = NULL;
+    int i;
+
+    /* A page of (unplugged) virtio-mem memory */
+    fill(f, page, 0x6b, PAGE);
+    map(f, page, PAGE, IOMMU_EMUL_MAP_READ);
+    qtest_qmp_assert_success(f->qts, "{'execute': 'migrate',"
+                             " 'arguments': {'uri': %s}}", uri);
+    /* A guard against a hung migration, not a timing expectation */
+    for (i = 0; i < 12000; i++) {
+        rsp = qtest_qmp_assert_success_ref(f->qts,
+                                           "{'execute': 'query-migrate'}");
+        status = qdict_get_try_str(rsp, "status");
+        if (status && (!strcmp(status, "completed") ||
+                       !strcmp(status, "failed"))) {
+            break;
+        }
+        qobject_unref(rsp);
+        rsp = NULL;
+        g_usleep(10 * 1000);
+    }
+    g_assert_nonnull(rsp);
+    g_assert_cmpstr(status, ==, "completed");
+    qobject_unref(rsp);
+
+    expect_fail(dest, "ram_block_discard_range: Failed to discard range "
+                VMEM_BLOCK);
+    /* The source is unaffected */
+    g_assert_cmpuint(qom_u64(f, "vetoed-discards"), ==, 0);
+    g_assert_cmpuint(qom_u64(f, "pinned-pages"), ==, 1);
+    unlink(file);
+    rmdir(dir);
+    fx_free(f);
 }
 
 static void test_bad_config(const void *data)
@@ -2710,7 +3542,9 @@ static void test_property_descriptions(void)
         "bus-addr", "max-pinned", "max-mappings", "cmdq-max-log2",
         "faultq-max-log2", "aperture-bits", "mappings", "pinned-pages",
         "pinned-bytes", "maps", "unmaps", "faults", "invalidations",
-        "vetoed-discards", "deferred-discards",
+        "vetoed-discards", "deferred-discards", "pin-cache", "cached-pages",
+        "pin-cache-hits", "pin-cache-misses", "pin-cache-evictions",
+        "pin-cache-releases", "mlock-calls", "munlock-calls",
     };
     QTestState *qts = qtest_init("-machine none");
     g_autoptr(GHashTable) own = device_props(qts, "iommu-emul");
@@ -2781,6 +3615,8 @@ int main(int argc, char **argv)
         add(machines[i], "gpa-mode", test_gpa_mode);
         add(machines[i], "gpa-perm", test_gpa_perm);
         add(machines[i], "bad-config", test_bad_config);
+        add(machines[i], "gpa-overlap", test_gpa_overlap);
+        add(machines[i], "many-mappings", test_many_mappings);
         add(machines[i], "msix", test_msix);
         add(machines[i], "msi-window", test_msi_window);
         add(machines[i], "limits", test_limits);
@@ -2792,8 +3628,19 @@ int main(int argc, char **argv)
         add(machines[i], "balloon-deferred", test_balloon_deferred);
         add(machines[i], "balloon-deferred-detach",
             test_balloon_deferred_detach);
+        add(machines[i], "virtio-mem-veto", test_virtio_mem_veto);
+        add(machines[i], "pin-cache", test_pin_cache);
+        add(machines[i], "pin-cache-bound", test_pin_cache_bound);
+        add(machines[i], "pin-cache-memlock", test_pin_cache_memlock);
+        add(machines[i], "pin-cache-balloon", test_pin_cache_balloon);
+        add(machines[i], "pin-cache-fpr", test_pin_cache_fpr);
+        add(machines[i], "pin-cache-deferred", test_pin_cache_deferred);
+        add(machines[i], "pin-cache-virtio-mem", test_pin_cache_virtio_mem);
+        add(machines[i], "discard-not-opted-in", test_discard_not_opted_in);
         add(machines[i], "migrate", test_migrate);
         add(machines[i], "migrate-refused", test_migrate_refused);
+        add(machines[i], "migrate-many", test_migrate_many);
+        add(machines[i], "migrate-gpa-order", test_migrate_gpa_order);
         add(machines[i], "hpa-map-dma", test_hpa_map_dma);
         add(machines[i], "hpa-longterm-pin", test_hpa_longterm_pin);
         add(machines[i], "hpa-not-contiguous", test_hpa_not_contiguous);

@@ -10,7 +10,7 @@
 
 #include "hw/pci/pci_device.h"
 #include "exec/memory.h"
-#include "qemu/iova-tree.h"
+#include "qemu/interval-tree.h"
 #include "qemu/notify.h"
 #include "qemu/thread.h"
 #include "qom/object.h"
@@ -28,15 +28,29 @@ OBJECT_DECLARE_SIMPLE_TYPE(IOMMUEmulState, IOMMU_EMUL)
 typedef struct IOMMUEmulHpa IOMMUEmulHpa;
 typedef struct IOMMUEmulHpaPin IOMMUEmulHpaPin;
 
-/* One mapping of a requester: [bus, bus + len) -> [gpa, gpa + len) */
+/*
+ * One mapping of a requester: bus addresses [node.start, node.last] ->
+ * guest-physical [gpa, gpa + node.last - node.start]
+ */
 typedef struct IOMMUEmulMapping {
-    uint64_t bus;
+    IntervalTreeNode node;      /* in IOMMUEmulDev.maps */
     uint64_t gpa;
-    uint64_t len;
     IOMMUAccessFlags perm;
+    uint64_t seq;               /* creation order among the requester's */
     uintptr_t *hosts;           /* the pinned host page of each page */
     IOMMUEmulHpaPin *hpa_pin;   /* bus-addr=hpa: its long-term pin */
 } IOMMUEmulMapping;
+
+/*
+ * A range of bus addresses [node.start, node.last] that translates
+ * uniformly: to bus address + delta, with the union of the permissions of
+ * the mappings that cover it. Derived from the mappings; never overlaps.
+ */
+typedef struct IOMMUEmulXlate {
+    IntervalTreeNode node;      /* in IOMMUEmulDev.xlate */
+    uint64_t delta;             /* guest-physical - bus address, mod 2^64 */
+    IOMMUAccessFlags perm;
+} IOMMUEmulXlate;
 
 /* One requester (PCIBus *, devfn): its address space and its domain */
 typedef struct IOMMUEmulDev {
@@ -48,14 +62,32 @@ typedef struct IOMMUEmulDev {
     MemoryRegion bypass_mr;
     IOMMUMemoryRegion iommu_mr;
     AddressSpace as;
-    GPtrArray *maps;            /* of IOMMUEmulMapping *, under s->mutex */
-    IOVATree *iova;             /* bus-addr=iova allocator, under s->mutex */
+
+    /* The mapping store, under s->mutex */
+    IntervalTreeRoot maps;      /* IOMMUEmulMapping, by bus address */
+    IntervalTreeRoot xlate;     /* IOMMUEmulXlate: what translate() sees */
+    uint32_t nmaps;
+    uint64_t next_seq;
+    uint64_t iova_hint;         /* iova mode: no free bus page below it */
 } IOMMUEmulDev;
 
-typedef struct IOMMUEmulBus {
-    PCIBus *bus;
-    IOMMUEmulDev *dev[PCI_DEVFN_MAX];
-} IOMMUEmulBus;
+/* Migration: a requester that translates or has mappings */
+#define IOMMU_EMUL_MIG_NAME 256
+
+typedef struct IOMMUEmulMigDev {
+    uint8_t bus[IOMMU_EMUL_MIG_NAME];   /* PCI bus name, NUL-terminated */
+    uint8_t devfn;
+    uint8_t translate;
+    uint32_t nmaps;             /* its mappings, next in mig_maps */
+} IOMMUEmulMigDev;
+
+/* Migration: one mapping, in the requester's creation order */
+typedef struct IOMMUEmulMigMapping {
+    uint64_t bus;
+    uint64_t gpa;
+    uint64_t len;
+    uint8_t perm;
+} IOMMUEmulMigMapping;
 
 typedef struct IOMMUEmulFault {
     uint16_t requester;
@@ -81,6 +113,7 @@ struct IOMMUEmulState {
     /* Properties */
     char *bus_addr;
     uint64_t max_pinned;
+    uint64_t pin_cache;
     uint32_t max_mappings;
     uint8_t cmdq_max_log2;
     uint8_t faultq_max_log2;
@@ -90,9 +123,12 @@ struct IOMMUEmulState {
     MemoryRegion regs;
     MemoryRegion msix_bar;
     QemuMutex mutex;            /* translation state, pins, pending faults */
-    GHashTable *as_by_bus;      /* PCIBus * -> IOMMUEmulBus */
+    GPtrArray *devs;            /* every IOMMUEmulDev, oldest first (BQL) */
     GHashTable *pins;           /* host page address -> pin count */
     GHashTable *discard_pending; /* pinned host pages the guest ballooned */
+    GHashTable *cache;          /* pin cache: host page -> its cache_lru link */
+    GQueue cache_lru;           /* cached host pages, oldest unpin first */
+    uint64_t cache_max;         /* pages */
     GArray *discard_due;        /* unpinned host pages to discard now */
     unsigned mode;              /* IOMMU_EMUL_BUS_ADDR_* */
     bool msix;
@@ -124,8 +160,23 @@ struct IOMMUEmulState {
     uint64_t invalidations;
     uint64_t vetoed_discards;
     uint64_t deferred_discards;
+    uint64_t cached_pages;
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t cache_evictions;
+    uint64_t cache_releases;
+    uint64_t mlock_calls;
+    uint64_t munlock_calls;
 
     IOMMUEmulHpa *hpa;          /* bus-addr=hpa only, under mutex */
+
+    /* Migration: the domains as arrays, from pre_save/pre_load to post_* */
+    int32_t mig_ndevs;
+    IOMMUEmulMigDev *mig_devs;
+    int32_t mig_nmaps;
+    IOMMUEmulMigMapping *mig_maps;
+    uint32_t mig_nmarks;
+    uint64_t *mig_marks;        /* guest-physical pages, discard pending */
 };
 
 #endif

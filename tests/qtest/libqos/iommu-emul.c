@@ -13,6 +13,17 @@
 #include "hw/iommu-emul/iommu-emul-regs.h"
 #include "iommu-emul.h"
 
+static void qiommu_emul_encode(uint8_t *e, const QIOMMUEmulCmd *cmd)
+{
+    memset(e, 0, IOMMU_EMUL_CMD_SIZE);
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, cmd->opcode);
+    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, cmd->flags);
+    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, cmd->requester);
+    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, cmd->addr);
+    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, cmd->length);
+    stq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT, cmd->dma_limit);
+}
+
 void qiommu_emul_cmdq_start(QIOMMUEmulRing *r, QPCIDevice *dev, QPCIBar bar,
                             uint64_t base, uint32_t log2, uint32_t ctrl_extra)
 {
@@ -32,15 +43,10 @@ uint16_t qiommu_emul_cmd(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmd,
 {
     QTestState *qts = r->dev->bus->qts;
     uint64_t ea = r->base + (uint64_t)r->tail * IOMMU_EMUL_CMD_SIZE;
-    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
+    uint8_t e[IOMMU_EMUL_CMD_SIZE];
     uint16_t status;
 
-    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, cmd->opcode);
-    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, cmd->flags);
-    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, cmd->requester);
-    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, cmd->addr);
-    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, cmd->length);
-    stq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT, cmd->dma_limit);
+    qiommu_emul_encode(e, cmd);
     qtest_memwrite(qts, ea, e, sizeof(e));
     r->tail = (r->tail + 1) % (1u << r->log2);
     qpci_io_writel(r->dev, r->bar, A_CMDQ_TAIL, r->tail);
@@ -58,6 +64,62 @@ uint16_t qiommu_emul_cmd(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmd,
         out->length = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_LENGTH);
     }
     return status & ~IOMMU_EMUL_STATUS_DONE;
+}
+
+/* Copy @n entries from index @idx of the ring to or from @buf */
+static void qiommu_emul_ring_io(QIOMMUEmulRing *r, uint32_t idx, uint8_t *buf,
+                                unsigned n, bool write)
+{
+    QTestState *qts = r->dev->bus->qts;
+    uint32_t entries = 1u << r->log2;
+
+    while (n) {
+        unsigned chunk = MIN(n, entries - idx);
+        uint64_t ea = r->base + (uint64_t)idx * IOMMU_EMUL_CMD_SIZE;
+
+        if (write) {
+            qtest_bufwrite(qts, ea, buf, chunk * IOMMU_EMUL_CMD_SIZE);
+        } else {
+            qtest_bufread(qts, ea, buf, chunk * IOMMU_EMUL_CMD_SIZE);
+        }
+        buf += chunk * IOMMU_EMUL_CMD_SIZE;
+        n -= chunk;
+        idx = (idx + chunk) % entries;
+    }
+}
+
+void qiommu_emul_cmd_batch(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmds,
+                           unsigned n, uint16_t *status,
+                           QIOMMUEmulCmdOut *out)
+{
+    g_autofree uint8_t *buf = g_malloc(n * IOMMU_EMUL_CMD_SIZE);
+    uint32_t first = r->tail;
+    unsigned i;
+
+    g_assert_cmpuint(n, <, 1u << r->log2);
+    for (i = 0; i < n; i++) {
+        qiommu_emul_encode(buf + i * IOMMU_EMUL_CMD_SIZE, &cmds[i]);
+    }
+    qiommu_emul_ring_io(r, first, buf, n, true);
+    r->tail = (r->tail + n) % (1u << r->log2);
+    qpci_io_writel(r->dev, r->bar, A_CMDQ_TAIL, r->tail);
+    g_assert_cmpuint(qpci_io_readl(r->dev, r->bar, A_CMDQ_HEAD), ==,
+                     r->tail);
+    qiommu_emul_ring_io(r, first, buf, n, false);
+    for (i = 0; i < n; i++) {
+        uint8_t *e = buf + i * IOMMU_EMUL_CMD_SIZE;
+        uint16_t st = lduw_le_p(e + IOMMU_EMUL_CMD_STATUS);
+
+        g_assert_cmphex(st & IOMMU_EMUL_STATUS_DONE, ==,
+                        IOMMU_EMUL_STATUS_DONE);
+        status[i] = st & ~IOMMU_EMUL_STATUS_DONE;
+        if (out) {
+            out[i].flags = ldl_le_p(e + IOMMU_EMUL_CMD_OUT_FLAGS);
+            out[i].addr = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_ADDR);
+            out[i].base = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_BASE);
+            out[i].length = ldq_le_p(e + IOMMU_EMUL_CMD_OUT_LENGTH);
+        }
+    }
 }
 
 /* ---- qgraph node ------------------------------------------------------- */

@@ -52,6 +52,17 @@ uint16_t qiommu_emul_cmd(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmd,
                          QIOMMUEmulCmdOut *out);
 
 /*
+ * Submit the @n commands @cmds with one doorbell write (CMDQ_TAIL), as a
+ * driver batches them, and check that the device consumed and completed
+ * them all. @n must be below the ring's number of entries. @status[i]
+ * receives the status code of command i and, if @out is not NULL,
+ * @out[i] its results.
+ */
+void qiommu_emul_cmd_batch(QIOMMUEmulRing *r, const QIOMMUEmulCmd *cmds,
+                           unsigned n, uint16_t *status,
+                           QIOMMUEmulCmdOut *out);
+
+/*
  * The qgraph node "iommu-emul": the device found on a PCI bus by its IDs,
  * with bus mastering on, BAR 0 mapped and the command ring started, in
  * the state a guest driver leaves it after probing. Tests that consume
