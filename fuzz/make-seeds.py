@@ -240,6 +240,109 @@ def vz_seeds():
               []) + vz_drain(1) + [VZ_CLOCK, 10] + vz_drain(0))
 
 
+# ---- generic-fuzz-* (tests/qtest/fuzz/generic_fuzz.c) ---------------------
+#
+# Operations separated by "FUZZ"; MMIO regions are chosen by index in
+# address order among the fuzzed objects' regions. For iommu-emul (at
+# 00:01.0, edu at 00:02.0 and 00:03.0): 0 registers, 1 MSI-X table, 2 PBA,
+# 3 and 4 the edu. For virtio-zc: 0 common, 1 ISR, 2 device, 3 notify.
+# The device's DMA reads of guest RAM (ring entries, descriptors) get the
+# current DMA pattern.
+
+G_WRITE, G_DMA_PATTERN, G_CLEAR_PATTERNS, G_CLOCK, G_READ = 3, 7, 8, 9, 2
+SZ_B, SZ_W, SZ_L, SZ_Q = range(4)
+
+
+def g_write(size, region, off, val):
+    return bytes([G_WRITE]) + struct.pack("<BBxxIQ", size, region, off, val)
+
+
+def g_read(size, region, off):
+    return bytes([G_READ]) + struct.pack("<BBxxI", size, region, off)
+
+
+def g_pattern(data, index=0, stride=0):
+    return bytes([G_DMA_PATTERN, index, stride]) + bytes(data)
+
+
+def g_join(ops):
+    return b"FUZZ".join(ops)
+
+
+def ie_entry(op, flags, rid, addr, length, limit=0):
+    e = bytearray(64)
+    struct.pack_into("<HHH", e, 0, op, flags, rid)
+    struct.pack_into("<QQQ", e, 0x10, addr, length, limit)
+    return e
+
+
+def generic_iommu_seeds():
+    t = "generic-fuzz-iommu-emul"
+    regs, edu_a, edu_b = 0, 3, 4
+    rings = [g_write(SZ_Q, regs, 0x40, 0x1000000),
+             g_write(SZ_L, regs, 0x48, 4),
+             g_write(SZ_Q, regs, 0x60, 0x1100000),
+             g_write(SZ_L, regs, 0x68, 3),
+             g_write(SZ_L, regs, 0x30, 3)]
+
+    def cmd(tail, *entry):
+        return [bytes([G_CLEAR_PATTERNS]), g_pattern(ie_entry(*entry)),
+                g_write(SZ_L, regs, 0x54, tail)]
+
+    def dma(edu, src, dst, cnt, to_pci):
+        return [g_write(SZ_Q, edu, 0x80, src), g_write(SZ_Q, edu, 0x88, dst),
+                g_write(SZ_Q, edu, 0x90, cnt),
+                g_write(SZ_Q, edu, 0x98, 3 if to_pci else 1),
+                bytes([G_CLOCK])]
+
+    ops = (rings + cmd(1, MAP, 3, 0x10, 0x2000000, 0x4000) +
+           cmd(2, MAP, 1, 0x18, 0x2000000, 0x2000) +
+           cmd(3, SET_MODE, 1, 0x10, 0, 0) + cmd(4, SET_MODE, 1, 0x18, 0, 0) +
+           [bytes([G_CLEAR_PATTERNS]), g_pattern(b"\xa5")] +
+           dma(edu_a, 0x100000, 0x40000, 256, False) +
+           dma(edu_a, 0x40000, 0x100000, 256, True) +
+           dma(edu_b, 0x40000, 0x100000, 64, True) +
+           dma(edu_b, 0x40000, 0x900000, 64, True) +
+           [g_read(SZ_L, regs, 0x34), g_read(SZ_L, regs, 0x74)] +
+           cmd(5, QUERY, 0, 0x10, 0x100000, 0) +
+           cmd(6, UNMAP, 0, 0x10, 0x100000, 0x4000) +
+           cmd(7, DETACH, 0, 0x18, 0, 0))
+    write(t, "map-dma-fault", g_join(ops))
+    ops = (rings + cmd(9, SYNC, 1, 0, 0, 0) +
+           [g_write(SZ_L, regs, 0x38, 0)] +
+           cmd(1, 0x77, 0, 0x10, 0, 0) +
+           [g_write(SZ_L, regs, 0x30, 0), g_write(SZ_L, regs, 0x48, 40),
+            g_write(SZ_L, regs, 0x30, 1), g_read(SZ_L, regs, 0x38),
+            g_write(SZ_L, 1, 0x0, 0xfee00000), g_write(SZ_L, 1, 0xc, 0)])
+    write(t, "bad-rings", g_join(ops))
+
+
+def generic_virtio_zc_seeds():
+    common, notify = 0, 3
+    desc, avail, used = 0x100000, 0x104000, 0x105000
+    ops = [g_write(SZ_B, common, 0x14, 0),
+           g_write(SZ_B, common, 0x14, 1), g_write(SZ_B, common, 0x14, 3),
+           g_write(SZ_L, common, 0x08, 1), g_write(SZ_L, common, 0x0c, 1),
+           g_write(SZ_L, common, 0x08, 0), g_write(SZ_L, common, 0x0c, 1),
+           g_write(SZ_B, common, 0x14, 0xb),
+           g_write(SZ_W, common, 0x16, 0), g_write(SZ_W, common, 0x18, 16),
+           g_write(SZ_Q, common, 0x20, desc),
+           g_write(SZ_Q, common, 0x28, avail),
+           g_write(SZ_Q, common, 0x30, used),
+           g_write(SZ_W, common, 0x1c, 1),
+           g_write(SZ_B, common, 0x14, 0xf)]
+    # One pattern for every read: avail index 1, descriptors chained
+    # (addr 0x200000, 16 bytes, NEXT), then the header (flags 0)
+    pattern = struct.pack("<QIHH", 0x200000, 16, 1, 1)
+    ops += [g_pattern(pattern), g_write(SZ_W, notify, 0, 0),
+            bytes([G_CLOCK]), g_read(SZ_L, 2, 0x14),
+            g_write(SZ_B, common, 0x14, 0)]
+    for t in ("generic-fuzz-virtio-zc", "generic-fuzz-virtio-zc-listen"):
+        write(t, "start-queue", g_join(ops))
+
+
 if __name__ == "__main__":
     ie_seeds()
     vz_seeds()
+    generic_iommu_seeds()
+    generic_virtio_zc_seeds()

@@ -63,7 +63,7 @@ fuzz_env() {
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1}
 }
-FUZZ_ARGS=(-timeout=30 -rss_limit_mb=4096 -max_len=4096 -print_final_stats=1)
+FUZZ_ARGS=(-timeout=30 -rss_limit_mb=4096 -print_final_stats=1)
 
 do_build() {
     local missing=()
@@ -82,10 +82,13 @@ do_build() {
         cc="ccache $CC_FUZZ"
         cxx="ccache $CXX_FUZZ"
     fi
-    "$TOP/configure-wrapper.sh" build --build-dir "$BUILD_NAME" -- \
+    # Tree and configure only: ninja builds just what the fuzzing and the
+    # sanitizer run need, not the whole tree
+    "$TOP/configure-wrapper.sh" setup --build-dir "$BUILD_NAME" -- \
         "--cc=$cc" "--cxx=$cxx" --enable-fuzzing --enable-asan --enable-ubsan
-    # The fuzzer and the tests the sanitizer run needs
-    ninja -C "$B" qemu-fuzz-x86_64 qemu-system-x86_64 \
+    note "building the fuzzer and the sanitizer tests in $B"
+    ninja -C "$B" ${QEMU_ZC_FUZZ_JOBS:+-j "$QEMU_ZC_FUZZ_JOBS"} \
+        qemu-fuzz-x86_64 qemu-system-x86_64 \
         $(for t in $SAN_QTESTS; do echo "tests/qtest/$t"; done) \
         $(for t in $SAN_UNIT; do echo "tests/unit/$t"; done) \
         >"$TOP/build/qemu/.qemu-zc-ninja-$BUILD_NAME-tests.log" 2>&1 ||
@@ -138,9 +141,11 @@ do_sanitizer_tests() {
 
 # Run TARGET with ARGS on corpus dirs; the first dir is written to.
 run_fuzzer() {
-    local target=$1; shift
+    local target=$1 max_len=4096; shift
+    # a migration stream carries the 4 KiB PCI Express config space
+    case "$target" in *migration*) max_len=16384 ;; esac
     fuzz_env
-    "$FUZZER" --fuzz-target="$target" "${FUZZ_ARGS[@]}" "$@"
+    "$FUZZER" --fuzz-target="$target" "${FUZZ_ARGS[@]}" -max_len=$max_len "$@"
 }
 
 do_smoke() {

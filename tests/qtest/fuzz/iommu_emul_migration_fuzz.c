@@ -155,8 +155,10 @@ static void iommu_emul_migration_fuzz(QTestState *s,
     QEMUFile *file;
     int ret;
 
-    memcpy(bioc->data, data, size);
-    bioc->usage = size;
+    if (size) {
+        memcpy(bioc->data, data, size);
+        bioc->usage = size;
+    }
     file = qemu_file_new_input(QIO_CHANNEL(bioc));
     ret = vmstate_load_state(file, vmsd, im_dev, vmsd->version_id);
     qemu_fclose(file);
