@@ -920,8 +920,13 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
 static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
-    uint32_t entries = 1u << s->cmdq.size;
+    uint32_t entries;
 
+    /* CMDQ_SIZE may hold anything while the ring is off */
+    if (!s->cmdq.on) {
+        return;
+    }
+    entries = 1u << s->cmdq.size;
     while (s->cmdq.on && !s->cmdq.error && s->cmdq.head != s->cmdq.tail) {
         dma_addr_t ea = s->cmdq.base +
                         (uint64_t)s->cmdq.head * IOMMU_EMUL_CMD_SIZE;
