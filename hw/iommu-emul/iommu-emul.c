@@ -591,13 +591,15 @@ static void iommu_emul_flush_faults(IOMMUEmulState *s)
     }
 
     for (i = 0; i < n; i++) {
-        uint32_t entries = 1u << s->faultq.size;
         uint8_t rec[IOMMU_EMUL_FAULT_SIZE] = { 0 };
+        uint32_t entries;
         dma_addr_t ea;
 
         if (!s->faultq.on || s->faultq.error) {
             continue;
         }
+        /* FAULTQ_SIZE may hold anything while the ring is off */
+        entries = 1u << s->faultq.size;
         if ((s->faultq.tail + 1) % entries == s->faultq.head) {
             dropped++;
             continue;
