@@ -325,7 +325,7 @@ static void iommu_emul_fuzz(QTestState *s, const unsigned char *data,
             break;
         }
         case ACT_CLOCK:
-            qtest_clock_step(s, (uint64_t)zcf_u8(&in) * SCALE_MS);
+            qtest_clock_step(s, ((uint64_t)zcf_u8(&in) + 1) * SCALE_MS);
             break;
         case ACT_RESET:
             /* what a guest reboot does, then the driver starts again */

@@ -29,6 +29,7 @@
 #include "qemu/units.h"
 #include "qom/object.h"
 #include "hw/qdev-core.h"
+#include "hw/pci/pci_device.h"
 #include "io/channel-buffer.h"
 #include "migration/vmstate.h"
 #include "migration/qemu-file.h"
@@ -50,6 +51,12 @@ typedef struct IMFuzz {
 } IMFuzz;
 
 static DeviceState *im_dev;
+/*
+ * Loading the PCI state stores the stream's version_id in PCIDevice,
+ * where the next load compares against it: a failed load would fail
+ * every later one. A reset does not restore it; the target does.
+ */
+static int32_t im_pci_version_id;
 
 static void im_pci_start(IMFuzz *f)
 {
@@ -155,12 +162,21 @@ static void iommu_emul_migration_fuzz(QTestState *s,
     QEMUFile *file;
     int ret;
 
+    PCI_DEVICE(im_dev)->version_id = im_pci_version_id;
     if (size) {
         memcpy(bioc->data, data, size);
         bioc->usage = size;
     }
     file = qemu_file_new_input(QIO_CHANNEL(bioc));
     ret = vmstate_load_state(file, vmsd, im_dev, vmsd->version_id);
+    /*
+     * The stream's INTx levels go to PCIDevice.irq_state, and the PCI
+     * bus's own section (not loaded here) brings the matching count of
+     * asserted interrupts; without it, a reset would find the two out of
+     * step (an assertion in the PCI core). iommu-emul has no INTx: keep
+     * the levels as they were, as a consistent bus section would.
+     */
+    PCI_DEVICE(im_dev)->irq_state = 0;
     qemu_fclose(file);
     object_unref(OBJECT(bioc));
     if (ret == 0) {
@@ -260,6 +276,7 @@ static void iommu_emul_migration_pre_fuzz(QTestState *s)
 
     im_dev = DEVICE(object_resolve_path_type("", "iommu-emul", NULL));
     g_assert(im_dev);
+    im_pci_version_id = PCI_DEVICE(im_dev)->version_id;
     if (dir) {
         im_make_seeds(s, dir);
     }

@@ -348,7 +348,7 @@ static void virtio_zc_fuzz(QTestState *s, const unsigned char *data,
             f.vdev->bus->virtqueue_kick(f.vdev, f.vq[k]);
             break;
         case ACT_CLOCK:
-            qtest_clock_step(s, (uint64_t)zcf_u8(&in) * 4 * SCALE_MS);
+            qtest_clock_step(s, ((uint64_t)zcf_u8(&in) + 1) * 4 * SCALE_MS);
             break;
         case ACT_RECV:
             vzf_recv(&f, &in);
