@@ -302,6 +302,9 @@ static void vzf_dev_start(VZFuzz *f, ZCFuzzInput *in)
     qvirtio_start_device(f->vdev);
     qvirtio_set_features(f->vdev, features & qvirtio_get_features(f->vdev));
     for (i = 0; i < VZF_NQ; i++) {
+        if (f->vq[i]) {
+            qvirtqueue_cleanup(f->vdev->bus, f->vq[i], &f->alloc);
+        }
         f->vq[i] = qvirtqueue_setup(f->vdev, &f->alloc, i);
         f->next_desc[i] = 0;
     }
@@ -380,6 +383,9 @@ static void virtio_zc_fuzz(QTestState *s, const unsigned char *data,
         }
     }
     flush_events(s);
+    for (i = 0; i < VZF_NQ; i++) {
+        qvirtqueue_cleanup(f.vdev->bus, f.vq[i], &f.alloc);
+    }
     g_free(f.dev->pdev);
     g_free(f.dev);
     qpci_free_pc(f.bus);
