@@ -241,6 +241,9 @@ do_seeds() {
     du -sh "$CORPUS"
 }
 
+# All of the script is read before anything runs (main, then exit on the
+# same line): editing it while a long campaign runs cannot break that run.
+main() {
 mkdir -p "$(dirname "$OUT")"
 case "${1:-}" in
 build) do_build ;;
@@ -253,3 +256,5 @@ seeds) do_seeds ;;
 list) echo "$TARGETS" | tr ' ' '\n' ;;
 *) sed -n '4,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
+}
+main "$@"; exit $?
