@@ -18,6 +18,7 @@
 #include "qemu/bswap.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
+#include "qom/object.h"
 #include "tests/qtest/libqtest.h"
 #include "tests/qtest/libqos/pci.h"
 #include "tests/qtest/libqos/pci-pc.h"
@@ -337,6 +338,20 @@ static void iommu_emul_fuzz(QTestState *s, const unsigned char *data,
         flush_events(s);
     }
     ie_stop(&f);
+    if (getenv("QEMU_ZC_FUZZ_DEBUG")) {
+        /* how deep the input got: the device's counters (since start) */
+        Object *o = object_resolve_path_type("", "iommu-emul", NULL);
+
+        fprintf(stderr, "iommu-emul: maps %" PRIu64 " unmaps %" PRIu64
+                " faults %" PRIu64 " invalidations %" PRIu64
+                " mappings %" PRIu64 " pinned-pages %" PRIu64 "\n",
+                object_property_get_uint(o, "maps", NULL),
+                object_property_get_uint(o, "unmaps", NULL),
+                object_property_get_uint(o, "faults", NULL),
+                object_property_get_uint(o, "invalidations", NULL),
+                object_property_get_uint(o, "mappings", NULL),
+                object_property_get_uint(o, "pinned-pages", NULL));
+    }
     fuzz_reset(s);
 }
 

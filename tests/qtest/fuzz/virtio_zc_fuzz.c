@@ -26,6 +26,7 @@
 #include "qemu/sockets.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
+#include "qom/object.h"
 #include "tests/qtest/libqtest.h"
 #include "tests/qtest/libqos/pci-pc.h"
 #include "tests/qtest/libqos/malloc-pc.h"
@@ -376,6 +377,20 @@ static void virtio_zc_fuzz(QTestState *s, const unsigned char *data,
         flush_events(s);
     }
 
+    if (getenv("QEMU_ZC_FUZZ_DEBUG")) {
+        /* how deep the input got: the device's counters (since start) */
+        static const char *const names[] = {
+            "requests", "completed", "sent", "bytes", "reclaimed", "copied",
+            "dest-errors", "bad-requests", "offlined-bytes",
+        };
+        Object *o = object_resolve_path_type("", "virtio-zc-device", NULL);
+
+        for (i = 0; i < ARRAY_SIZE(names); i++) {
+            fprintf(stderr, "%s %" PRIu64 "%s", names[i],
+                    object_property_get_uint(o, names[i], NULL),
+                    i < ARRAY_SIZE(names) - 1 ? ", " : "\n");
+        }
+    }
     fuzz_reset(s);
     for (i = 0; i < VZF_NQ; i++) {
         if (f.rfd[i] >= 0) {
