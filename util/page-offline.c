@@ -347,7 +347,8 @@ const char *page_offline_method_name(PageOfflineMethod method)
         [PAGE_OFFLINE_COPY] = "copy",
     };
 
-    if (method < 0 || method >= PAGE_OFFLINE__MAX) {
+    /* An enum may be unsigned: compare as unsigned, for every compiler */
+    if ((unsigned)method >= PAGE_OFFLINE__MAX) {
         return "invalid";
     }
     return names[method];
