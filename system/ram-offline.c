@@ -25,6 +25,7 @@
 #include "exec/ramblock.h"
 #include "migration/misc.h"
 #include "migration/client-options.h"
+#include "qemu/iov.h"
 #include "qemu/main-loop.h"
 #include "system/cpus.h"
 #include "hw/core/cpu.h"
@@ -95,7 +96,7 @@ static bool ram_offline_all_vcpus_stopped(void)
  * pause_all_vcpus() disables that clock and waits for its timers to
  * finish. Callers defer to a bottom half.
  */
-static int ram_offline_paused_copy(void *host, size_t len)
+static int ram_offline_paused_copy(const struct iovec *iov, unsigned int n)
 {
     bool pause;
     int ret;
@@ -109,7 +110,7 @@ static int ram_offline_paused_copy(void *host, size_t len)
     if (pause) {
         pause_all_vcpus();
     }
-    ret = page_offline_range(host, len, PAGE_OFFLINE_COPY, NULL);
+    ret = page_offline_ranges(iov, n, NULL, 0, PAGE_OFFLINE_COPY, NULL);
     if (pause) {
         resume_all_vcpus();
     }
@@ -117,32 +118,38 @@ static int ram_offline_paused_copy(void *host, size_t len)
 }
 
 /* Offline with @method; *@used receives the method that did it */
-static int ram_offline_with(void *host, size_t len, PageOfflineMethod method,
+static int ram_offline_with(RAMBlock *rb, const struct iovec *iov,
+                            unsigned int n, PageOfflineMethod method,
                             PageOfflineMethod *used)
 {
     if (method == PAGE_OFFLINE_COPY ||
         (method == PAGE_OFFLINE_AUTO &&
-         !page_offline_available(PAGE_OFFLINE_UFFD_WP))) {
+         !page_offline_available(PAGE_OFFLINE_UFFD_SPLICE))) {
         *used = PAGE_OFFLINE_COPY;
-        return ram_offline_paused_copy(host, len);
+        return ram_offline_paused_copy(iov, n);
     }
     *used = method;
-    return page_offline_range(host, len, method, used);
+    /*
+     * The whole block is the window: registering whole mappings splits
+     * neither a mapping nor a huge page (docs/specs/virtio-zc.rst).
+     */
+    return page_offline_ranges(iov, n, qemu_ram_get_host_addr(rb),
+                               qemu_ram_get_max_length(rb), method, used);
 }
 
-int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
-                           PageOfflineMethod *used)
+/*
+ * Whether [@host, @host + @len) may be offlined now: 0 with its RAMBlock
+ * in *@rb, or -ENOTSUP or -EBUSY as ram_offline_host_range() returns.
+ * Within an RCU read-side critical section.
+ */
+static int ram_offline_check(void *host, size_t len, RAMBlock **rb)
 {
-    PageOfflineMethod done_by;
     RamOfflineSupport sup;
-    const char *why;
     ram_addr_t offset;
-    RAMBlock *rb;
-    int ret;
+    const char *why;
 
-    RCU_READ_LOCK_GUARD();
-    rb = qemu_ram_block_from_host(host, false, &offset);
-    sup = ram_offline_block_support(rb, offset, len);
+    *rb = qemu_ram_block_from_host(host, false, &offset);
+    sup = ram_offline_block_support(*rb, offset, len);
     if (sup != RAM_OFFLINE_OK) {
         trace_ram_offline_unsupported(host, len, sup);
         return -ENOTSUP;
@@ -152,14 +159,24 @@ int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
         trace_ram_offline_refused(host, len, why);
         return -EBUSY;
     }
-    if (ram_block_discard_range_vetoed(rb, offset, len)) {
+    if (ram_block_discard_range_vetoed(*rb, offset, len)) {
         trace_ram_offline_refused(host, len, "veto");
         return -EBUSY;
     }
+    return 0;
+}
 
-    ret = ram_offline_with(host, len, method, &done_by);
-    trace_ram_offline_host_range(host, len, page_offline_method_name(done_by),
-                                 ret);
+/* Offline @n ranges of @rb that passed ram_offline_check() */
+static int ram_offline_block_ranges(RAMBlock *rb, const struct iovec *iov,
+                                    unsigned int n, PageOfflineMethod method,
+                                    PageOfflineMethod *used)
+{
+    PageOfflineMethod done_by;
+    int ret;
+
+    ret = ram_offline_with(rb, iov, n, method, &done_by);
+    trace_ram_offline_host_range(iov[0].iov_base, iov_size(iov, n),
+                                 page_offline_method_name(done_by), ret);
     if (ret && method != PAGE_OFFLINE_AUTO) {
         /*
          * A forced method can fail where auto does not, for example
@@ -168,8 +185,8 @@ int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
          * the refusals above may leave them as they are. Offlined pages
          * have the same contents, so a partial first attempt is harmless.
          */
-        ret = ram_offline_with(host, len, PAGE_OFFLINE_AUTO, &done_by);
-        trace_ram_offline_host_range(host, len,
+        ret = ram_offline_with(rb, iov, n, PAGE_OFFLINE_AUTO, &done_by);
+        trace_ram_offline_host_range(iov[0].iov_base, iov_size(iov, n),
                                      page_offline_method_name(done_by), ret);
     }
     if (used) {
@@ -177,4 +194,70 @@ int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
     }
     /* -EBUSY means refused for now: a failed method is not a refusal */
     return ret == -EBUSY ? -EIO : ret;
+}
+
+int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
+                           PageOfflineMethod *used)
+{
+    struct iovec iov = { .iov_base = host, .iov_len = len };
+    RAMBlock *rb;
+    int ret;
+
+    RCU_READ_LOCK_GUARD();
+    ret = ram_offline_check(host, len, &rb);
+    if (ret) {
+        return ret;
+    }
+    return ram_offline_block_ranges(rb, &iov, 1, method, used);
+}
+
+int ram_offline_host_ranges(const struct iovec *iov, unsigned int n,
+                            PageOfflineMethod method, PageOfflineMethod *used,
+                            int *results)
+{
+    g_autofree RAMBlock **rbs = g_new(RAMBlock *, MAX(n, 1));
+    g_autofree struct iovec *group = g_new(struct iovec, MAX(n, 1));
+    g_autofree unsigned int *idx = g_new(unsigned int, MAX(n, 1));
+    unsigned int i, j, k;
+    int ret, first = 0;
+
+    RCU_READ_LOCK_GUARD();
+    for (i = 0; i < n; i++) {
+        results[i] = ram_offline_check(iov[i].iov_base, iov[i].iov_len,
+                                       &rbs[i]);
+        if (results[i]) {
+            rbs[i] = NULL;
+        }
+    }
+    /* One pass per RAMBlock (a guest has few) */
+    for (i = 0; i < n; i++) {
+        RAMBlock *rb = rbs[i];
+
+        if (!rb) {
+            continue;
+        }
+        for (j = i, k = 0; j < n; j++) {
+            if (rbs[j] == rb) {
+                group[k] = iov[j];
+                idx[k++] = j;
+                rbs[j] = NULL;
+            }
+        }
+        ret = ram_offline_block_ranges(rb, group, k, method, used);
+        if (ret && k > 1) {
+            /* Find out which: one by one, as the caller would have */
+            for (j = 0; j < k; j++) {
+                results[idx[j]] = ram_offline_block_ranges(rb, &group[j], 1,
+                                                           method, used);
+            }
+        } else {
+            for (j = 0; j < k; j++) {
+                results[idx[j]] = ret;
+            }
+        }
+    }
+    for (i = 0; i < n && !first; i++) {
+        first = results[i];
+    }
+    return first;
 }

@@ -77,6 +77,8 @@ struct VirtIOZCReq {
     bool queued;                        /* on sendq */
     bool started;                       /* frame sequence number taken */
     bool expired;                       /* timed out, reclaim pending */
+    bool offline_done;                  /* offline_ret is for the reclaim */
+    int offline_ret;                    /* of virtio_zc_offline_batch() */
     QTAILQ_ENTRY(VirtIOZCReq) link;     /* on reqs (requests only) */
     QTAILQ_ENTRY(VirtIOZCReq) sendq_link;
 };
@@ -191,8 +193,87 @@ static void virtio_zc_maybe_complete(VirtIOZCQueue *q, VirtIOZCReq *req)
 }
 
 /*
- * Offline the guest pages under a request's data. Returns 0, -EBUSY if
- * refused for now, or another negative errno.
+ * Offline, in one pass, the pages of every request that the kernel may
+ * still reference: of queue @only, or of every queue if @only is NULL;
+ * with @expired_only, only of requests whose timeout expired. Each
+ * request gets its result for virtio_zc_reclaim(). A reset, a timeout
+ * sweep or a migration reclaims many requests at once, and one pass
+ * registers guest RAM once, offlines shared pages once and replaces a
+ * huge page that the buffers cover together whole.
+ */
+static void virtio_zc_offline_batch(VirtIOZC *s, VirtIOZCQueue *only,
+                                    bool expired_only)
+{
+    PageOfflineMethod used = PAGE_OFFLINE_AUTO;
+    g_autofree struct iovec *iov = NULL;
+    g_autofree VirtIOZCReq **owner = NULL;
+    g_autofree int *res = NULL;
+    unsigned int i, n = 0, nreq = 0, first, last;
+    VirtIOZCReq *req;
+    int ret;
+
+    for (i = 0; i < s->num_queues; i++) {
+        if (only && only != &s->queues[i]) {
+            continue;
+        }
+        QTAILQ_FOREACH(req, &s->queues[i].reqs, link) {
+            if (req->zc_pending && !req->offline_done &&
+                (!expired_only || req->expired)) {
+                n += req->iov_cnt;
+            }
+        }
+    }
+    if (!n) {
+        return;
+    }
+    iov = g_new(struct iovec, n);
+    owner = g_new(VirtIOZCReq *, n);
+    res = g_new(int, n);
+    n = 0;
+    for (i = 0; i < s->num_queues; i++) {
+        if (only && only != &s->queues[i]) {
+            continue;
+        }
+        QTAILQ_FOREACH(req, &s->queues[i].reqs, link) {
+            if (req->zc_pending && !req->offline_done &&
+                (!expired_only || req->expired)) {
+                memcpy(iov + n, req->iov, req->iov_cnt * sizeof(*iov));
+                for (first = n; n < first + req->iov_cnt; n++) {
+                    owner[n] = req;
+                }
+                nreq++;
+            }
+        }
+    }
+    ret = ram_offline_host_ranges(iov, n, s->offline_method, &used, res);
+    trace_virtio_zc_offline_batch(nreq, n, page_offline_method_name(used),
+                                  ret);
+    for (first = 0; first < n; first = last) {
+        req = owner[first];
+        req->offline_done = true;
+        req->offline_ret = 0;
+        for (last = first; last < n && owner[last] == req; last++) {
+            if (res[last] && !req->offline_ret) {
+                req->offline_ret = res[last];
+                trace_virtio_zc_offline_error(req, last - first, res[last]);
+            }
+        }
+        if (req->offline_ret == -EBUSY) {
+            s->stat_offline_refused++;
+        } else if (req->offline_ret) {
+            s->stat_offline_failed++;
+        } else {
+            s->stat_offlined_bytes += req->data_len;
+            trace_virtio_zc_offline(req, req->data_len,
+                                    page_offline_method_name(used));
+        }
+    }
+}
+
+/*
+ * Offline the guest pages under a request's data, unless a batch did:
+ * then its result. Returns 0, -EBUSY if refused for now, or another
+ * negative errno.
  */
 static int virtio_zc_offline(VirtIOZC *s, VirtIOZCReq *req)
 {
@@ -200,6 +281,10 @@ static int virtio_zc_offline(VirtIOZC *s, VirtIOZCReq *req)
     unsigned int i;
     int ret;
 
+    if (req->offline_done) {
+        req->offline_done = false;
+        return req->offline_ret;
+    }
     for (i = 0; i < req->iov_cnt; i++) {
         ret = ram_offline_host_range(req->iov[i].iov_base,
                                      req->iov[i].iov_len, s->offline_method,
@@ -303,6 +388,9 @@ static void virtio_zc_reclaim_expired(VirtIOZCQueue *q)
     VirtIOZCReq *req, *tmp;
     int ret;
 
+    if (q->fd >= 0) {
+        virtio_zc_offline_batch(q->s, q, true);
+    }
     QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         if (!req->expired) {
             continue;
@@ -563,11 +651,14 @@ static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
         return;
     }
     trace_virtio_zc_disconnect(q->index, why);
+    /* Best effort: the socket is aborted right after */
+    virtio_zc_offline_batch(q->s, q, false);
     QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
-        if (req->zc_pending) {
-            /* Best effort: the socket is aborted right after */
+        if (req->zc_pending && !req->offline_done) {
+            /* Refused or failed as part of another batch: try again */
             virtio_zc_offline(q->s, req);
         }
+        req->offline_done = false;
     }
     qemu_set_fd_handler(q->fd, NULL, NULL, NULL);
     /* Abortive close: drop unsent data instead of lingering with it */
@@ -809,6 +900,7 @@ static void virtio_zc_reclaim_for_migration(VirtIOZC *s, const char *why)
     unsigned int i;
 
     trace_virtio_zc_migration_reclaim(why, s->stat_inflight);
+    virtio_zc_offline_batch(s, NULL, false);
     for (i = 0; i < s->num_queues; i++) {
         VirtIOZCQueue *q = &s->queues[i];
         VirtIOZCReq *req, *tmp;
@@ -867,6 +959,7 @@ static void virtio_zc_reclaim_all(VirtIOZCQueue *q, bool detach)
 {
     VirtIOZCReq *req, *tmp;
 
+    virtio_zc_offline_batch(q->s, q, false);
     QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         if (virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, detach)) {
             virtio_zc_disconnect(q, "offline refused during reset", detach);
@@ -886,6 +979,8 @@ static void virtio_zc_reset(VirtIODevice *vdev)
 
     trace_virtio_zc_reset(s->stat_inflight);
     qemu_bh_cancel(s->bh);
+    /* Every queue's requests in one pass */
+    virtio_zc_offline_batch(s, NULL, false);
     for (i = 0; i < s->num_queues; i++) {
         virtio_zc_reclaim_all(&s->queues[i], true);
         virtio_zc_flush(&s->queues[i]);
@@ -1198,7 +1293,7 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
         }
         if (m == PAGE_OFFLINE__MAX) {
             error_setg(errp, "virtio-zc: x-offline-method must be auto, "
-                       "uffd-move, uffd-wp or copy");
+                       "uffd-move, uffd-splice, uffd-wp or copy");
             return;
         }
         s->offline_method = m;
@@ -1264,6 +1359,7 @@ static void virtio_zc_unrealize(DeviceState *dev)
     VirtIOZC *s = VIRTIO_ZC(dev);
     unsigned int i;
 
+    virtio_zc_offline_batch(s, NULL, false);
     for (i = 0; i < s->num_queues; i++) {
         virtio_zc_reclaim_all(&s->queues[i], true);
     }
@@ -1425,8 +1521,8 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
         { "zerocopy", "on/off: send with MSG_ZEROCOPY; off copies every "
           "request (status COPIED)" },
         { "x-offline-method", "Offline method tried first, for debugging: "
-          "auto, uffd-move, uffd-wp or copy (vCPUs paused); auto follows "
-          "if it fails" },
+          "auto, uffd-move, uffd-splice, uffd-wp or copy (vCPUs paused); "
+          "auto follows if it fails" },
     };
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);

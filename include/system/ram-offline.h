@@ -60,4 +60,21 @@ const char *ram_offline_refused(void);
 int ram_offline_host_range(void *host, size_t len, PageOfflineMethod method,
                            PageOfflineMethod *used);
 
+/*
+ * ram_offline_host_ranges: offline the guest pages under each of the @n
+ * ranges of @iov (each within one RAMBlock) in one pass, as
+ * ram_offline_host_range() would one by one, but registering each
+ * RAMBlock with the engine's userfaultfd once, offlining a page that
+ * several ranges share once, and replacing a huge page that they cover
+ * together whole. For a device reset or a timeout sweep.
+ *
+ * @results[i] receives what ram_offline_host_range() would have
+ * returned for range i. Returns 0 if every range was offlined, else the
+ * first failure. Called with the BQL held, not from a QEMU_CLOCK_VIRTUAL
+ * timer callback.
+ */
+int ram_offline_host_ranges(const struct iovec *iov, unsigned int n,
+                            PageOfflineMethod method, PageOfflineMethod *used,
+                            int *results);
+
 #endif
