@@ -83,10 +83,22 @@ struct VirtIOZCReq {
     QTAILQ_ENTRY(VirtIOZCReq) sendq_link;
 };
 
+/*
+ * Shared guest RAM (memfd, share=on) that a reclaim mapped privately: it
+ * is mapped shared again once every send that referenced its old pages
+ * has been released (ram_offline_host_needs_reshare()).
+ */
+typedef struct VirtIOZCReshare {
+    struct iovec *iov;
+    unsigned int iov_cnt;
+    uint32_t pending;                   /* sends still holding the pages */
+} VirtIOZCReshare;
+
 /* One successful MSG_ZEROCOPY sendmsg */
 typedef struct VirtIOZCSend {
     uint32_t id;
     VirtIOZCReq *req;                   /* NULL once reclaimed */
+    VirtIOZCReshare *reshare;           /* released pages to share again */
 } VirtIOZCSend;
 
 static void virtio_zc_flush(VirtIOZCQueue *q);
@@ -131,6 +143,94 @@ static void virtio_zc_forget_sends(VirtIOZCQueue *q, VirtIOZCReq *req)
         }
     }
     req->zc_pending = 0;
+}
+
+/*
+ * A send that referenced pages of @rs was released; the last one maps
+ * them shared again. @replace: the pages may still be referenced (the
+ * send was not released, but its holder is going away).
+ */
+static void virtio_zc_reshare_put(VirtIOZCQueue *q, VirtIOZCReshare *rs,
+                                  bool replace)
+{
+    if (!rs || --rs->pending) {
+        return;
+    }
+    if (!ram_offline_host_reshare(rs->iov, rs->iov_cnt, replace)) {
+        q->s->stat_reshared_bytes += iov_size(rs->iov, rs->iov_cnt);
+    }
+    g_free(rs->iov);
+    g_free(rs);
+}
+
+/*
+ * @req was just reclaimed with sends still pending: if its pages lie in
+ * shared RAM, the offline mapped them privately, and they are to be
+ * mapped shared again once those sends are released.
+ */
+static void virtio_zc_reshare_later(VirtIOZCQueue *q, VirtIOZCReq *req)
+{
+    VirtIOZCReshare *rs = NULL;
+    GList *l;
+    unsigned int i;
+
+    for (i = 0; i < req->iov_cnt; i++) {
+        if (ram_offline_host_needs_reshare(req->iov[i].iov_base,
+                                           req->iov[i].iov_len)) {
+            break;
+        }
+    }
+    if (i == req->iov_cnt) {
+        return;
+    }
+    for (l = q->zc_sends.head; l; l = l->next) {
+        VirtIOZCSend *snd = l->data;
+
+        if (snd->req != req) {
+            continue;
+        }
+        if (!rs) {
+            rs = g_new0(VirtIOZCReshare, 1);
+            rs->iov = g_memdup2(req->iov, req->iov_cnt * sizeof(*req->iov));
+            rs->iov_cnt = req->iov_cnt;
+        }
+        /* A send of an earlier reclaim over the same pages keeps its own */
+        if (!snd->reshare) {
+            snd->reshare = rs;
+            rs->pending++;
+        }
+    }
+    if (rs && !rs->pending) {
+        g_free(rs->iov);
+        g_free(rs);
+    }
+}
+
+/*
+ * Map every page that a reclaim on @q made private shared again now,
+ * taking pages the destination still holds out of the file: before the
+ * device state is saved, so that whoever reads guest RAM through the
+ * file (x-ignore-shared, a vhost-user back end on the destination) finds
+ * the guest's bytes there. The vCPUs are stopped.
+ */
+static void virtio_zc_reshare_now(VirtIOZCQueue *q)
+{
+    GList *l;
+
+    for (l = q->zc_sends.head; l; l = l->next) {
+        VirtIOZCSend *snd = l->data;
+
+        virtio_zc_reshare_put(q, snd->reshare, true);
+        snd->reshare = NULL;
+    }
+}
+
+/* Release the record of a send: its pages are no longer referenced */
+static void virtio_zc_send_free(VirtIOZCQueue *q, VirtIOZCSend *snd,
+                                bool replace)
+{
+    virtio_zc_reshare_put(q, snd->reshare, replace);
+    g_free(snd);
 }
 
 /*
@@ -352,6 +452,7 @@ static int virtio_zc_reclaim(VirtIOZCQueue *q, VirtIOZCReq *req,
         if (ret) {
             return ret;
         }
+        virtio_zc_reshare_later(q, req);
     }
     if (req->queued && req->started) {
         if (req->sent == 0) {
@@ -437,7 +538,7 @@ static void virtio_zc_zc_done(VirtIOZCQueue *q, uint32_t lo, uint32_t hi,
             continue;
         }
         g_queue_delete_link(&q->zc_sends, l);
-        g_free(snd);
+        virtio_zc_send_free(q, snd, false);
         if (req) {
             req->zc_pending--;
             virtio_zc_maybe_complete(q, req);
@@ -610,7 +711,7 @@ static void virtio_zc_flush(VirtIOZCQueue *q)
             return;
         }
         if ((flags & MSG_ZEROCOPY) && n > 0) {
-            VirtIOZCSend *snd = g_new(VirtIOZCSend, 1);
+            VirtIOZCSend *snd = g_new0(VirtIOZCSend, 1);
 
             snd->id = q->zc_next_id++;
             snd->req = req;
@@ -666,8 +767,9 @@ static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
     close(q->fd);
     q->fd = -1;
     q->want_write = false;
+    /* The abortive close dropped the unsent data: nothing is referenced */
     while ((snd = g_queue_pop_head(&q->zc_sends))) {
-        g_free(snd);
+        virtio_zc_send_free(q, snd, false);
     }
     QTAILQ_FOREACH_SAFE(req, &q->sendq, sendq_link, tmp) {
         if (!req->elem) {
@@ -913,6 +1015,7 @@ static void virtio_zc_reclaim_for_migration(VirtIOZC *s, const char *why)
             }
         }
         virtio_zc_flush(q);
+        virtio_zc_reshare_now(q);
     }
 }
 
@@ -1222,8 +1325,12 @@ static void virtio_zc_queues_free(VirtIOZC *s)
             virtio_zc_sendq_remove(q, req);
             virtio_zc_req_free(req);
         }
+        /*
+         * The socket is closed below and may still send: pages it
+         * references are taken out of the file before it is shared again
+         */
         while ((snd = g_queue_pop_head(&q->zc_sends))) {
-            g_free(snd);
+            virtio_zc_send_free(q, snd, true);
         }
         if (q->fd >= 0) {
             qemu_set_fd_handler(q->fd, NULL, NULL, NULL);
@@ -1408,6 +1515,9 @@ static void virtio_zc_instance_init(Object *obj)
           "Offline attempts that failed; the destination is given up" },
         { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes),
           "Data bytes whose pages were offlined" },
+        { "reshared-bytes", offsetof(VirtIOZC, stat_reshared_bytes),
+          "Data bytes of shared guest RAM (memfd, share=on) that an offline "
+          "had mapped privately and that are mapped shared again" },
         { "in-flight", offsetof(VirtIOZC, stat_inflight),
           "Requests the device holds now" },
     };

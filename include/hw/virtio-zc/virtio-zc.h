@@ -78,6 +78,7 @@ struct VirtIOZC {
     uint64_t stat_offline_refused;
     uint64_t stat_offline_failed;
     uint64_t stat_offlined_bytes;
+    uint64_t stat_reshared_bytes;
     uint64_t stat_inflight;
 };
 
