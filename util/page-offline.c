@@ -79,7 +79,6 @@ typedef struct PageOfflineEngine {
     size_t huge;        /* PMD huge page size */
     char *scratch;      /* huge bytes, registered MISSING: small pages */
     char *hscratch;     /* huge bytes, huge-aligned, registered: huge pages */
-    char *fresh;        /* huge bytes, huge-aligned: new huge pages */
     char *bounce;       /* pipe_size bytes */
     int pipefd[2];
     size_t pipe_size;
@@ -126,26 +125,21 @@ static size_t po_huge_size(void)
 }
 
 /*
- * Map the huge page areas afresh. A huge page moves as one only into an
- * empty page middle directory entry, and a fault gets a huge page only
- * there: once small pages passed through an area (the source was not
- * mapped as a huge page, or no huge page was free), the page table they
- * left would keep it from huge pages for good. Returns 0 or -errno.
+ * Map the huge scratch area afresh. A huge page moves as one only into
+ * an empty page middle directory entry: once small pages passed through
+ * the area (the source was not mapped as one huge page after all), the
+ * page table they left would keep it from taking a huge page whole for
+ * good. Returns 0 or -errno.
  */
 static int po_renew_huge(void)
 {
     PageOfflineEngine *e = &po_engine;
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 
-    if (mmap(e->hscratch, e->huge, PROT_READ | PROT_WRITE, flags, -1, 0) !=
-        e->hscratch ||
-        mmap(e->fresh, e->huge, PROT_READ | PROT_WRITE, flags, -1, 0) !=
-        e->fresh) {
+    if (mmap(e->hscratch, e->huge, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != e->hscratch) {
         return -errno;
     }
-    /* Moved-out huge pages stay huge; new huge pages are had by faults */
     qemu_madvise(e->hscratch, e->huge, QEMU_MADV_HUGEPAGE);
-    qemu_madvise(e->fresh, e->huge, QEMU_MADV_HUGEPAGE);
     return uffd_register_memory(e->uffd, e->hscratch, e->huge,
                                 UFFDIO_REGISTER_MODE_MISSING, NULL) ?
            -errno : 0;
@@ -194,9 +188,8 @@ static int po_setup(void)
     e->pipe_size = sz;
     e->scratch = po_map_aligned(e->huge, e->huge);
     e->hscratch = po_map_aligned(e->huge, e->huge);
-    e->fresh = po_map_aligned(e->huge, e->huge);
     e->bounce = po_map_aligned(e->pipe_size, qemu_real_host_page_size());
-    if (!e->scratch || !e->hscratch || !e->fresh || !e->bounce) {
+    if (!e->scratch || !e->hscratch || !e->bounce) {
         e->err = -ENOMEM;
         goto fail;
     }
@@ -469,60 +462,45 @@ static bool po_is_huge(uintptr_t start)
 
 /*
  * Replace the huge page at @start (huge-aligned, huge bytes) whole: move
- * it out to the scratch area (one PMD if it is a huge page), fill the
- * fresh area with its contents (a new huge page if the kernel has one),
- * and move that in. Returns 0, or like po_move_copy().
+ * it out to the huge scratch area as one huge page (a referenced huge
+ * page moves whole; split, its pages could not move alone) and copy its
+ * contents back into small pages. Returns 0, or like po_move_copy().
+ *
+ * A new huge page would keep the guest's huge page, but faulting one in
+ * costs several milliseconds where the kernel has to take a huge page
+ * from memory that nobody touched for long (as in a virtual machine
+ * whose host backs memory lazily), while small pages come warm from the
+ * allocator's per-CPU lists; khugepaged may make a huge page of them
+ * again later.
  */
 static int po_move_huge(char *start, size_t *done)
 {
     PageOfflineEngine *e = &po_engine;
-    size_t psize = qemu_real_host_page_size();
-    size_t len = e->huge, npages = len / psize, i, moved;
-    g_autofree unsigned char *vec = g_malloc(npages);
+    size_t moved;
     int ret, ret2;
 
     *done = 0;
-    ret = po_move(e->hscratch, start, len, false, &moved);
-    if (ret || moved < len || mincore(e->hscratch, len, vec)) {
-        /* Not all of it: copy back what moved, the caller does the rest */
-        ret2 = po_copy_back(start, e->hscratch, moved);
-        if (!ret2) {
-            *done = moved;
-            po_stats.bytes_moved += moved;
-            ret2 = ret ? ret : moved < len ? -EBUSY : 0;
-        }
-        goto out;
-    }
-    for (i = 0; i < npages; i++) {
-        /* Holes were touched before: this is for safety, not speed */
-        if (!(vec[i] & 1)) {
-            break;
-        }
-    }
-    if (i == npages) {
-        memcpy(e->fresh, e->hscratch, len);
-    } else {
-        for (i = 0; i < npages; i++) {
-            if (vec[i] & 1) {
-                memcpy(e->fresh + i * psize, e->hscratch + i * psize, psize);
-            } else {
-                memset(e->fresh + i * psize, 0, psize);
-            }
-        }
-    }
-    ret2 = po_move(start, e->fresh, len, true, &moved);
-    if (ret2 && moved < len) {
-        /* Whatever refused the move, copying the rest in works */
-        ret2 = po_copy(start + moved, e->fresh + moved, len - moved);
-    }
+    ret = po_move(e->hscratch, start, e->huge, false, &moved);
+    ret2 = po_copy_back(start, e->hscratch, moved);
     if (!ret2) {
-        *done = len;
-        po_stats.huge_replaced++;
+        *done = moved;
+        if (moved == e->huge) {
+            po_stats.huge_replaced++;
+        } else {
+            po_stats.bytes_moved += moved;
+        }
+        ret2 = ret ? ret : moved < e->huge ? -EBUSY : 0;
     }
-
-out:
-    /* The old huge page goes away here unless the kernel references it */
-    po_renew_huge();
+    /*
+     * The old huge page goes away here unless the kernel references it.
+     * Small pages that came instead left a page table that would keep
+     * the area from taking a huge page whole again: map it afresh.
+     */
+    if (moved == e->huge && po_is_huge((uintptr_t)e->hscratch)) {
+        madvise(e->hscratch, e->huge, MADV_DONTNEED);
+    } else {
+        po_renew_huge();
+    }
     return ret2;
 }
 
@@ -556,10 +534,9 @@ static size_t po_coverage(POBatch *b, int i, uintptr_t region)
  * Whether to replace the huge page region at @region whole, as span @i
  * reaches it. Every page of it must be registered (the window covers it,
  * or the spans do). Worth it for a huge page that the spans cover at
- * least half of: moving one huge page out and a new one in costs about
- * what moving and copying back half of its pages one by one does, and
- * the guest keeps a huge page. A region of small pages is better moved
- * and copied back as it is.
+ * least half of: one move and one copy of the whole huge page cost about
+ * what splicing half of its pages (two copies) does. A region of small
+ * pages is better spliced as it is.
  */
 static bool po_replace_whole(POBatch *b, int i, uintptr_t region)
 {

@@ -31,8 +31,9 @@
 typedef enum PageOfflineMethod {
     /*
      * Per 2 MiB region: a transparent huge page that the ranges cover at
-     * least half of is moved out whole and replaced by a new huge page
-     * (UFFDIO_MOVE both ways); the other pages go by UFFD_SPLICE.
+     * least half of is moved out whole (UFFDIO_MOVE of one huge page) and
+     * copied back into small pages (UFFDIO_COPY); the other pages go by
+     * UFFD_SPLICE.
      */
     PAGE_OFFLINE_AUTO,
     /* UFFDIO_MOVE of the old pages to a scratch area, UFFDIO_COPY back */
@@ -77,7 +78,7 @@ int page_offline_range(void *host, size_t len, PageOfflineMethod method,
  * page_offline_ranges: offline the pages under each of the @n ranges of
  * @iov in one pass, as page_offline_range() would one by one. Ranges may
  * overlap and come in any order; pages shared by several are offlined
- * once, and a 2 MiB region the ranges cover together is replaced whole.
+ * once, and a huge page that the ranges cover together is replaced whole.
  *
  * @window, if not NULL, is a host range that contains every range and
  * consists of whole mappings that may be registered with a userfaultfd
