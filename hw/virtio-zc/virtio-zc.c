@@ -88,11 +88,12 @@ struct VirtIOZCReq {
  * is mapped shared again once every send that referenced its old pages
  * has been released (ram_offline_host_needs_reshare()).
  */
-typedef struct VirtIOZCReshare {
+struct VirtIOZCReshare {
     struct iovec *iov;
     unsigned int iov_cnt;
     uint32_t pending;                   /* sends still holding the pages */
-} VirtIOZCReshare;
+    QLIST_ENTRY(VirtIOZCReshare) link;  /* on VirtIOZC.reshares */
+};
 
 /* One successful MSG_ZEROCOPY sendmsg */
 typedef struct VirtIOZCSend {
@@ -145,6 +146,18 @@ static void virtio_zc_forget_sends(VirtIOZCQueue *q, VirtIOZCReq *req)
     req->zc_pending = 0;
 }
 
+/* Whether @a and @b touch a common host page */
+static bool virtio_zc_pages_overlap(const struct iovec *a, const struct iovec *b)
+{
+    size_t psize = qemu_real_host_page_size();
+    uintptr_t a0 = ROUND_DOWN((uintptr_t)a->iov_base, psize);
+    uintptr_t a1 = ROUND_UP((uintptr_t)a->iov_base + a->iov_len, psize);
+    uintptr_t b0 = ROUND_DOWN((uintptr_t)b->iov_base, psize);
+    uintptr_t b1 = ROUND_UP((uintptr_t)b->iov_base + b->iov_len, psize);
+
+    return a0 < b1 && b0 < a1;
+}
+
 /*
  * A send that referenced pages of @rs was released; the last one maps
  * them shared again. @replace: the pages may still be referenced (the
@@ -153,12 +166,42 @@ static void virtio_zc_forget_sends(VirtIOZCQueue *q, VirtIOZCReq *req)
 static void virtio_zc_reshare_put(VirtIOZCQueue *q, VirtIOZCReshare *rs,
                                   bool replace)
 {
+    VirtIOZC *s = q->s;
+    VirtIOZCReshare *o;
+    unsigned int i, j;
+
     if (!rs || --rs->pending) {
         return;
     }
-    if (!ram_offline_host_reshare(rs->iov, rs->iov_cnt, replace)) {
-        q->s->stat_reshared_bytes += iov_size(rs->iov, rs->iov_cnt);
+    QLIST_REMOVE(rs, link);
+    if (!replace) {
+        /*
+         * A page that another reclaim's sends still hold (two buffers on
+         * one page) must stay private until those are released too: its
+         * old page is in the file and in their socket. Hand the ranges
+         * over to the first such holder.
+         */
+        QLIST_FOREACH(o, &s->reshares, link) {
+            for (i = 0; i < rs->iov_cnt; i++) {
+                for (j = 0; j < o->iov_cnt; j++) {
+                    if (virtio_zc_pages_overlap(&rs->iov[i], &o->iov[j])) {
+                        goto hand_over;
+                    }
+                }
+            }
+        }
     }
+    if (!ram_offline_host_reshare(rs->iov, rs->iov_cnt, replace)) {
+        s->stat_reshared_bytes += iov_size(rs->iov, rs->iov_cnt);
+    }
+    g_free(rs->iov);
+    g_free(rs);
+    return;
+
+hand_over:
+    o->iov = g_renew(struct iovec, o->iov, o->iov_cnt + rs->iov_cnt);
+    memcpy(o->iov + o->iov_cnt, rs->iov, rs->iov_cnt * sizeof(*rs->iov));
+    o->iov_cnt += rs->iov_cnt;
     g_free(rs->iov);
     g_free(rs);
 }
@@ -193,6 +236,7 @@ static void virtio_zc_reshare_later(VirtIOZCQueue *q, VirtIOZCReq *req)
             rs = g_new0(VirtIOZCReshare, 1);
             rs->iov = g_memdup2(req->iov, req->iov_cnt * sizeof(*req->iov));
             rs->iov_cnt = req->iov_cnt;
+            QLIST_INSERT_HEAD(&q->s->reshares, rs, link);
         }
         /* A send of an earlier reclaim over the same pages keeps its own */
         if (!snd->reshare) {
@@ -201,6 +245,7 @@ static void virtio_zc_reshare_later(VirtIOZCQueue *q, VirtIOZCReq *req)
         }
     }
     if (rs && !rs->pending) {
+        QLIST_REMOVE(rs, link);
         g_free(rs->iov);
         g_free(rs);
     }

@@ -942,6 +942,84 @@ out:
 }
 
 /*
+ * Two reclaimed requests on shared RAM share a page. The receiver takes
+ * the first message: its sends are released, but the page must stay
+ * private, its old page in the file, while the second request's sends
+ * still hold it; else the guest's later writes to the second buffer
+ * would reach the receiver. Once both are released, the pages are shared
+ * again with the guest's bytes.
+ */
+static void test_reclaim_shared_page(void)
+{
+    enum { LEN = 64 * 1024 };
+    const char *machine = zc_machine;
+    g_autofree char *path = g_strdup("/dev/shm/qemu-zc-test-XXXXXX");
+    g_autofree char *mach = NULL;
+    g_autofree uint8_t *want = g_malloc(2 * LEN);
+    g_autofree uint8_t *got = NULL;
+    uint64_t region, data[2], st[2];
+    uint8_t *peer;
+    uint32_t used;
+    int i, j, fd;
+    ZC t;
+
+    fd = g_mkstemp(path);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 256 << 20), ==, 0);
+    peer = mmap(NULL, 256 << 20, PROT_READ, MAP_SHARED, fd, 0);
+    g_assert(peer != MAP_FAILED);
+    mach = g_strdup_printf(ram_cases[3].machine, path);
+    zc_machine = mach;
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
+             STALL_SNDBUF);
+    zc_machine = machine;
+
+    /* Back to back, not page-aligned: the buffers share a page */
+    region = ROUND_UP(guest_alloc(&t.alloc, 2 * LEN + 8192), 4096) + 100;
+    for (i = 0; i < 2; i++) {
+        data[i] = region + i * LEN;
+        for (j = 0; j < LEN; j++) {
+            want[i * LEN + j] = i * 77 + j * 5 + (j >> 11);
+        }
+        qtest_bufwrite(t.qts, data[i], want + i * LEN, LEN);
+        st[i] = zc_post_req(&t, t.vq, 300 + i, data[i], LEN);
+    }
+    zc_wait_counter(&t, "sent", 2);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    for (i = 0; i < 2; i++) {
+        zc_wait_used(&t, &used);
+    }
+    for (i = 0; i < 2; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+    }
+    /* The guest rewrites both buffers at once */
+    qtest_memset(t.qts, region, 0x5a, 2 * LEN);
+
+    /* The first message: its sends are released, the page stays private */
+    got = recv_msg(&t, 0, 300, LEN);
+    g_assert(memcmp(want, got, LEN) == 0);
+    g_usleep(100 * 1000);
+    g_assert_cmpuint(zc_counter(&t, "reshared-bytes"), ==, 0);
+    g_assert_cmpuint(peer[data[1]], ==, want[LEN]);
+
+    /* The second message still has only the original bytes */
+    g_free(got);
+    got = recv_msg(&t, 1, 301, LEN);
+    g_assert(memcmp(want + LEN, got, LEN) == 0);
+
+    /* Both released: shared again, with the guest's bytes */
+    zc_wait_counter(&t, "reshared-bytes", 2 * LEN);
+    for (i = 0; i < 2 * LEN; i += 4096) {
+        g_assert_cmpuint(peer[region + i], ==, 0x5a);
+    }
+    zc_stop(&t);
+    munmap(peer, 256 << 20);
+    close(fd);
+    unlink(path);
+}
+
+/*
  * The receiver stalls; the timeout expires: the request completes as
  * RECLAIMED, the guest's bytes are unchanged, the guest overwrites them,
  * and the receiver still drains only the original bytes. The pages stay
@@ -2498,6 +2576,8 @@ int main(int argc, char **argv)
 
             qtest_add_data_func(path, &ram_cases[k], test_reclaim_ram);
         }
+        qtest_add_func("/virtio-zc/stall/reclaim-shared-page",
+                       test_reclaim_shared_page);
     }
     /*
      * auto: UFFDIO_MOVE, or the write-protect method where the kernel
