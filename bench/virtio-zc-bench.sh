@@ -3,9 +3,12 @@
 #
 # virtio-zc at the device, through qtest, each figure next to a baseline
 # measured in the same run: a reset with stalled buffers in flight
-# against an idle reset, and zero copy against the copy path. Exits
-# non-zero if a buffer was lost, completed twice, changed or mis-sent.
-# Usage: bench/virtio-zc-bench.sh [-n STALLED] [-s SIZE] [-r REPS] [-m ROUNDS]
+# against an idle reset, on THP-backed guest RAM and on 4 KiB pages
+# (each figure names the memory it found under the buffers), and zero
+# copy against the copy path. Exits non-zero if a buffer was lost,
+# completed twice, changed or mis-sent.
+# Usage: bench/virtio-zc-bench.sh [-n STALLED[,STALLED...]] [-s SIZE]
+#            [-r REPS] [-m ROUNDS] [-t thp,4k] [-R (no throughput)]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/configure-wrapper.sh" build >/dev/null

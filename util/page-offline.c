@@ -3,16 +3,23 @@
  * contents, leaving the old pages to whoever still references them.
  *
  * The userfaultfd methods stay correct while other threads (running
- * vCPUs) read and write the range: between taking the old pages away and
- * installing the new ones, every access to the range blocks in the
- * kernel on a userfault that the final UFFDIO_COPY resolves. The range
- * is registered only for the duration of one offline, because a range
- * can belong to only one userfaultfd (postcopy has its own).
+ * vCPUs) read and write the range: the old pages leave the range only
+ * once nothing can change them any more (they are moved out, zapped, or
+ * write-protected), and every access to a page that is not back yet
+ * blocks in the kernel on a userfault that the new page resolves.
+ *
+ * One userfaultfd serves every offline of the process, with its scratch
+ * areas; creating them per offline, and registering just the range
+ * (which splits the mapping, and a huge page under its edges), cost more
+ * than the offline itself (docs/specs/virtio-zc.rst, "Reclaim cost").
+ * Guest memory is registered only for the duration of one call, because
+ * a range can belong to only one userfaultfd (postcopy has its own), and
+ * because a registered hole blocks whoever touches it.
  *
  * This thread must never touch a registered hole itself (it would wait
- * on its own userfault): the MOVE method only reads the scratch area
- * after unregistering it, and the WP method populates the range before
- * registering it.
+ * on its own userfault): the ranges are populated before they are
+ * registered, and the scratch area, which stays registered, is only
+ * read where mincore() says a page is there.
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -20,69 +27,277 @@
 
 #include "qemu/osdep.h"
 #include "qemu/page-offline.h"
+#include "qemu/atomic.h"
+#include "qemu/cutils.h"
+#include "qemu/host-utils.h"
+#include "qemu/thread.h"
+
+static PageOfflineStats po_stats;
 
 #ifdef CONFIG_LINUX
 #include <sys/ioctl.h>
+#include "qemu/madvise.h"
 #include "qemu/userfaultfd.h"
 
-/*
- * Thin adapters over util/userfaultfd.c that return -errno. A
- * userfaultfd that cannot be had, or lacks @features, is -ENOSYS.
- */
-static int po_uffd_new(uint64_t features)
+#define PO_HUGE         (2 * 1024 * 1024)   /* PMD size on x86 and arm64 */
+#define PO_PIPE         (1024 * 1024)       /* default pipe-max-size */
+#define PO_SPLICE       (256 * 1024)        /* per round: stays in cache */
+
+#ifndef PAGEMAP_SCAN
+/* The PAGEMAP_SCAN ioctl of /proc/PID/pagemap, Linux 6.7 (linux/fs.h) */
+struct page_region {
+    uint64_t start;
+    uint64_t end;
+    uint64_t categories;
+};
+
+struct pm_scan_arg {
+    uint64_t size;
+    uint64_t flags;
+    uint64_t start;
+    uint64_t end;
+    uint64_t walk_end;
+    uint64_t vec;
+    uint64_t vec_len;
+    uint64_t max_pages;
+    uint64_t category_inverted;
+    uint64_t category_mask;
+    uint64_t category_anyof_mask;
+    uint64_t return_mask;
+};
+
+#define PAGEMAP_SCAN    _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_HUGE    (1 << 6)
+#endif
+
+typedef struct PageOfflineEngine {
+    QemuMutex lock;
+    bool tried;         /* po_setup() ran */
+    int err;            /* 0 once set up, or why it cannot be */
+    int uffd;
+    bool have_move;     /* UFFD_FEATURE_MOVE */
+    size_t huge;        /* PMD huge page size */
+    char *scratch;      /* huge bytes, registered MISSING: small pages */
+    char *hscratch;     /* huge bytes, huge-aligned, registered: huge pages */
+    char *bounce;       /* pipe_size bytes */
+    int pipefd[2];
+    size_t pipe_size;
+    int pagemap;        /* /proc/self/pagemap for PAGEMAP_SCAN, or -1 */
+} PageOfflineEngine;
+
+static PageOfflineEngine po_engine;
+
+/* A page-aligned span of one call */
+typedef struct POSpan {
+    uintptr_t start, end;
+} POSpan;
+
+/* An area of @len bytes aligned to @align, or NULL */
+static char *po_map_aligned(size_t len, size_t align)
 {
-    int fd = uffd_create_fd(features, true);
+    char *raw = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p;
 
-    return fd < 0 ? -ENOSYS : fd;
-}
-
-static int po_register(int fd, void *addr, size_t len, uint64_t mode)
-{
-    return uffd_register_memory(fd, addr, len, mode, NULL) ? -errno : 0;
-}
-
-static int po_unregister(int fd, void *addr, size_t len)
-{
-    return uffd_unregister_memory(fd, addr, len) ? -errno : 0;
-}
-
-/*
- * A userfaultfd with @features and a private anonymous area of @len
- * bytes (scratch or bounce space). Returns the fd, or -errno.
- */
-static int po_setup(uint64_t features, size_t len, char **area)
-{
-    int fd = po_uffd_new(features);
-    int ret;
-
-    if (fd < 0) {
-        return fd;
+    if (raw == MAP_FAILED) {
+        return NULL;
     }
-    *area = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (*area == MAP_FAILED) {
-        ret = -errno;
-        close(fd);
-        return ret;
+    p = (char *)ROUND_UP((uintptr_t)raw, align);
+    if (p > raw) {
+        munmap(raw, p - raw);
     }
-    return fd;
+    munmap(p + len, raw + align - p);
+    return p;
+}
+
+static size_t po_huge_size(void)
+{
+    g_autofree char *text = NULL;
+    uint64_t size;
+
+    if (g_file_get_contents("/sys/kernel/mm/transparent_hugepage/"
+                            "hpage_pmd_size", &text, NULL, NULL) &&
+        !qemu_strtou64(text, NULL, 10, &size) && size >= 4096 &&
+        is_power_of_2(size) && size <= 64 * PO_HUGE) {
+        return size;
+    }
+    return PO_HUGE;
+}
+
+/*
+ * Map the huge scratch area afresh. A huge page moves as one only into
+ * an empty page middle directory entry: once small pages passed through
+ * the area (the source was not mapped as one huge page after all), the
+ * page table they left would keep it from taking a huge page whole for
+ * good. Returns 0 or -errno.
+ */
+static int po_renew_huge(void)
+{
+    PageOfflineEngine *e = &po_engine;
+
+    if (mmap(e->hscratch, e->huge, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != e->hscratch) {
+        return -errno;
+    }
+    qemu_madvise(e->hscratch, e->huge, QEMU_MADV_HUGEPAGE);
+    return uffd_register_memory(e->uffd, e->hscratch, e->huge,
+                                UFFDIO_REGISTER_MODE_MISSING, NULL) ?
+           -errno : 0;
+}
+
+/* Set the engine up; with po_engine.lock held. Returns 0 or -errno. */
+static int po_setup(void)
+{
+    PageOfflineEngine *e = &po_engine;
+    uint64_t features = 0;
+    int sz;
+
+    if (e->tried) {
+        return e->err;
+    }
+    e->tried = true;
+    e->uffd = -1;
+    e->pipefd[0] = e->pipefd[1] = -1;
+    e->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    e->huge = po_huge_size();
+    if (!uffd_query_features(&features) && (features & UFFD_FEATURE_MOVE)) {
+        e->uffd = uffd_create_fd(UFFD_FEATURE_MOVE, true);
+        e->have_move = e->uffd >= 0;
+    }
+    if (e->uffd < 0) {
+        e->uffd = uffd_create_fd(0, true);
+    }
+    if (e->uffd < 0) {
+        e->err = -ENOSYS;
+        return e->err;
+    }
+    po_stats.uffd_opened++;
+    if (pipe2(e->pipefd, O_CLOEXEC)) {
+        e->err = -errno;
+        goto fail;
+    }
+    /* As large as allowed, up to PO_PIPE: it bounds one round of splice */
+    sz = fcntl(e->pipefd[1], F_SETPIPE_SZ, PO_PIPE);
+    if (sz < 0) {
+        sz = fcntl(e->pipefd[1], F_GETPIPE_SZ);
+    }
+    if (sz < (int)qemu_real_host_page_size()) {
+        e->err = -EINVAL;
+        goto fail;
+    }
+    e->pipe_size = sz;
+    e->scratch = po_map_aligned(e->huge, e->huge);
+    e->hscratch = po_map_aligned(e->huge, e->huge);
+    e->bounce = po_map_aligned(e->pipe_size, qemu_real_host_page_size());
+    if (!e->scratch || !e->hscratch || !e->bounce) {
+        e->err = -ENOMEM;
+        goto fail;
+    }
+    if (uffd_register_memory(e->uffd, e->scratch, e->huge,
+                             UFFDIO_REGISTER_MODE_MISSING, NULL) ||
+        po_renew_huge()) {
+        e->err = -ENOSYS;
+        goto fail;
+    }
+    return 0;
+
+fail:
+    /* The areas, if any, stay mapped and unused: this is not retried */
+    close(e->uffd);
+    e->uffd = -1;
+    if (e->pipefd[0] >= 0) {
+        close(e->pipefd[0]);
+        close(e->pipefd[1]);
+    }
+    return e->err;
+}
+
+static void po_lock(void)
+{
+    static gsize once;
+
+    if (g_once_init_enter(&once)) {
+        qemu_mutex_init(&po_engine.lock);
+        g_once_init_leave(&once, 1);
+    }
+    qemu_mutex_lock(&po_engine.lock);
+}
+
+static void po_unlock(void)
+{
+    qemu_mutex_unlock(&po_engine.lock);
+}
+
+static int po_register(void *addr, size_t len, uint64_t mode)
+{
+    return uffd_register_memory(po_engine.uffd, addr, len, mode, NULL) ?
+           -errno : 0;
+}
+
+static int po_unregister(void *addr, size_t len)
+{
+    return uffd_unregister_memory(po_engine.uffd, addr, len) ? -errno : 0;
+}
+
+/*
+ * UFFDIO_MOVE up to @len bytes from @src to the holes at @dst. Returns 0
+ * or -errno, with *@moved the prefix that was moved either way.
+ */
+static int po_move(char *dst, char *src, size_t len, bool wake,
+                   size_t *moved)
+{
+    size_t psize = qemu_real_host_page_size(), step = len;
+    int again = 0;
+
+    *moved = 0;
+    while (*moved < len) {
+        struct uffdio_move mv = {
+            .dst = (uintptr_t)(dst + *moved),
+            .src = (uintptr_t)(src + *moved),
+            .len = MIN(len - *moved, step),
+            .mode = UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES |
+                    (wake ? 0 : UFFDIO_MOVE_MODE_DONTWAKE),
+        };
+
+        if (ioctl(po_engine.uffd, UFFDIO_MOVE, &mv) == 0) {
+            *moved += mv.len;
+            step = len;
+            continue;
+        }
+        if (mv.move > 0) {
+            *moved += mv.move;
+            continue;
+        }
+        if (errno == EAGAIN && again++ < 1000) {
+            continue;
+        }
+        if (errno == EINVAL && step > psize) {
+            /* The range crosses mappings: one page gets over the edge */
+            step = psize;
+            continue;
+        }
+        return -errno;
+    }
+    return 0;
 }
 
 /* UFFDIO_COPY @len bytes from @src into the holes at @dst, then wake */
-static int po_copy(int fd, char *dst, char *src, size_t len)
+static int po_copy(char *dst, char *src, size_t len)
 {
-    size_t done = 0;
+    size_t psize = qemu_real_host_page_size(), step = len, done = 0;
     int again = 0;
 
     while (done < len) {
         struct uffdio_copy c = {
             .dst = (uintptr_t)(dst + done),
             .src = (uintptr_t)(src + done),
-            .len = len - done,
+            .len = MIN(len - done, step),
         };
 
-        if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
-            break;
+        if (ioctl(po_engine.uffd, UFFDIO_COPY, &c) == 0) {
+            done += c.len;
+            step = len;
+            continue;
         }
         if (c.copy > 0) {
             done += c.copy;
@@ -91,137 +306,347 @@ static int po_copy(int fd, char *dst, char *src, size_t len)
         if (errno == EAGAIN && again++ < 1000) {
             continue;
         }
+        if (errno == ENOENT && step > psize) {
+            /* The range crosses mappings: one page gets over the edge */
+            step = psize;
+            continue;
+        }
         return -errno;
     }
     return 0;
 }
 
-static void po_touch(char *start, size_t len, size_t psize)
+/*
+ * Copy back to @dst what a move took from it to @from (the registered
+ * scratch area), page by page where a page is there; a hole moved out
+ * stays a hole. @from is never read where mincore() says nothing is
+ * mapped, so this thread cannot wait on a userfault of its own.
+ */
+static int po_copy_back(char *dst, char *from, size_t len)
 {
-    size_t off;
+    size_t psize = qemu_real_host_page_size();
+    size_t npages = len / psize, i, run;
+    g_autofree unsigned char *vec = g_malloc(npages);
+    int ret;
 
-    for (off = 0; off < len; off += psize) {
+    if (mincore(from, len, vec)) {
+        return -errno;
+    }
+    for (i = 0; i < npages; i += run) {
+        for (run = 1; i + run < npages && (vec[i + run] & 1) ==
+             (vec[i] & 1); run++) {
+            /* a run of pages that are all there, or all holes */
+        }
+        if (vec[i] & 1) {
+            ret = po_copy(dst + i * psize, from + i * psize, run * psize);
+            if (ret) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Read one byte of every page so that none is a hole (zero page) */
+static void po_touch(uintptr_t start, uintptr_t end)
+{
+    size_t psize = qemu_real_host_page_size();
+    uintptr_t p;
+
+    for (p = start; p < end; p += psize) {
         /* volatile: the read must happen, it maps the page */
-        (void)*(volatile char *)(start + off);
+        (void)*(volatile char *)p;
     }
 }
 
 /*
- * Move the old pages to a scratch area and UFFDIO_COPY them back. Returns
- * 0 with *@done = @len, or an error with *@done the prefix length that was
- * offlined (the rest is untouched).
+ * UFFD_SPLICE: take a reference of our own on the old pages (vmsplice
+ * into the pipe), zap them (every later access blocks on the registered
+ * hole), read them back from the pipe (every write that made it before
+ * the zap is in them) and UFFDIO_COPY that into the holes.
  */
-static int po_offline_move(char *start, size_t len, size_t *done)
+static int po_splice(char *start, size_t len)
 {
-    struct uffdio_move mv;
-    size_t moved = 0;
-    int again = 0;
-    char *scratch;
-    int fd, ret, ret2;
+    PageOfflineEngine *e = &po_engine;
+    size_t done, got, chunk;
+    ssize_t n;
+    int ret;
+
+    for (done = 0; done < len; done += chunk) {
+        struct iovec iov = {
+            .iov_base = start + done,
+            .iov_len = MIN(len - done, MIN(e->pipe_size, PO_SPLICE)),
+        };
+
+        n = vmsplice(e->pipefd[1], &iov, 1, SPLICE_F_NONBLOCK);
+        if (n <= 0) {
+            return n < 0 ? -errno : -EIO;
+        }
+        /* Page-aligned: the pipe took whole pages */
+        chunk = n;
+        ret = madvise(start + done, chunk, MADV_DONTNEED) ? -errno : 0;
+        for (got = 0; got < chunk; got += n) {
+            n = read(e->pipefd[0], e->bounce + got, chunk - got);
+            if (n <= 0 && !(n < 0 && errno == EINTR)) {
+                /* The pipe holds what it was given: this cannot happen */
+                return n < 0 ? -errno : -EIO;
+            }
+            n = MAX(n, 0);
+        }
+        if (ret) {
+            /* Nothing was zapped: the old pages are still in place */
+            return ret;
+        }
+        ret = po_copy(start + done, e->bounce, chunk);
+        if (ret) {
+            return ret;
+        }
+    }
+    po_stats.bytes_spliced += len;
+    return 0;
+}
+
+/*
+ * Move the pages of [@start, @start + @len) (at most one huge page, not
+ * crossing a huge page boundary) out to the scratch area and copy them
+ * back. Returns 0 with *@done = @len, or -errno with *@done the prefix
+ * that was offlined (-EBUSY: the kernel refused to move a page).
+ */
+static int po_move_copy(char *start, size_t len, size_t *done)
+{
+    PageOfflineEngine *e = &po_engine;
+    size_t moved;
+    int ret, ret2;
 
     *done = 0;
-    fd = po_setup(UFFD_FEATURE_MOVE, len, &scratch);
-    if (fd < 0) {
-        return fd;
-    }
-    ret = po_register(fd, start, len, UFFDIO_REGISTER_MODE_MISSING);
-    if (ret) {
-        goto out_unmap;
-    }
-    ret = po_register(fd, scratch, len, UFFDIO_REGISTER_MODE_MISSING);
-    if (ret) {
-        goto out_unregister;
-    }
-    while (moved < len) {
-        mv = (struct uffdio_move) {
-            .dst = (uintptr_t)(scratch + moved),
-            .src = (uintptr_t)(start + moved),
-            .len = len - moved,
-            .mode = UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES |
-                    UFFDIO_MOVE_MODE_DONTWAKE,
-        };
-        if (ioctl(fd, UFFDIO_MOVE, &mv) == 0) {
-            moved = len;
-            break;
-        }
-        if (mv.move > 0) {
-            moved += mv.move;
-            continue;
-        }
-        if (errno == EAGAIN && again++ < 1000) {
-            continue;
-        }
-        ret = -errno;
-        break;
-    }
-    /* Holes of the scratch area now read as zeroes instead of faulting */
-    ret2 = po_unregister(fd, scratch, len);
-    if (ret2 && !ret) {
-        ret = ret2;
-    }
+    ret = po_move(e->scratch, start, len, false, &moved);
     /*
      * Give the moved prefix fresh copies of its pages, whatever happened:
      * the holes it left must never be seen as zero pages.
      */
-    ret2 = po_copy(fd, start, scratch, moved);
+    ret2 = po_copy_back(start, e->scratch, moved);
+    /* The old pages go away here unless the kernel still references them */
+    madvise(e->scratch, ROUND_UP(moved, qemu_real_host_page_size()),
+            MADV_DONTNEED);
     if (ret2) {
-        ret = ret2;
-    } else {
-        *done = moved;
+        return ret2;
     }
-
-out_unregister:
-    /* This also wakes any thread that still waits on the range */
-    po_unregister(fd, start, len);
-out_unmap:
-    /* Old pages go away here unless the kernel still references them */
-    munmap(scratch, len);
-    close(fd);
+    *done = moved;
+    po_stats.bytes_moved += moved;
     return ret;
 }
 
-/* Write-protect, copy out, drop the old pages, UFFDIO_COPY back */
-static int po_offline_wp(char *start, size_t len, size_t psize)
+/*
+ * Whether [@start, @start + huge) is mapped as one huge page (PMD) now.
+ * False if the kernel cannot tell (no PAGEMAP_SCAN before Linux 6.7).
+ */
+static bool po_is_huge(uintptr_t start)
 {
-    struct uffdio_writeprotect wp = {
-        .range = { .start = (uintptr_t)start, .len = len },
-        .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+    PageOfflineEngine *e = &po_engine;
+    struct page_region r;
+    struct pm_scan_arg arg = {
+        .size = sizeof(arg),
+        .start = start,
+        .end = start + e->huge,
+        .vec = (uintptr_t)&r,
+        .vec_len = 1,
+        .category_mask = PAGE_IS_HUGE,
+        .return_mask = PAGE_IS_HUGE,
     };
-    char *bounce;
-    int fd, ret;
 
-    fd = po_setup(0, len, &bounce);
-    if (fd < 0) {
-        return fd;
+    if (e->pagemap < 0 || ioctl(e->pagemap, PAGEMAP_SCAN, &arg) != 1) {
+        return false;
     }
-    /* No holes once registered: this thread must not fault on them */
-    po_touch(start, len, psize);
-    ret = po_register(fd, start, len,
+    return r.start == start && r.end == start + e->huge;
+}
+
+/*
+ * Replace the huge page at @start (huge-aligned, huge bytes) whole: move
+ * it out to the huge scratch area as one huge page (a referenced huge
+ * page moves whole; split, its pages could not move alone) and copy its
+ * contents back into small pages. Returns 0, or like po_move_copy().
+ *
+ * A new huge page would keep the guest's huge page, but faulting one in
+ * costs several milliseconds where the kernel has to take a huge page
+ * from memory that nobody touched for long (as in a virtual machine
+ * whose host backs memory lazily), while small pages come warm from the
+ * allocator's per-CPU lists; khugepaged may make a huge page of them
+ * again later.
+ */
+static int po_move_huge(char *start, size_t *done)
+{
+    PageOfflineEngine *e = &po_engine;
+    size_t moved;
+    int ret, ret2;
+
+    *done = 0;
+    ret = po_move(e->hscratch, start, e->huge, false, &moved);
+    ret2 = po_copy_back(start, e->hscratch, moved);
+    if (!ret2) {
+        *done = moved;
+        if (moved == e->huge) {
+            po_stats.huge_replaced++;
+        } else {
+            po_stats.bytes_moved += moved;
+        }
+        ret2 = ret ? ret : moved < e->huge ? -EBUSY : 0;
+    }
+    /*
+     * The old huge page goes away here unless the kernel references it.
+     * Small pages that came instead left a page table that would keep
+     * the area from taking a huge page whole again: map it afresh.
+     */
+    if (moved == e->huge && po_is_huge((uintptr_t)e->hscratch)) {
+        madvise(e->hscratch, e->huge, MADV_DONTNEED);
+    } else {
+        po_renew_huge();
+    }
+    return ret2;
+}
+
+/* One call of AUTO or UFFD_MOVE over sorted, disjoint spans */
+typedef struct POBatch {
+    POSpan *spans;
+    int m;
+    uintptr_t win_start, win_end;   /* the registered window, if any */
+    uintptr_t replaced_end;         /* replaced whole up to here */
+    PageOfflineMethod method;
+    PageOfflineMethod *used;
+} POBatch;
+
+/* Bytes of the huge page region at @region that the spans cover */
+static size_t po_coverage(POBatch *b, int i, uintptr_t region)
+{
+    uintptr_t end = region + po_engine.huge;
+    size_t cov = 0;
+    int j;
+
+    while (i > 0 && b->spans[i - 1].end > region) {
+        i--;
+    }
+    for (j = i; j < b->m && b->spans[j].start < end; j++) {
+        cov += MIN(b->spans[j].end, end) - MAX(b->spans[j].start, region);
+    }
+    return cov;
+}
+
+/*
+ * Whether to replace the huge page region at @region whole, as span @i
+ * reaches it. Every page of it must be registered (the window covers it,
+ * or the spans do). Worth it for a huge page that the spans cover at
+ * least half of: one move and one copy of the whole huge page cost about
+ * what splicing half of its pages (two copies) does. A region of small
+ * pages is better spliced as it is.
+ */
+static bool po_replace_whole(POBatch *b, int i, uintptr_t region)
+{
+    size_t huge = po_engine.huge;
+    size_t cov;
+
+    if (b->method != PAGE_OFFLINE_AUTO || !po_engine.have_move) {
+        return false;
+    }
+    cov = po_coverage(b, i, region);
+    if (!(region >= b->win_start && region + huge <= b->win_end) &&
+        cov < huge) {
+        return false;
+    }
+    if (po_engine.pagemap < 0) {
+        /* Cannot tell: what moves as one huge page is worth trying */
+        return cov == huge;
+    }
+    return cov >= huge / 2 && po_is_huge(region);
+}
+
+static int po_offline_batch_move(POBatch *b)
+{
+    PageOfflineEngine *e = &po_engine;
+    uintptr_t p, end, region;
+    size_t done;
+    int i, ret;
+
+    for (i = 0; i < b->m; i++) {
+        for (p = MAX(b->spans[i].start, b->replaced_end);
+             p < b->spans[i].end; p = end) {
+            region = ROUND_DOWN(p, e->huge);
+            end = MIN(region + e->huge, b->spans[i].end);
+            done = 0;
+            if (po_replace_whole(b, i, region)) {
+                p = region;
+                end = region + e->huge;
+                b->replaced_end = end;
+                ret = po_move_huge((char *)p, &done);
+            } else if (b->method == PAGE_OFFLINE_UFFD_MOVE) {
+                ret = po_move_copy((char *)p, end - p, &done);
+            } else {
+                /*
+                 * AUTO: splicing costs what moving and copying back
+                 * does, flushes the TLB once per range instead of once
+                 * per page, and needs no split of a huge page that the
+                 * kernel still references (UFFDIO_MOVE fails there).
+                 */
+                ret = -EAGAIN;
+            }
+            if (ret && b->method == PAGE_OFFLINE_AUTO) {
+                ret = po_splice((char *)p + done, end - p - done);
+                *b->used = PAGE_OFFLINE_UFFD_SPLICE;
+            }
+            if (ret) {
+                return ret;
+            }
+            end = MIN(end, b->spans[i].end);
+        }
+    }
+    return 0;
+}
+
+/*
+ * UFFD_WP: write-protect, copy out, drop the old pages, UFFDIO_COPY back.
+ * Registers the span itself, in write-protect mode too; so no window.
+ */
+static int po_offline_span_wp(POSpan *s)
+{
+    PageOfflineEngine *e = &po_engine;
+    char *start = (char *)s->start;
+    size_t len = s->end - s->start, off, chunk;
+    int ret;
+
+    ret = po_register(start, len,
                       UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
     if (ret) {
-        goto out_unmap;
+        return ret;
     }
-    if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp)) {
-        ret = -errno;
-        goto out_unregister;
-    }
-    memcpy(bounce, start, len);
-    if (madvise(start, len, MADV_DONTNEED)) {
-        ret = -errno;
-        goto out_unregister;
-    }
-    ret = po_copy(fd, start, bounce, len);
+    for (off = 0; off < len && !ret; off += chunk) {
+        struct uffdio_writeprotect wp = {
+            .range = { .start = (uintptr_t)start + off },
+            .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+        };
 
-out_unregister:
-    po_unregister(fd, start, len);
-out_unmap:
-    munmap(bounce, len);
-    close(fd);
+        chunk = MIN(len - off, e->pipe_size);
+        wp.range.len = chunk;
+        if (ioctl(e->uffd, UFFDIO_WRITEPROTECT, &wp)) {
+            ret = -errno;
+            break;
+        }
+        memcpy(e->bounce, start + off, chunk);
+        if (madvise(start + off, chunk, MADV_DONTNEED)) {
+            ret = -errno;
+            break;
+        }
+        ret = po_copy(start + off, e->bounce, chunk);
+    }
+    /* This also lifts the write protection and wakes every waiter */
+    po_unregister(start, len);
+    if (!ret) {
+        po_stats.bytes_wp += len;
+    }
     return ret;
 }
 
-static int po_offline_copy(char *start, size_t len)
+static int po_offline_copy(POSpan *s)
 {
+    char *start = (char *)s->start;
+    size_t len = s->end - s->start;
     char *bounce;
     int ret = 0;
 
@@ -235,90 +660,204 @@ static int po_offline_copy(char *start, size_t len)
         ret = -errno;
     } else {
         memcpy(start, bounce, len);
+        po_stats.bytes_copied += len;
     }
     munmap(bounce, len);
     return ret;
 }
 
-bool page_offline_available(PageOfflineMethod method)
+static int po_cmp_span(const void *a, const void *b)
 {
-    int fd;
+    const POSpan *x = a, *y = b;
 
-    switch (method) {
-    case PAGE_OFFLINE_COPY:
-        return true;
-    case PAGE_OFFLINE_AUTO:
-    case PAGE_OFFLINE_UFFD_WP:
-        fd = po_uffd_new(0);
-        break;
-    case PAGE_OFFLINE_UFFD_MOVE:
-        fd = po_uffd_new(UFFD_FEATURE_MOVE);
-        break;
-    default:
-        return false;
-    }
-    if (fd < 0) {
-        return false;
-    }
-    close(fd);
-    return true;
+    return x->start < y->start ? -1 : x->start > y->start;
 }
 
-int page_offline_range(void *host, size_t len, PageOfflineMethod method,
-                       PageOfflineMethod *used)
+/*
+ * The page-aligned, sorted and merged spans of @iov (empty ranges are
+ * left out). Returns their number, or -EINVAL.
+ */
+static int po_spans(const struct iovec *iov, unsigned int n, POSpan *spans)
 {
     size_t psize = qemu_real_host_page_size();
-    uintptr_t first = (uintptr_t)host & ~(psize - 1);
-    uintptr_t last;
-    char *start = (char *)first;
-    size_t done = 0;
-    int ret;
+    unsigned int i, m = 0, k;
 
-    if (len == 0) {
-        if (used) {
-            *used = method;
+    for (i = 0; i < n; i++) {
+        uintptr_t base = (uintptr_t)iov[i].iov_base;
+
+        if (!iov[i].iov_len) {
+            continue;
         }
-        return 0;
+        if (!base || base + iov[i].iov_len < base ||
+            ROUND_UP(base + iov[i].iov_len, psize) < base) {
+            return -EINVAL;
+        }
+        spans[m].start = ROUND_DOWN(base, psize);
+        spans[m].end = ROUND_UP(base + iov[i].iov_len, psize);
+        m++;
     }
-    if ((uintptr_t)host + len < (uintptr_t)host || !host) {
-        return -EINVAL;
+    qsort(spans, m, sizeof(*spans), po_cmp_span);
+    for (i = 0, k = 0; i < m; i++) {
+        if (k && spans[i].start <= spans[k - 1].end) {
+            spans[k - 1].end = MAX(spans[k - 1].end, spans[i].end);
+        } else {
+            spans[k++] = spans[i];
+        }
     }
-    last = ROUND_UP((uintptr_t)host + len, psize);
-    len = last - first;
+    return k;
+}
+
+static int po_offline_spans(POSpan *spans, int m, void *window,
+                            size_t window_len, PageOfflineMethod method,
+                            PageOfflineMethod *used)
+{
+    bool win_reg = false;
+    int i, ret = 0, reg = 0;
 
     switch (method) {
-    case PAGE_OFFLINE_AUTO:
-        ret = po_offline_move(start, len, &done);
-        if (ret == -EBUSY && done < len) {
-            /*
-             * A large folio the kernel cannot split while it is
-             * referenced: write-protect the rest instead. -EBUSY before
-             * anything moved may also mean the range is registered by
-             * another userfaultfd; the WP method then fails the same way.
-             */
-            ret = po_offline_wp(start + done, len - done, psize);
-            method = PAGE_OFFLINE_UFFD_WP;
-        } else if (ret == -ENOSYS) {
-            ret = po_offline_wp(start, len, psize);
-            method = PAGE_OFFLINE_UFFD_WP;
-        } else {
-            method = PAGE_OFFLINE_UFFD_MOVE;
+    case PAGE_OFFLINE_COPY:
+        for (i = 0; i < m && !ret; i++) {
+            ret = po_offline_copy(&spans[i]);
+        }
+        return ret;
+    case PAGE_OFFLINE_UFFD_WP:
+        for (i = 0; i < m && !ret; i++) {
+            po_touch(spans[i].start, spans[i].end);
+            ret = po_offline_span_wp(&spans[i]);
+        }
+        return ret;
+    case PAGE_OFFLINE_UFFD_MOVE:
+        if (!po_engine.have_move) {
+            return -ENOSYS;
         }
         break;
-    case PAGE_OFFLINE_UFFD_MOVE:
-        ret = po_offline_move(start, len, &done);
-        break;
-    case PAGE_OFFLINE_UFFD_WP:
-        ret = po_offline_wp(start, len, psize);
-        break;
-    case PAGE_OFFLINE_COPY:
-        ret = po_offline_copy(start, len);
-        break;
     default:
+        break;
+    }
+
+    /* No holes once registered: this thread must not fault on them */
+    for (i = 0; i < m; i++) {
+        po_touch(spans[i].start, spans[i].end);
+    }
+    if (window) {
+        /*
+         * Whole mappings: no split. -EINVAL: something in the window
+         * cannot be registered; the spans alone may still be.
+         */
+        ret = po_register(window, window_len, UFFDIO_REGISTER_MODE_MISSING);
+        win_reg = !ret;
+        if (ret == -EINVAL) {
+            window = NULL;
+        }
+    }
+    if (!window) {
+        for (ret = 0, reg = 0; reg < m; reg++) {
+            ret = po_register((void *)spans[reg].start,
+                              spans[reg].end - spans[reg].start,
+                              UFFDIO_REGISTER_MODE_MISSING);
+            if (ret) {
+                break;
+            }
+        }
+    }
+    if (ret) {
+        /* Refused: nothing was done */
+    } else if (method == PAGE_OFFLINE_UFFD_SPLICE) {
+        for (i = 0; i < m && !ret; i++) {
+            ret = po_splice((char *)spans[i].start,
+                            spans[i].end - spans[i].start);
+        }
+    } else {
+        POBatch b = {
+            .spans = spans,
+            .m = m,
+            .win_start = win_reg ? (uintptr_t)window : 0,
+            .win_end = win_reg ? (uintptr_t)window + window_len : 0,
+            .method = method,
+            .used = used,
+        };
+
+        ret = po_offline_batch_move(&b);
+    }
+    /* This also wakes any thread that still waits on a registered page */
+    if (win_reg) {
+        po_unregister(window, window_len);
+    } else {
+        for (i = 0; i < reg; i++) {
+            po_unregister((void *)spans[i].start,
+                          spans[i].end - spans[i].start);
+        }
+    }
+    return ret;
+}
+
+bool page_offline_available(PageOfflineMethod method)
+{
+    bool ok;
+
+    if (method == PAGE_OFFLINE_COPY) {
+        return true;
+    }
+    if (method < 0 || method >= PAGE_OFFLINE__MAX) {
+        return false;
+    }
+    po_lock();
+    ok = !po_setup() &&
+         (method != PAGE_OFFLINE_UFFD_MOVE || po_engine.have_move);
+    po_unlock();
+    return ok;
+}
+
+int page_offline_ranges(const struct iovec *iov, unsigned int n,
+                        void *window, size_t window_len,
+                        PageOfflineMethod method, PageOfflineMethod *used)
+{
+    g_autofree POSpan *spans = g_new(POSpan, MAX(n, 1));
+    PageOfflineMethod done_by = method;
+    int m, i, ret;
+
+    if (method < 0 || method >= PAGE_OFFLINE__MAX) {
         return -EINVAL;
     }
+    m = po_spans(iov, n, spans);
+    if (m < 0) {
+        return m;
+    }
+    if (window) {
+        uintptr_t w = (uintptr_t)window;
+
+        for (i = 0; i < m; i++) {
+            if (spans[i].start < w || spans[i].end - w > window_len) {
+                return -EINVAL;
+            }
+        }
+    }
+    if (method == PAGE_OFFLINE_AUTO) {
+        done_by = PAGE_OFFLINE_UFFD_MOVE;
+    }
+    if (!m) {
+        ret = 0;
+    } else if (method == PAGE_OFFLINE_COPY) {
+        po_lock();
+        ret = po_offline_spans(spans, m, NULL, 0, method, &done_by);
+        po_unlock();
+    } else {
+        po_lock();
+        ret = po_setup();
+        if (!ret) {
+            if (!po_engine.have_move && method == PAGE_OFFLINE_AUTO) {
+                done_by = PAGE_OFFLINE_UFFD_SPLICE;
+            }
+            ret = po_offline_spans(spans, m, window, window_len, method,
+                                   &done_by);
+        }
+        po_unlock();
+    }
+    if (!ret) {
+        qatomic_inc(&po_stats.calls);
+    }
     if (used) {
-        *used = method;
+        *used = done_by;
     }
     return ret;
 }
@@ -330,13 +869,27 @@ bool page_offline_available(PageOfflineMethod method)
     return method == PAGE_OFFLINE_COPY;
 }
 
-int page_offline_range(void *host, size_t len, PageOfflineMethod method,
-                       PageOfflineMethod *used)
+int page_offline_ranges(const struct iovec *iov, unsigned int n,
+                        void *window, size_t window_len,
+                        PageOfflineMethod method, PageOfflineMethod *used)
 {
     return -ENOSYS;
 }
 
 #endif /* CONFIG_LINUX */
+
+int page_offline_range(void *host, size_t len, PageOfflineMethod method,
+                       PageOfflineMethod *used)
+{
+    struct iovec iov = { .iov_base = host, .iov_len = len };
+
+    return page_offline_ranges(&iov, 1, NULL, 0, method, used);
+}
+
+void page_offline_get_stats(PageOfflineStats *stats)
+{
+    *stats = po_stats;
+}
 
 const char *page_offline_method_name(PageOfflineMethod method)
 {
@@ -345,6 +898,7 @@ const char *page_offline_method_name(PageOfflineMethod method)
         [PAGE_OFFLINE_UFFD_MOVE] = "uffd-move",
         [PAGE_OFFLINE_UFFD_WP] = "uffd-wp",
         [PAGE_OFFLINE_COPY] = "copy",
+        [PAGE_OFFLINE_UFFD_SPLICE] = "uffd-splice",
     };
 
     /* An enum may be unsigned: compare as unsigned, for every compiler */

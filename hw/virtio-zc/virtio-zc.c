@@ -77,14 +77,29 @@ struct VirtIOZCReq {
     bool queued;                        /* on sendq */
     bool started;                       /* frame sequence number taken */
     bool expired;                       /* timed out, reclaim pending */
+    bool offline_done;                  /* offline_ret is for the reclaim */
+    int offline_ret;                    /* of virtio_zc_offline_batch() */
     QTAILQ_ENTRY(VirtIOZCReq) link;     /* on reqs (requests only) */
     QTAILQ_ENTRY(VirtIOZCReq) sendq_link;
+};
+
+/*
+ * Shared guest RAM (memfd, share=on) that a reclaim mapped privately: it
+ * is mapped shared again once every send that referenced its old pages
+ * has been released (ram_offline_host_needs_reshare()).
+ */
+struct VirtIOZCReshare {
+    struct iovec *iov;
+    unsigned int iov_cnt;
+    uint32_t pending;                   /* sends still holding the pages */
+    QLIST_ENTRY(VirtIOZCReshare) link;  /* on VirtIOZC.reshares */
 };
 
 /* One successful MSG_ZEROCOPY sendmsg */
 typedef struct VirtIOZCSend {
     uint32_t id;
     VirtIOZCReq *req;                   /* NULL once reclaimed */
+    VirtIOZCReshare *reshare;           /* released pages to share again */
 } VirtIOZCSend;
 
 static void virtio_zc_flush(VirtIOZCQueue *q);
@@ -129,6 +144,138 @@ static void virtio_zc_forget_sends(VirtIOZCQueue *q, VirtIOZCReq *req)
         }
     }
     req->zc_pending = 0;
+}
+
+/* Whether @a and @b touch a common host page */
+static bool virtio_zc_pages_overlap(const struct iovec *a, const struct iovec *b)
+{
+    size_t psize = qemu_real_host_page_size();
+    uintptr_t a0 = ROUND_DOWN((uintptr_t)a->iov_base, psize);
+    uintptr_t a1 = ROUND_UP((uintptr_t)a->iov_base + a->iov_len, psize);
+    uintptr_t b0 = ROUND_DOWN((uintptr_t)b->iov_base, psize);
+    uintptr_t b1 = ROUND_UP((uintptr_t)b->iov_base + b->iov_len, psize);
+
+    return a0 < b1 && b0 < a1;
+}
+
+/*
+ * A send that referenced pages of @rs was released; the last one maps
+ * them shared again. @replace: the pages may still be referenced (the
+ * send was not released, but its holder is going away).
+ */
+static void virtio_zc_reshare_put(VirtIOZCQueue *q, VirtIOZCReshare *rs,
+                                  bool replace)
+{
+    VirtIOZC *s = q->s;
+    VirtIOZCReshare *o;
+    unsigned int i, j;
+
+    if (!rs || --rs->pending) {
+        return;
+    }
+    QLIST_REMOVE(rs, link);
+    if (!replace) {
+        /*
+         * A page that another reclaim's sends still hold (two buffers on
+         * one page) must stay private until those are released too: its
+         * old page is in the file and in their socket. Hand the ranges
+         * over to the first such holder.
+         */
+        QLIST_FOREACH(o, &s->reshares, link) {
+            for (i = 0; i < rs->iov_cnt; i++) {
+                for (j = 0; j < o->iov_cnt; j++) {
+                    if (virtio_zc_pages_overlap(&rs->iov[i], &o->iov[j])) {
+                        goto hand_over;
+                    }
+                }
+            }
+        }
+    }
+    if (!ram_offline_host_reshare(rs->iov, rs->iov_cnt, replace)) {
+        s->stat_reshared_bytes += iov_size(rs->iov, rs->iov_cnt);
+    }
+    g_free(rs->iov);
+    g_free(rs);
+    return;
+
+hand_over:
+    o->iov = g_renew(struct iovec, o->iov, o->iov_cnt + rs->iov_cnt);
+    memcpy(o->iov + o->iov_cnt, rs->iov, rs->iov_cnt * sizeof(*rs->iov));
+    o->iov_cnt += rs->iov_cnt;
+    g_free(rs->iov);
+    g_free(rs);
+}
+
+/*
+ * @req was just reclaimed with sends still pending: if its pages lie in
+ * shared RAM, the offline mapped them privately, and they are to be
+ * mapped shared again once those sends are released.
+ */
+static void virtio_zc_reshare_later(VirtIOZCQueue *q, VirtIOZCReq *req)
+{
+    VirtIOZCReshare *rs = NULL;
+    GList *l;
+    unsigned int i;
+
+    for (i = 0; i < req->iov_cnt; i++) {
+        if (ram_offline_host_needs_reshare(req->iov[i].iov_base,
+                                           req->iov[i].iov_len)) {
+            break;
+        }
+    }
+    if (i == req->iov_cnt) {
+        return;
+    }
+    for (l = q->zc_sends.head; l; l = l->next) {
+        VirtIOZCSend *snd = l->data;
+
+        if (snd->req != req) {
+            continue;
+        }
+        if (!rs) {
+            rs = g_new0(VirtIOZCReshare, 1);
+            rs->iov = g_memdup2(req->iov, req->iov_cnt * sizeof(*req->iov));
+            rs->iov_cnt = req->iov_cnt;
+            QLIST_INSERT_HEAD(&q->s->reshares, rs, link);
+        }
+        /* A send of an earlier reclaim over the same pages keeps its own */
+        if (!snd->reshare) {
+            snd->reshare = rs;
+            rs->pending++;
+        }
+    }
+    if (rs && !rs->pending) {
+        QLIST_REMOVE(rs, link);
+        g_free(rs->iov);
+        g_free(rs);
+    }
+}
+
+/*
+ * Map every page that a reclaim on @q made private shared again now,
+ * taking pages the destination still holds out of the file: before the
+ * device state is saved, so that whoever reads guest RAM through the
+ * file (x-ignore-shared, a vhost-user back end on the destination) finds
+ * the guest's bytes there. The vCPUs are stopped.
+ */
+static void virtio_zc_reshare_now(VirtIOZCQueue *q)
+{
+    GList *l;
+
+    for (l = q->zc_sends.head; l; l = l->next) {
+        VirtIOZCSend *snd = l->data;
+
+        virtio_zc_reshare_put(q, snd->reshare, true);
+        snd->reshare = NULL;
+    }
+}
+
+/* Release the record of a send: its pages are no longer referenced */
+static void virtio_zc_send_free(VirtIOZCQueue *q, VirtIOZCSend *snd,
+                                bool replace)
+{
+    virtio_zc_reshare_put(q, snd->reshare, replace);
+    g_free(snd);
 }
 
 /*
@@ -191,8 +338,87 @@ static void virtio_zc_maybe_complete(VirtIOZCQueue *q, VirtIOZCReq *req)
 }
 
 /*
- * Offline the guest pages under a request's data. Returns 0, -EBUSY if
- * refused for now, or another negative errno.
+ * Offline, in one pass, the pages of every request that the kernel may
+ * still reference: of queue @only, or of every queue if @only is NULL;
+ * with @expired_only, only of requests whose timeout expired. Each
+ * request gets its result for virtio_zc_reclaim(). A reset, a timeout
+ * sweep or a migration reclaims many requests at once, and one pass
+ * registers guest RAM once, offlines shared pages once and replaces a
+ * huge page that the buffers cover together whole.
+ */
+static void virtio_zc_offline_batch(VirtIOZC *s, VirtIOZCQueue *only,
+                                    bool expired_only)
+{
+    PageOfflineMethod used = PAGE_OFFLINE_AUTO;
+    g_autofree struct iovec *iov = NULL;
+    g_autofree VirtIOZCReq **owner = NULL;
+    g_autofree int *res = NULL;
+    unsigned int i, n = 0, nreq = 0, first, last;
+    VirtIOZCReq *req;
+    int ret;
+
+    for (i = 0; i < s->num_queues; i++) {
+        if (only && only != &s->queues[i]) {
+            continue;
+        }
+        QTAILQ_FOREACH(req, &s->queues[i].reqs, link) {
+            if (req->zc_pending && !req->offline_done &&
+                (!expired_only || req->expired)) {
+                n += req->iov_cnt;
+            }
+        }
+    }
+    if (!n) {
+        return;
+    }
+    iov = g_new(struct iovec, n);
+    owner = g_new(VirtIOZCReq *, n);
+    res = g_new(int, n);
+    n = 0;
+    for (i = 0; i < s->num_queues; i++) {
+        if (only && only != &s->queues[i]) {
+            continue;
+        }
+        QTAILQ_FOREACH(req, &s->queues[i].reqs, link) {
+            if (req->zc_pending && !req->offline_done &&
+                (!expired_only || req->expired)) {
+                memcpy(iov + n, req->iov, req->iov_cnt * sizeof(*iov));
+                for (first = n; n < first + req->iov_cnt; n++) {
+                    owner[n] = req;
+                }
+                nreq++;
+            }
+        }
+    }
+    ret = ram_offline_host_ranges(iov, n, s->offline_method, &used, res);
+    trace_virtio_zc_offline_batch(nreq, n, page_offline_method_name(used),
+                                  ret);
+    for (first = 0; first < n; first = last) {
+        req = owner[first];
+        req->offline_done = true;
+        req->offline_ret = 0;
+        for (last = first; last < n && owner[last] == req; last++) {
+            if (res[last] && !req->offline_ret) {
+                req->offline_ret = res[last];
+                trace_virtio_zc_offline_error(req, last - first, res[last]);
+            }
+        }
+        if (req->offline_ret == -EBUSY) {
+            s->stat_offline_refused++;
+        } else if (req->offline_ret) {
+            s->stat_offline_failed++;
+        } else {
+            s->stat_offlined_bytes += req->data_len;
+            trace_virtio_zc_offline(req, req->data_len,
+                                    page_offline_method_name(used));
+        }
+    }
+}
+
+/*
+ * Offline the guest pages under a request's data, unless a batch did:
+ * then its result. Returns 0, -EBUSY if refused for now, or another
+ * negative errno.
  */
 static int virtio_zc_offline(VirtIOZC *s, VirtIOZCReq *req)
 {
@@ -200,6 +426,10 @@ static int virtio_zc_offline(VirtIOZC *s, VirtIOZCReq *req)
     unsigned int i;
     int ret;
 
+    if (req->offline_done) {
+        req->offline_done = false;
+        return req->offline_ret;
+    }
     for (i = 0; i < req->iov_cnt; i++) {
         ret = ram_offline_host_range(req->iov[i].iov_base,
                                      req->iov[i].iov_len, s->offline_method,
@@ -267,6 +497,7 @@ static int virtio_zc_reclaim(VirtIOZCQueue *q, VirtIOZCReq *req,
         if (ret) {
             return ret;
         }
+        virtio_zc_reshare_later(q, req);
     }
     if (req->queued && req->started) {
         if (req->sent == 0) {
@@ -303,6 +534,9 @@ static void virtio_zc_reclaim_expired(VirtIOZCQueue *q)
     VirtIOZCReq *req, *tmp;
     int ret;
 
+    if (q->fd >= 0) {
+        virtio_zc_offline_batch(q->s, q, true);
+    }
     QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         if (!req->expired) {
             continue;
@@ -349,7 +583,7 @@ static void virtio_zc_zc_done(VirtIOZCQueue *q, uint32_t lo, uint32_t hi,
             continue;
         }
         g_queue_delete_link(&q->zc_sends, l);
-        g_free(snd);
+        virtio_zc_send_free(q, snd, false);
         if (req) {
             req->zc_pending--;
             virtio_zc_maybe_complete(q, req);
@@ -522,7 +756,7 @@ static void virtio_zc_flush(VirtIOZCQueue *q)
             return;
         }
         if ((flags & MSG_ZEROCOPY) && n > 0) {
-            VirtIOZCSend *snd = g_new(VirtIOZCSend, 1);
+            VirtIOZCSend *snd = g_new0(VirtIOZCSend, 1);
 
             snd->id = q->zc_next_id++;
             snd->req = req;
@@ -563,11 +797,14 @@ static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
         return;
     }
     trace_virtio_zc_disconnect(q->index, why);
+    /* Best effort: the socket is aborted right after */
+    virtio_zc_offline_batch(q->s, q, false);
     QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
-        if (req->zc_pending) {
-            /* Best effort: the socket is aborted right after */
+        if (req->zc_pending && !req->offline_done) {
+            /* Refused or failed as part of another batch: try again */
             virtio_zc_offline(q->s, req);
         }
+        req->offline_done = false;
     }
     qemu_set_fd_handler(q->fd, NULL, NULL, NULL);
     /* Abortive close: drop unsent data instead of lingering with it */
@@ -575,8 +812,9 @@ static void virtio_zc_disconnect(VirtIOZCQueue *q, const char *why,
     close(q->fd);
     q->fd = -1;
     q->want_write = false;
+    /* The abortive close dropped the unsent data: nothing is referenced */
     while ((snd = g_queue_pop_head(&q->zc_sends))) {
-        g_free(snd);
+        virtio_zc_send_free(q, snd, false);
     }
     QTAILQ_FOREACH_SAFE(req, &q->sendq, sendq_link, tmp) {
         if (!req->elem) {
@@ -809,6 +1047,7 @@ static void virtio_zc_reclaim_for_migration(VirtIOZC *s, const char *why)
     unsigned int i;
 
     trace_virtio_zc_migration_reclaim(why, s->stat_inflight);
+    virtio_zc_offline_batch(s, NULL, false);
     for (i = 0; i < s->num_queues; i++) {
         VirtIOZCQueue *q = &s->queues[i];
         VirtIOZCReq *req, *tmp;
@@ -821,6 +1060,7 @@ static void virtio_zc_reclaim_for_migration(VirtIOZC *s, const char *why)
             }
         }
         virtio_zc_flush(q);
+        virtio_zc_reshare_now(q);
     }
 }
 
@@ -867,6 +1107,7 @@ static void virtio_zc_reclaim_all(VirtIOZCQueue *q, bool detach)
 {
     VirtIOZCReq *req, *tmp;
 
+    virtio_zc_offline_batch(q->s, q, false);
     QTAILQ_FOREACH_SAFE(req, &q->reqs, link, tmp) {
         if (virtio_zc_reclaim(q, req, VIRTIO_ZC_S_RECLAIMED, detach)) {
             virtio_zc_disconnect(q, "offline refused during reset", detach);
@@ -886,6 +1127,8 @@ static void virtio_zc_reset(VirtIODevice *vdev)
 
     trace_virtio_zc_reset(s->stat_inflight);
     qemu_bh_cancel(s->bh);
+    /* Every queue's requests in one pass */
+    virtio_zc_offline_batch(s, NULL, false);
     for (i = 0; i < s->num_queues; i++) {
         virtio_zc_reclaim_all(&s->queues[i], true);
         virtio_zc_flush(&s->queues[i]);
@@ -1127,8 +1370,12 @@ static void virtio_zc_queues_free(VirtIOZC *s)
             virtio_zc_sendq_remove(q, req);
             virtio_zc_req_free(req);
         }
+        /*
+         * The socket is closed below and may still send: pages it
+         * references are taken out of the file before it is shared again
+         */
         while ((snd = g_queue_pop_head(&q->zc_sends))) {
-            g_free(snd);
+            virtio_zc_send_free(q, snd, true);
         }
         if (q->fd >= 0) {
             qemu_set_fd_handler(q->fd, NULL, NULL, NULL);
@@ -1198,7 +1445,7 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
         }
         if (m == PAGE_OFFLINE__MAX) {
             error_setg(errp, "virtio-zc: x-offline-method must be auto, "
-                       "uffd-move, uffd-wp or copy");
+                       "uffd-move, uffd-splice, uffd-wp or copy");
             return;
         }
         s->offline_method = m;
@@ -1264,6 +1511,7 @@ static void virtio_zc_unrealize(DeviceState *dev)
     VirtIOZC *s = VIRTIO_ZC(dev);
     unsigned int i;
 
+    virtio_zc_offline_batch(s, NULL, false);
     for (i = 0; i < s->num_queues; i++) {
         virtio_zc_reclaim_all(&s->queues[i], true);
     }
@@ -1312,6 +1560,9 @@ static void virtio_zc_instance_init(Object *obj)
           "Offline attempts that failed; the destination is given up" },
         { "offlined-bytes", offsetof(VirtIOZC, stat_offlined_bytes),
           "Data bytes whose pages were offlined" },
+        { "reshared-bytes", offsetof(VirtIOZC, stat_reshared_bytes),
+          "Data bytes of shared guest RAM (memfd, share=on) that an offline "
+          "had mapped privately and that are mapped shared again" },
         { "in-flight", offsetof(VirtIOZC, stat_inflight),
           "Requests the device holds now" },
     };
@@ -1425,8 +1676,8 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
         { "zerocopy", "on/off: send with MSG_ZEROCOPY; off copies every "
           "request (status COPIED)" },
         { "x-offline-method", "Offline method tried first, for debugging: "
-          "auto, uffd-move, uffd-wp or copy (vCPUs paused); auto follows "
-          "if it fails" },
+          "auto, uffd-move, uffd-splice, uffd-wp or copy (vCPUs paused); "
+          "auto follows if it fails" },
     };
     DeviceClass *dc = DEVICE_CLASS(klass);
     VirtioDeviceClass *vdc = VIRTIO_DEVICE_CLASS(klass);

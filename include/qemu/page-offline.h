@@ -19,10 +19,22 @@
  * when the last such reference goes away.
  *
  * The range must be private anonymous memory with the host page size
- * (no hugetlbfs, no file or shared mapping).
+ * (no hugetlbfs, no file or shared mapping). It may be backed by
+ * transparent huge pages.
+ *
+ * All methods but PAGE_OFFLINE_COPY stay correct while other threads
+ * (running vCPUs) read and write the range. They share one userfaultfd
+ * and its scratch areas, created at the first offline and kept for the
+ * life of the process; guest memory is registered with it only for the
+ * duration of one call.
  */
 typedef enum PageOfflineMethod {
-    /* UFFD_MOVE, then UFFD_WP for whatever UFFD_MOVE refused (EBUSY) */
+    /*
+     * Per 2 MiB region: a transparent huge page that the ranges cover at
+     * least half of is moved out whole (UFFDIO_MOVE of one huge page) and
+     * copied back into small pages (UFFDIO_COPY); the other pages go by
+     * UFFD_SPLICE.
+     */
     PAGE_OFFLINE_AUTO,
     /* UFFDIO_MOVE of the old pages to a scratch area, UFFDIO_COPY back */
     PAGE_OFFLINE_UFFD_MOVE,
@@ -33,6 +45,12 @@ typedef enum PageOfflineMethod {
      * correct while nothing else accesses the range (vCPUs paused).
      */
     PAGE_OFFLINE_COPY,
+    /*
+     * vmsplice() the old pages into a pipe (a reference of our own),
+     * MADV_DONTNEED, read them back from the pipe, UFFDIO_COPY. Works on
+     * referenced transparent huge pages, and without UFFDIO_MOVE.
+     */
+    PAGE_OFFLINE_UFFD_SPLICE,
     PAGE_OFFLINE__MAX,
 } PageOfflineMethod;
 
@@ -45,7 +63,7 @@ bool page_offline_available(PageOfflineMethod method);
 /*
  * page_offline_range: offline the pages under [@host, @host + @len).
  * @used, if not NULL, receives the method that completed the offline
- * (UFFD_WP if AUTO had to fall back for part of the range).
+ * (for AUTO: UFFD_SPLICE if any part was spliced, else UFFD_MOVE).
  *
  * Returns 0, or a negative errno: -EBUSY if another userfaultfd has
  * registered the range (postcopy, background snapshot), -ENOSYS if
@@ -55,6 +73,36 @@ bool page_offline_available(PageOfflineMethod method);
  */
 int page_offline_range(void *host, size_t len, PageOfflineMethod method,
                        PageOfflineMethod *used);
+
+/*
+ * page_offline_ranges: offline the pages under each of the @n ranges of
+ * @iov in one pass, as page_offline_range() would one by one. Ranges may
+ * overlap and come in any order; pages shared by several are offlined
+ * once, and a huge page that the ranges cover together is replaced whole.
+ *
+ * @window, if not NULL, is a host range that contains every range and
+ * consists of whole mappings that may be registered with a userfaultfd
+ * for the duration of the call (a RAMBlock): registering it whole splits
+ * no mapping and no huge page. Threads that fault on a page of the
+ * window that is not populated wait until the call returns. Without a
+ * window, the pages of the ranges themselves are registered.
+ */
+int page_offline_ranges(const struct iovec *iov, unsigned int n,
+                        void *window, size_t window_len,
+                        PageOfflineMethod method, PageOfflineMethod *used);
+
+/* What the engine did since the process started (tests, benchmarks) */
+typedef struct PageOfflineStats {
+    uint64_t calls;             /* page_offline_range[s]() that succeeded */
+    uint64_t uffd_opened;       /* userfaultfds created (normally 1) */
+    uint64_t huge_replaced;     /* 2 MiB regions moved out and in whole */
+    uint64_t bytes_moved;       /* moved out, copied back (UFFD_MOVE) */
+    uint64_t bytes_spliced;     /* by UFFD_SPLICE */
+    uint64_t bytes_wp;          /* by UFFD_WP */
+    uint64_t bytes_copied;      /* by COPY */
+} PageOfflineStats;
+
+void page_offline_get_stats(PageOfflineStats *stats);
 
 const char *page_offline_method_name(PageOfflineMethod method);
 

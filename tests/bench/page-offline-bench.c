@@ -1,31 +1,63 @@
 /*
  * Reclaim latency of the page offline engine
  *
- * For each method, offline 64 KiB buffers whose pages a pipe still
- * references (vmsplice(), as a stalled MSG_ZEROCOPY send does), and
- * print the median and 90th percentile time per buffer next to a
- * baseline measured in the same run: a plain memcpy() of the same
- * buffer, the cost a copying transmit path pays per buffer. Timings are
- * printed, never checked; the contents are checked.
+ * Offline 64 KiB buffers whose pages a pipe still references
+ * (vmsplice(), as a stalled MSG_ZEROCOPY send does), and print the
+ * median and 90th percentile time per buffer of each method next to two
+ * baselines measured in the same run, with the rounds of all cases
+ * interleaved:
  *
- * Usage: page-offline-bench [-n BUFFERS] [-s BUFFER-SIZE]
+ * - memcpy: a plain memcpy() of the buffer, what a copying transmit
+ *   path pays per buffer;
+ * - floor: UFFDIO_MOVE of the buffer's pages to a scratch area and
+ *   UFFDIO_COPY back, with a userfaultfd, registrations and scratch area
+ *   set up beforehand: the least a race-free offline of 4 KiB pages does.
+ *
+ * One by one: each buffer is offlined alone (a timeout). Batch: all the
+ * buffers of a round at once (a reset). Both with the area as the window
+ * that the engine registers, as QEMU does with a RAMBlock.
+ * The buffers lie back to back from a 2 MiB-aligned address, on 4 KiB
+ * pages or on transparent huge pages; each line says what smaps found.
+ * Timings are printed, never checked; the contents are checked.
+ *
+ * Usage: page-offline-bench [-n BUFFERS] [-s BUFFER-SIZE] [-r ROUNDS]
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include "qemu/madvise.h"
 #include "qemu/page-offline.h"
 #include "qemu/timer.h"
+#include "qemu/userfaultfd.h"
+
+#define HUGE    (2 * 1024 * 1024)
+
+typedef enum Kind {
+    K_MEMCPY,           /* baseline */
+    K_FLOOR,            /* baseline */
+    K_ONE,              /* page_offline_range() per buffer */
+    K_BATCH,            /* page_offline_ranges() of all buffers */
+} Kind;
 
 typedef struct Case {
     const char *name;
-    PageOfflineMethod method;   /* PAGE_OFFLINE__MAX: memcpy baseline */
+    Kind kind;
+    PageOfflineMethod method;
     bool thp;
+    /* results */
+    bool unavailable;
+    GArray *ns;         /* per buffer, every round */
+    long huge_kb;       /* least AnonHugePages seen under the buffers */
 } Case;
+
+/* The prepared userfaultfd of the floor */
+static int floor_uffd = -1;
+static uint8_t *floor_scratch;
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -43,87 +75,197 @@ static void fill(uint8_t *p, size_t len, unsigned seed)
     }
 }
 
-/* Returns false if the method cannot run here */
-static bool run_case(const Case *c, unsigned n, size_t size, int64_t *ns)
+/* AnonHugePages, in KiB, of the mapping that contains @p */
+static long anon_huge_kb(void *p)
+{
+    g_autofree char *smaps = NULL;
+    g_auto(GStrv) lines = NULL;
+    uintptr_t lo, hi;
+    bool in = false;
+    int i;
+
+    if (!g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL)) {
+        return -1;
+    }
+    lines = g_strsplit(smaps, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (sscanf(lines[i], "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2) {
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        } else if (in && g_str_has_prefix(lines[i], "AnonHugePages:")) {
+            return atol(lines[i] + strlen("AnonHugePages:"));
+        }
+    }
+    return -1;
+}
+
+static bool floor_setup(size_t size)
+{
+    uint64_t features = 0;
+
+    if (uffd_query_features(&features) || !(features & UFFD_FEATURE_MOVE)) {
+        return false;
+    }
+    floor_uffd = uffd_create_fd(UFFD_FEATURE_MOVE, true);
+    if (floor_uffd < 0) {
+        return false;
+    }
+    floor_scratch = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_assert(floor_scratch != MAP_FAILED);
+    qemu_madvise(floor_scratch, size, QEMU_MADV_NOHUGEPAGE);
+    g_assert(!uffd_register_memory(floor_uffd, floor_scratch, size,
+                                   UFFDIO_REGISTER_MODE_MISSING, NULL));
+    return true;
+}
+
+/* UFFDIO_MOVE out, UFFDIO_COPY back: @buf is registered already */
+static void floor_offline(uint8_t *buf, size_t size)
+{
+    struct uffdio_move mv = {
+        .dst = (uintptr_t)floor_scratch,
+        .src = (uintptr_t)buf,
+        .len = size,
+        .mode = UFFDIO_MOVE_MODE_DONTWAKE,
+    };
+    struct uffdio_copy cp = {
+        .dst = (uintptr_t)buf,
+        .src = (uintptr_t)floor_scratch,
+        .len = size,
+    };
+
+    g_assert(ioctl(floor_uffd, UFFDIO_MOVE, &mv) == 0);
+    g_assert(ioctl(floor_uffd, UFFDIO_COPY, &cp) == 0);
+    g_assert(madvise(floor_scratch, size, MADV_DONTNEED) == 0);
+}
+
+/* One round of @c over @n buffers; false if the method cannot run here */
+static bool run_round(Case *c, unsigned n, size_t size)
 {
     size_t total = (size_t)n * size;
-    g_autofree uint8_t *want = g_malloc(size);
+    g_autofree uint8_t *want = g_malloc(total);
     g_autofree uint8_t *got = g_malloc(size);
     g_autofree uint8_t *dst = g_malloc(size);
-    uint8_t *area;
+    g_autofree int *fds = g_new(int, 2 * n);
+    g_autofree struct iovec *iov = g_new(struct iovec, n);
+    uint8_t *raw, *area;
+    long huge;
+    int64_t t0, ns;
     unsigned i;
 
-    if (c->method != PAGE_OFFLINE__MAX &&
+    if ((c->kind == K_ONE || c->kind == K_BATCH) &&
         !page_offline_available(c->method)) {
         return false;
     }
-    area = mmap(NULL, total, PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    g_assert(area != MAP_FAILED);
-    qemu_madvise(area, total, c->thp ? QEMU_MADV_HUGEPAGE :
-                                       QEMU_MADV_NOHUGEPAGE);
-    for (i = 0; i < n; i++) {
-        fill(area + (size_t)i * size, size, i);
+    if (c->kind == K_FLOOR && floor_uffd < 0) {
+        return false;
+    }
+    raw = mmap(NULL, total + HUGE, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_assert(raw != MAP_FAILED);
+    area = (uint8_t *)ROUND_UP((uintptr_t)raw, HUGE);
+    qemu_madvise(raw, total + HUGE, c->thp ? QEMU_MADV_HUGEPAGE :
+                                             QEMU_MADV_NOHUGEPAGE);
+    fill(area, total, c->ns->len);
+    memcpy(want, area, total);
+    huge = anon_huge_kb(area);
+    c->huge_kb = MIN(c->huge_kb, huge);
+    if (c->kind == K_FLOOR) {
+        g_assert(!uffd_register_memory(floor_uffd, area, total,
+                                       UFFDIO_REGISTER_MODE_MISSING, NULL));
     }
 
+    /* Every buffer referenced at once, as by stalled sends */
     for (i = 0; i < n; i++) {
-        uint8_t *buf = area + (size_t)i * size;
-        struct iovec iov = { .iov_base = buf, .iov_len = size };
-        int fds[2];
-        int64_t t0;
+        iov[i].iov_base = area + (size_t)i * size;
+        iov[i].iov_len = size;
+        g_assert(pipe(fds + 2 * i) == 0);
+        g_assert(fcntl(fds[2 * i + 1], F_SETPIPE_SZ, (int)size) >= (int)size);
+        g_assert(vmsplice(fds[2 * i + 1], &iov[i], 1, 0) == (ssize_t)size);
+    }
+
+    if (c->kind == K_BATCH) {
+        t0 = get_clock();
+        g_assert_cmpint(page_offline_ranges(iov, n, raw, total + HUGE,
+                                            c->method, NULL), ==, 0);
+        ns = (get_clock() - t0) / n;
+        for (i = 0; i < n; i++) {
+            g_array_append_val(c->ns, ns);
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            t0 = get_clock();
+            switch (c->kind) {
+            case K_MEMCPY:
+                memcpy(dst, iov[i].iov_base, size);
+                break;
+            case K_FLOOR:
+                floor_offline(iov[i].iov_base, size);
+                break;
+            default:
+                /* The area is the window, as a RAMBlock is for QEMU */
+                g_assert_cmpint(page_offline_ranges(&iov[i], 1, raw,
+                                                    total + HUGE, c->method,
+                                                    NULL), ==, 0);
+            }
+            ns = get_clock() - t0;
+            g_array_append_val(c->ns, ns);
+        }
+    }
+    if (c->kind == K_FLOOR) {
+        g_assert(!uffd_unregister_memory(floor_uffd, area, total));
+    }
+
+    /* The guest side rewrites; each pipe must keep the old bytes */
+    g_assert(memcmp(want, area, total) == 0);
+    memset(area, 0xa5, total);
+    for (i = 0; i < n; i++) {
         size_t off;
 
-        /* A pipe big enough to hold a reference to every page */
-        g_assert(pipe(fds) == 0);
-        g_assert(fcntl(fds[1], F_SETPIPE_SZ, (int)size) >= (int)size);
-        g_assert(vmsplice(fds[1], &iov, 1, 0) == (ssize_t)size);
-        memcpy(want, buf, size);
-
-        t0 = get_clock();
-        if (c->method == PAGE_OFFLINE__MAX) {
-            memcpy(dst, buf, size);
-        } else {
-            g_assert_cmpint(page_offline_range(buf, size, c->method, NULL),
-                            ==, 0);
-        }
-        ns[i] = get_clock() - t0;
-
-        /* The guest side rewrites; the pipe must keep the old bytes */
-        memset(buf, 0xa5, size);
         for (off = 0; off < size; ) {
-            ssize_t r = read(fds[0], got + off, size - off);
+            ssize_t r = read(fds[2 * i], got + off, size - off);
 
             g_assert(r > 0);
             off += r;
         }
-        if (c->method != PAGE_OFFLINE__MAX) {
-            g_assert(memcmp(want, got, size) == 0);
+        if (c->kind != K_MEMCPY) {
+            g_assert(memcmp(want + (size_t)i * size, got, size) == 0);
         }
-        close(fds[0]);
-        close(fds[1]);
+        close(fds[2 * i]);
+        close(fds[2 * i + 1]);
     }
-    munmap(area, total);
-    qsort(ns, n, sizeof(*ns), cmp_i64);
+    munmap(raw, total + HUGE);
     return true;
+}
+
+static double median_us(Case *c)
+{
+    g_array_sort(c->ns, cmp_i64);
+    return g_array_index(c->ns, int64_t, c->ns->len / 2) / 1000.0;
 }
 
 int main(int argc, char **argv)
 {
-    static const Case cases[] = {
-        { "memcpy (baseline)", PAGE_OFFLINE__MAX, false },
-        { "uffd-move", PAGE_OFFLINE_UFFD_MOVE, false },
-        { "uffd-wp", PAGE_OFFLINE_UFFD_WP, false },
-        { "auto", PAGE_OFFLINE_AUTO, false },
-        { "auto, THP memory", PAGE_OFFLINE_AUTO, true },
-        { "copy (unsafe)", PAGE_OFFLINE_COPY, false },
+    static Case cases[] = {
+        { "memcpy (baseline)", K_MEMCPY, 0, false },
+        { "floor (baseline)", K_FLOOR, 0, false },
+        { "auto", K_ONE, PAGE_OFFLINE_AUTO, false },
+        { "auto", K_ONE, PAGE_OFFLINE_AUTO, true },
+        { "uffd-move", K_ONE, PAGE_OFFLINE_UFFD_MOVE, false },
+        { "uffd-splice", K_ONE, PAGE_OFFLINE_UFFD_SPLICE, false },
+        { "uffd-splice", K_ONE, PAGE_OFFLINE_UFFD_SPLICE, true },
+        { "uffd-wp", K_ONE, PAGE_OFFLINE_UFFD_WP, false },
+        { "copy (unsafe)", K_ONE, PAGE_OFFLINE_COPY, false },
+        { "auto, all at once", K_BATCH, PAGE_OFFLINE_AUTO, false },
+        { "auto, all at once", K_BATCH, PAGE_OFFLINE_AUTO, true },
     };
-    unsigned n = 64;
+    g_autofree char *load = NULL;
+    unsigned n = 64, rounds = 5, r;
     size_t size = 64 * 1024;
-    double base = 1;
+    double memcpy_us = 1, floor_us = 0;
     int opt;
     unsigned i;
 
-    while ((opt = getopt(argc, argv, "n:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:r:")) != -1) {
         switch (opt) {
         case 'n':
             n = MAX(atoi(optarg), 1);
@@ -132,31 +274,63 @@ int main(int argc, char **argv)
             size = QEMU_ALIGN_UP(MAX(atol(optarg), 1),
                                  qemu_real_host_page_size());
             break;
+        case 'r':
+            rounds = MAX(atoi(optarg), 1);
+            break;
         default:
-            fprintf(stderr, "usage: %s [-n BUFFERS] [-s BUFFER-SIZE]\n",
-                    argv[0]);
+            fprintf(stderr, "usage: %s [-n BUFFERS] [-s BUFFER-SIZE]"
+                    " [-r ROUNDS]\n", argv[0]);
             return 1;
         }
     }
-
-    printf("page offline reclaim latency: %u buffers of %zu KiB, each still"
-           " referenced by a pipe\n", n, size / 1024);
-    printf("%-20s %12s %12s %14s\n", "method", "median us", "p90 us",
-           "x baseline");
+    if (g_file_get_contents("/proc/loadavg", &load, NULL, NULL)) {
+        *strchrnul(load, ' ') = 0;
+    }
+    floor_setup((size_t)n * size);
     for (i = 0; i < ARRAY_SIZE(cases); i++) {
-        g_autofree int64_t *ns = g_new0(int64_t, n);
+        cases[i].ns = g_array_new(false, false, sizeof(int64_t));
+        cases[i].huge_kb = LONG_MAX;
+    }
+    for (r = 0; r < rounds; r++) {
+        for (i = 0; i < ARRAY_SIZE(cases); i++) {
+            if (!cases[i].unavailable) {
+                cases[i].unavailable = !run_round(&cases[i], n, size);
+            }
+        }
+    }
+
+    printf("page offline reclaim latency: %u buffers of %zu KiB, back to"
+           " back, each still\nreferenced by a pipe; %u rounds interleaved;"
+           " load average (1 min) %s\n", n, size / 1024, rounds,
+           load ? load : "?");
+    printf("%-20s %-24s %10s %10s %10s %10s\n", "method", "memory (smaps)",
+           "median us", "p90 us", "x memcpy", "x floor");
+    for (i = 0; i < ARRAY_SIZE(cases); i++) {
+        Case *c = &cases[i];
+        g_autofree char *mem = NULL;
+        char vs_floor[16] = "-";
         double med;
 
-        if (!run_case(&cases[i], n, size, ns)) {
-            printf("%-20s %12s\n", cases[i].name, "unavailable");
+        if (c->unavailable) {
+            printf("%-20s %-24s %10s\n", c->name, c->thp ? "THP" : "4 KiB",
+                   "unavailable");
             continue;
         }
-        med = ns[n / 2] / 1000.0;
-        if (i == 0) {
-            base = MAX(med, 0.001);
+        mem = g_strdup_printf("%s (%ld/%zu KiB huge)",
+                              c->thp ? "THP" : "4 KiB",
+                              MAX(c->huge_kb, -1), (size_t)n * size / 1024);
+        med = median_us(c);
+        if (c->kind == K_MEMCPY) {
+            memcpy_us = MAX(med, 0.001);
+        } else if (c->kind == K_FLOOR) {
+            floor_us = med;
         }
-        printf("%-20s %12.1f %12.1f %14.1f\n", cases[i].name, med,
-               ns[n * 9 / 10] / 1000.0, med / base);
+        if (floor_us) {
+            snprintf(vs_floor, sizeof(vs_floor), "%.2f", med / floor_us);
+        }
+        printf("%-20s %-24s %10.1f %10.1f %10.1f %10s\n", c->name, mem, med,
+               g_array_index(c->ns, int64_t, c->ns->len * 9 / 10) / 1000.0,
+               med / memcpy_us, vs_floor);
     }
     return 0;
 }

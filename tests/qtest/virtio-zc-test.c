@@ -621,8 +621,8 @@ static void test_property_descriptions(void)
             own++;
         }
         qobject_unref(rsp);
-        /* 11 properties, and the device's 13 counters */
-        g_assert_cmpint(own, ==, i ? 11 : 24);
+        /* 11 properties, and the device's 14 counters */
+        g_assert_cmpint(own, ==, i ? 11 : 25);
     }
     qtest_quit(qts);
 }
@@ -769,31 +769,254 @@ static void test_copy_fallback(void)
     zc_stop(&t);
 }
 
+static bool have_userfaultfd(void);
+
+/* Guest RAM of a reclaim test, and what the test can see of it */
+typedef struct RamCase {
+    const char *name;
+    const char *machine;    /* %s: the file of memory-backend-file */
+    bool shared;            /* offlined by a private remap */
+    bool file;              /* the test maps the file too, as a peer */
+} RamCase;
+
+static const RamCase ram_cases[] = {
+    /* QEMU madvises guest RAM MADV_HUGEPAGE: 2 MiB-aligned data is THP */
+    { "thp", "-machine pc -m 256M", false, false },
+    { "memfd", "-object memory-backend-memfd,id=mem,size=256M,share=on "
+      "-machine pc,memory-backend=mem -m 256M", true, false },
+    { "shared", "-object memory-backend-ram,id=mem,size=256M,share=on "
+      "-machine pc,memory-backend=mem -m 256M", true, false },
+    { "file", "-object memory-backend-file,id=mem,size=256M,share=on,"
+      "mem-path=%s -machine pc,memory-backend=mem -m 256M", true, true },
+};
+
 /*
- * Shared (memfd) guest RAM is not offlined (another mapper of the file
- * would see the guest's later writes, or lose them): the device uses the
- * copy path from the start, and says so.
+ * Stalled requests on each kind of guest RAM are reclaimed (RECLAIMED,
+ * never COPIED), each exactly once: the guest keeps its bytes and may
+ * rewrite them at once, and the receiver drains only the original
+ * bytes. Shared RAM is offlined by mapping it privately: until the
+ * receiver has released the old pages, a request over them is copied,
+ * and another mapper of the file (a vhost-user back end) sees the bytes
+ * of the reclaim; once they are released, the guest's bytes reach the
+ * file, the pages are shared again and go with zero copy again.
  */
-static void test_memfd_copies(void)
+static void test_reclaim_ram(const void *opaque)
 {
-    g_autofree uint8_t *want = NULL;
-    g_autofree uint8_t *got = NULL;
-    uint64_t hdr, data;
+    enum { N = 4, LEN = 64 * 1024 };
+    const RamCase *rc = opaque;
+    const char *machine = zc_machine;
+    g_autofree char *path = NULL;
+    g_autofree char *mach = NULL;
+    g_autofree uint8_t *want = g_malloc((size_t)N * LEN);
+    g_autofree uint8_t *mark = g_malloc(LEN);
+    g_autofree bool *seen = g_new0(bool, N);
+    uint8_t *peer = NULL;
+    uint64_t region, data[N], st[N], head[N], s2;
+    uint32_t used, h;
+    int i, j, fd = -1;
     ZC t;
 
-    zc_machine = "-object memory-backend-memfd,id=mem,size=256M,share=on "
-                 "-machine pc,memory-backend=mem -m 256M";
-    zc_start(&t, true, 0, false, "%s", "");
-    zc_machine = "-machine pc -m 256M";
-    hdr = zc_hdr(&t, 0, 0, 3);
-    data = zc_data(&t, 8192, 3);
-    want = guest_bytes(&t, data, 8192);
-    g_assert_cmpuint(zc_simple(&t, hdr, data, 8192), ==,
-                     VIRTIO_ZC_S_COPIED);
-    got = recv_msg(&t, 0, 3, 8192);
-    g_assert(memcmp(want, got, 8192) == 0);
-    g_assert_cmpuint(zc_counter(&t, "copied"), ==, 1);
+    if (!have_userfaultfd() && !rc->shared) {
+        g_test_skip("no userfaultfd for kernel faults");
+        return;
+    }
+    if (rc->file) {
+        path = g_strdup("/dev/shm/qemu-zc-test-XXXXXX");
+        fd = g_mkstemp(path);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(ftruncate(fd, 256 << 20), ==, 0);
+        peer = mmap(NULL, 256 << 20, PROT_READ, MAP_SHARED, fd, 0);
+        g_assert(peer != MAP_FAILED);
+        mach = g_strdup_printf(rc->machine, path);
+    } else {
+        mach = g_strdup(rc->machine);
+    }
+    zc_machine = mach;
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
+             STALL_SNDBUF);
+    zc_machine = machine;
+
+    region = ROUND_UP(guest_alloc(&t.alloc, N * LEN + (2 << 20)), 2 << 20);
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *buf = g_malloc(LEN);
+        uint64_t hdr = zc_hdr(&t, 0, 0, 100 + i);
+
+        data[i] = region + (uint64_t)i * LEN;
+        for (j = 0; j < LEN; j++) {
+            buf[j] = i * 31 + j * 3 + (j >> 10);
+        }
+        qtest_bufwrite(t.qts, data[i], buf, LEN);
+        memcpy(want + (size_t)i * LEN, buf, LEN);
+        st[i] = zc_status_buf(&t);
+        head[i] = zc_post(&t, (Desc[]) { { hdr, 16, false },
+                                         { data[i], LEN, false },
+                                         { st[i], 1, true } }, 3);
+    }
+    zc_wait_counter(&t, "sent", N);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, N);
+
+    /* The timeouts reclaim every request, each once */
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    for (i = 0; i < N; i++) {
+        h = zc_wait_used(&t, &used);
+        g_assert_cmpuint(used, ==, 1);
+        for (j = 0; j < N && head[j] != h; j++) {
+            /* find the slot */
+        }
+        g_assert_cmpint(j, <, N);
+        g_assert_false(seen[j]);
+        seen[j] = true;
+        g_assert_cmpuint(qtest_readb(t.qts, st[j]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+    }
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, N);
+    g_assert_cmpuint(zc_counter(&t, "copied"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "offline-failed"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "offlined-bytes"), ==, N * LEN);
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *now = g_malloc(LEN);
+
+        qtest_bufread(t.qts, data[i], now, LEN);
+        g_assert(memcmp(now, want + (size_t)i * LEN, LEN) == 0);
+    }
+
+    /* The guest reuses its buffers at once */
+    memset(mark, 0x5a, LEN);
+    for (i = 0; i < N; i++) {
+        qtest_bufwrite(t.qts, data[i], mark, LEN);
+    }
+    if (peer) {
+        /* Private now: the file has the bytes of the reclaim */
+        g_assert(memcmp(peer + region, want, (size_t)N * LEN) == 0);
+    }
+    /*
+     * A request over pages that are still private is copied (shared
+     * RAM); on private RAM it goes with zero copy
+     */
+    qvirtqueue_reset_pool(t.vq);
+    s2 = zc_post_req(&t, t.vq, 200, data[0], LEN);
+    if (rc->shared) {
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, s2), ==, VIRTIO_ZC_S_COPIED);
+    }
+
+    /* The receiver drains: the original bytes, then the new message */
+    for (i = 0; i < N; i++) {
+        g_autofree uint8_t *got = recv_msg(&t, i, 100 + i, LEN);
+
+        g_assert(memcmp(want + (size_t)i * LEN, got, LEN) == 0);
+    }
+    g_free(recv_msg(&t, N, 200, LEN));
+    if (!rc->shared) {
+        zc_wait_used(&t, &used);
+        g_assert_cmpuint(qtest_readb(t.qts, s2), ==, VIRTIO_ZC_S_OK);
+        g_assert_cmpuint(zc_counter(&t, "reshared-bytes"), ==, 0);
+        goto out;
+    }
+
+    /* Released: the pages are shared again, with the guest's bytes */
+    zc_wait_counter(&t, "reshared-bytes", N * LEN);
+    if (peer) {
+        for (i = 0; i < N; i++) {
+            g_assert(memcmp(peer + data[i], mark, LEN) == 0);
+        }
+    }
+    s2 = zc_post_req(&t, t.vq, 201, data[1], LEN);
+    g_free(recv_msg(&t, N + 1, 201, LEN));
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(qtest_readb(t.qts, s2), ==, VIRTIO_ZC_S_OK);
+    if (peer) {
+        /* Shared again: the guest's next write reaches the file */
+        qtest_writeb(t.qts, data[2] + 5, 0x77);
+        g_assert_cmpuint(peer[data[2] + 5], ==, 0x77);
+    }
+
+out:
     zc_stop(&t);
+    if (peer) {
+        munmap(peer, 256 << 20);
+        close(fd);
+        unlink(path);
+    }
+}
+
+/*
+ * Two reclaimed requests on shared RAM share a page. The receiver takes
+ * the first message: its sends are released, but the page must stay
+ * private, its old page in the file, while the second request's sends
+ * still hold it; else the guest's later writes to the second buffer
+ * would reach the receiver. Once both are released, the pages are shared
+ * again with the guest's bytes.
+ */
+static void test_reclaim_shared_page(void)
+{
+    enum { LEN = 64 * 1024 };
+    const char *machine = zc_machine;
+    g_autofree char *path = g_strdup("/dev/shm/qemu-zc-test-XXXXXX");
+    g_autofree char *mach = NULL;
+    g_autofree uint8_t *want = g_malloc(2 * LEN);
+    g_autofree uint8_t *got = NULL;
+    uint64_t region, data[2], st[2];
+    uint8_t *peer;
+    uint32_t used;
+    int i, j, fd;
+    ZC t;
+
+    fd = g_mkstemp(path);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 256 << 20), ==, 0);
+    peer = mmap(NULL, 256 << 20, PROT_READ, MAP_SHARED, fd, 0);
+    g_assert(peer != MAP_FAILED);
+    mach = g_strdup_printf(ram_cases[3].machine, path);
+    zc_machine = mach;
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
+             STALL_SNDBUF);
+    zc_machine = machine;
+
+    /* Back to back, not page-aligned: the buffers share a page */
+    region = ROUND_UP(guest_alloc(&t.alloc, 2 * LEN + 8192), 4096) + 100;
+    for (i = 0; i < 2; i++) {
+        data[i] = region + i * LEN;
+        for (j = 0; j < LEN; j++) {
+            want[i * LEN + j] = i * 77 + j * 5 + (j >> 11);
+        }
+        qtest_bufwrite(t.qts, data[i], want + i * LEN, LEN);
+        st[i] = zc_post_req(&t, t.vq, 300 + i, data[i], LEN);
+    }
+    zc_wait_counter(&t, "sent", 2);
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    for (i = 0; i < 2; i++) {
+        zc_wait_used(&t, &used);
+    }
+    for (i = 0; i < 2; i++) {
+        g_assert_cmpuint(qtest_readb(t.qts, st[i]), ==,
+                         VIRTIO_ZC_S_RECLAIMED);
+    }
+    /* The guest rewrites both buffers at once */
+    qtest_memset(t.qts, region, 0x5a, 2 * LEN);
+
+    /* The first message: its sends are released, the page stays private */
+    got = recv_msg(&t, 0, 300, LEN);
+    g_assert(memcmp(want, got, LEN) == 0);
+    g_usleep(100 * 1000);
+    g_assert_cmpuint(zc_counter(&t, "reshared-bytes"), ==, 0);
+    g_assert_cmpuint(peer[data[1]], ==, want[LEN]);
+
+    /* The second message still has only the original bytes */
+    g_free(got);
+    got = recv_msg(&t, 1, 301, LEN);
+    g_assert(memcmp(want + LEN, got, LEN) == 0);
+
+    /* Both released: shared again, with the guest's bytes */
+    zc_wait_counter(&t, "reshared-bytes", 2 * LEN);
+    for (i = 0; i < 2 * LEN; i += 4096) {
+        g_assert_cmpuint(peer[region + i], ==, 0x5a);
+    }
+    zc_stop(&t);
+    munmap(peer, 256 << 20);
+    close(fd);
+    unlink(path);
 }
 
 /*
@@ -2346,7 +2569,15 @@ int main(int argc, char **argv)
     qtest_add_func("/virtio-zc/send/before-driver-ok",
                    test_before_driver_ok);
     if (qtest_has_machine("pc")) {
-        qtest_add_func("/virtio-zc/send/memfd-copies", test_memfd_copies);
+        for (int k = 0; k < ARRAY_SIZE(ram_cases); k++) {
+            g_autofree char *path = g_strdup_printf("/virtio-zc/stall/"
+                                                    "reclaim-ram-%s",
+                                                    ram_cases[k].name);
+
+            qtest_add_data_func(path, &ram_cases[k], test_reclaim_ram);
+        }
+        qtest_add_func("/virtio-zc/stall/reclaim-shared-page",
+                       test_reclaim_shared_page);
     }
     /*
      * auto: UFFDIO_MOVE, or the write-protect method where the kernel

@@ -431,6 +431,288 @@ static void test_concurrent_writer(const void *opaque)
     area_free(&a);
 }
 
+/* A 2 MiB-aligned area of @len bytes of transparent huge pages, or NULL */
+static char *thp_area(size_t len, char **raw)
+{
+    size_t huge = thp_size();
+    char *p;
+
+    if (!huge) {
+        return NULL;
+    }
+    *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_assert(*raw != MAP_FAILED);
+    p = (char *)ROUND_UP((uintptr_t)*raw, huge);
+    if (madvise(*raw, len + huge, MADV_HUGEPAGE)) {
+        munmap(*raw, len + huge);
+        return NULL;
+    }
+    fill(p, len, 9);
+    if (anon_huge_bytes(p) < len) {
+        /* The faults got small pages (memory fragmented): collapse them */
+        madvise(p, len, MADV_COLLAPSE);
+    }
+    if (anon_huge_bytes(p) < len) {
+        munmap(*raw, len + huge);
+        return NULL;
+    }
+    return p;
+}
+
+/*
+ * A batch over buffers that cover two transparent huge pages, every
+ * buffer referenced, as in a reset with stalled zero-copy sends: each
+ * huge page is replaced whole (not spliced page by page), the references
+ * keep the old bytes, the contents are the same.
+ */
+static void test_batch_thp(void)
+{
+    enum { NBUF = 64, BUF = 64 * 1024 };
+    size_t len = NBUF * BUF;
+    g_autofree char *ref = g_malloc(len);
+    g_autofree char *got = g_malloc(BUF);
+    struct iovec iov[NBUF];
+    PageOfflineStats before, after;
+    int fds[NBUF][2];
+    char *raw, *p;
+    int i;
+
+    if (!page_offline_available(PAGE_OFFLINE_UFFD_MOVE)) {
+        method_ok(PAGE_OFFLINE_UFFD_MOVE);
+        return;
+    }
+    p = thp_area(len, &raw);
+    if (!p) {
+        g_test_skip("no transparent huge pages for a 4 MiB area");
+        return;
+    }
+    memcpy(ref, p, len);
+    for (i = 0; i < NBUF; i++) {
+        iov[i].iov_base = p + i * BUF;
+        iov[i].iov_len = BUF;
+        g_assert(pipe(fds[i]) == 0);
+        g_assert(fcntl(fds[i][1], F_SETPIPE_SZ, BUF) >= BUF);
+        g_assert_cmpint(vmsplice(fds[i][1], &iov[i], 1, 0), ==, BUF);
+    }
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_ranges(iov, NBUF, raw, len + thp_size(),
+                                        PAGE_OFFLINE_AUTO, NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert_cmpuint(after.huge_replaced - before.huge_replaced, ==,
+                     len / thp_size());
+    g_assert_cmpuint(after.bytes_spliced, ==, before.bytes_spliced);
+    g_assert(memcmp(ref, p, len) == 0);
+    g_assert_false(uffd_registered(raw, len + thp_size()));
+    memset(p, 0x5a, len);
+    for (i = 0; i < NBUF; i++) {
+        size_t off = 0;
+
+        while (off < BUF) {
+            ssize_t n = read(fds[i][0], got + off, BUF - off);
+
+            g_assert_cmpint(n, >, 0);
+            off += n;
+        }
+        g_assert(memcmp(ref + i * BUF, got, BUF) == 0);
+        close(fds[i][0]);
+        close(fds[i][1]);
+    }
+    munmap(raw, len + thp_size());
+}
+
+/*
+ * Batches race a writer that keeps writing and reading back slots all
+ * over the area: overlapping, unaligned ranges, some covering a whole
+ * huge page, some a few pages; none of the writes is lost or zeroed,
+ * and the area, registered whole each time, stays one mapping.
+ */
+static void test_batch_concurrent_writer(const void *opaque)
+{
+    bool thp = GPOINTER_TO_INT(opaque);
+    size_t len = 4 * 1024 * 1024, psize = qemu_real_host_page_size();
+    struct iovec iov[5];
+    uint64_t *slots;
+    QemuThread th;
+    Racer r = { 0 };
+    char *raw = NULL;
+    Area a;
+    size_t s;
+    int i, vmas;
+
+    if (!method_ok(PAGE_OFFLINE_AUTO)) {
+        return;
+    }
+    if (thp) {
+        a.base = thp_area(len, &raw);
+        if (!a.base) {
+            g_test_skip("no transparent huge pages for a 4 MiB area");
+            return;
+        }
+        a.len = len;
+        a.psize = psize;
+    } else {
+        area_new(&a, len / psize);
+        raw = a.base;
+    }
+    r.a = &a;
+    r.nslots = a.len / 512;
+    r.last = g_new0(uint64_t, r.nslots);
+    slots = (uint64_t *)a.base;
+    vmas = count_vmas(a.base, a.len);
+    qemu_thread_create(&th, "racer", racer_fn, &r, QEMU_THREAD_JOINABLE);
+    for (i = 0; i < 200; i++) {
+        size_t off = (i * 37 % 61) * psize + i % 100;
+
+        iov[0] = (struct iovec) { a.base + off, 64 * 1024 + i };
+        iov[1] = (struct iovec) { a.base + off + 8192, 3 * psize };
+        iov[2] = (struct iovec) { a.base + (i % 2) * 2 * 1024 * 1024,
+                                  2 * 1024 * 1024 };
+        iov[3] = (struct iovec) { a.base + len - 5 * psize - i, 5 * psize };
+        iov[4] = (struct iovec) { a.base + 3 * 1024 * 1024 + i * 100, 1 };
+        g_assert_cmpint(page_offline_ranges(iov, ARRAY_SIZE(iov), raw,
+                                            len + (thp ? thp_size() : 0),
+                                            PAGE_OFFLINE_AUTO, NULL), ==, 0);
+    }
+    qatomic_set(&r.stop, true);
+    qemu_thread_join(&th);
+    g_assert_cmpuint(r.lost, ==, 0);
+    g_assert_cmpuint(r.writes, >, 0);
+    for (s = 0; s < r.nslots; s++) {
+        g_assert_cmpuint(slots[s * 64], ==, r.last[s]);
+    }
+    g_assert_cmpint(count_vmas(a.base, a.len), ==, vmas);
+    g_free(r.last);
+    if (thp) {
+        munmap(raw, len + thp_size());
+    } else {
+        area_free(&a);
+    }
+}
+
+/* A number from /proc/self/status, in KiB for sizes */
+static long proc_status(const char *key)
+{
+    g_autofree char *text = NULL;
+    char *p;
+
+    g_assert(g_file_get_contents("/proc/self/status", &text, NULL, NULL));
+    p = strstr(text, key);
+    g_assert_nonnull(p);
+    return atol(p + strlen(key));
+}
+
+static int count_entries(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    int n = 0;
+
+    g_assert_nonnull(d);
+    while (g_dir_read_name(d)) {
+        n++;
+    }
+    g_dir_close(d);
+    return n;
+}
+
+/*
+ * 10,000 reclaims in a row, alone and in batches, of referenced 64 KiB
+ * buffers on transparent huge pages (or small pages where there are
+ * none): the buffers' mapping stays one, the process keeps its open
+ * files and, within a few mappings and MiB, the mappings and resident
+ * memory it had after the first, and the engine keeps its one
+ * userfaultfd.
+ */
+static void test_many_bounded(void)
+{
+    enum { BUF = 64 * 1024, N = 10000 };
+    size_t len = 4 * 1024 * 1024;
+    g_autofree char *got = g_malloc(BUF);
+    g_autofree char *maps0 = NULL;
+    g_autofree char *maps1 = NULL;
+    PageOfflineStats st0, st1;
+    long rss0, rss1;
+    int vmas0, area_vmas, fds0, i, fds[2];
+    char *raw = NULL, *p;
+    Area a;
+
+    if (!method_ok(PAGE_OFFLINE_AUTO)) {
+        return;
+    }
+    p = thp_area(len, &raw);
+    if (!p) {
+        area_new(&a, len / qemu_real_host_page_size());
+        p = raw = a.base;
+        fill(p, len, 9);
+    }
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, BUF) >= BUF);
+    /* The engine sets itself up at the first offline */
+    g_assert_cmpint(page_offline_range(p, BUF, PAGE_OFFLINE_AUTO, NULL),
+                    ==, 0);
+    vmas0 = count_vmas((char *)0, UINTPTR_MAX);
+    area_vmas = count_vmas(raw, len);
+    g_assert(g_file_get_contents("/proc/self/maps", &maps0, NULL, NULL));
+    fds0 = count_entries("/proc/self/fd");
+    rss0 = proc_status("VmRSS:");
+    page_offline_get_stats(&st0);
+    for (i = 0; i < N; i++) {
+        char *b = p + (size_t)(i * 7919 % (len / BUF - 1)) * BUF + i % 4096;
+        struct iovec iov[3] = {
+            { b, BUF }, { p + (i % 61) * 4096, 4096 }, { b + 100, 200 },
+        };
+        size_t off;
+
+        /* Referenced, as by a stalled send */
+        g_assert_cmpint(vmsplice(fds[1], &(struct iovec) {
+                                     (char *)ROUND_DOWN((uintptr_t)b, 4096),
+                                     BUF }, 1, 0), ==, BUF);
+        if (i % 10) {
+            g_assert_cmpint(page_offline_range(b, BUF, PAGE_OFFLINE_AUTO,
+                                               NULL), ==, 0);
+        } else {
+            g_assert_cmpint(page_offline_ranges(iov, 3, raw, len +
+                                                (raw != p ? thp_size() : 0),
+                                                PAGE_OFFLINE_AUTO, NULL),
+                            ==, 0);
+        }
+        for (off = 0; off < BUF; ) {
+            ssize_t n = read(fds[0], got + off, BUF - off);
+
+            g_assert_cmpint(n, >, 0);
+            off += n;
+        }
+    }
+    page_offline_get_stats(&st1);
+    rss1 = proc_status("VmRSS:");
+    g_test_message("after %d reclaims: %d -> %d mappings, %d -> %d fds, "
+                   "VmRSS %ld -> %ld KiB", N, vmas0,
+                   count_vmas((char *)0, UINTPTR_MAX), fds0,
+                   count_entries("/proc/self/fd"), rss0, rss1);
+    if (count_vmas((char *)0, UINTPTR_MAX) != vmas0) {
+        g_assert(g_file_get_contents("/proc/self/maps", &maps1, NULL, NULL));
+        g_test_message("mappings before: %s", maps0);
+        g_test_message("mappings after: %s", maps1);
+    }
+    /*
+     * The buffers' mapping is never split. The process as a whole may
+     * gain a mapping or two from the C library, not one per reclaim.
+     */
+    g_assert_cmpint(count_vmas(raw, len), ==, area_vmas);
+    g_assert_cmpint(count_vmas((char *)0, UINTPTR_MAX), <=, vmas0 + 4);
+    g_assert_cmpint(count_entries("/proc/self/fd"), ==, fds0);
+    g_assert_cmpint(rss1, <=, rss0 + 8 * 1024);
+    g_assert_cmpuint(st1.calls - st0.calls, ==, N);
+    g_assert_cmpuint(st1.uffd_opened, ==, st0.uffd_opened);
+    close(fds[0]);
+    close(fds[1]);
+    if (raw != p) {
+        munmap(raw, len + thp_size());
+    } else {
+        area_free(&a);
+    }
+}
+
 static void test_args(void)
 {
     PageOfflineMethod used = PAGE_OFFLINE_COPY;
@@ -461,7 +743,7 @@ int main(int argc, char **argv)
 {
     static const PageOfflineMethod all[] = {
         PAGE_OFFLINE_AUTO, PAGE_OFFLINE_UFFD_MOVE, PAGE_OFFLINE_UFFD_WP,
-        PAGE_OFFLINE_COPY,
+        PAGE_OFFLINE_COPY, PAGE_OFFLINE_UFFD_SPLICE,
     };
     int i;
 
@@ -481,5 +763,12 @@ int main(int argc, char **argv)
             add("thp", test_thp, all[i]);
         }
     }
+    g_test_add_func("/page-offline/batch/thp", test_batch_thp);
+    g_test_add_data_func("/page-offline/batch/concurrent-writer",
+                         GINT_TO_POINTER(false),
+                         test_batch_concurrent_writer);
+    g_test_add_data_func("/page-offline/batch/concurrent-writer-thp",
+                         GINT_TO_POINTER(true), test_batch_concurrent_writer);
+    g_test_add_func("/page-offline/many-bounded", test_many_bounded);
     return g_test_run();
 }

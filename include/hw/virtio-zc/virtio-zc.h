@@ -19,6 +19,7 @@
 OBJECT_DECLARE_SIMPLE_TYPE(VirtIOZC, VIRTIO_ZC)
 
 typedef struct VirtIOZCReq VirtIOZCReq;
+typedef struct VirtIOZCReshare VirtIOZCReshare;
 
 /* One transmit queue with its own destination connection */
 typedef struct VirtIOZCQueue {
@@ -78,6 +79,9 @@ struct VirtIOZC {
     uint64_t stat_offline_refused;
     uint64_t stat_offline_failed;
     uint64_t stat_offlined_bytes;
+    uint64_t stat_reshared_bytes;
+    /* Shared RAM mapped privately by a reclaim, waiting for its release */
+    QLIST_HEAD(, VirtIOZCReshare) reshares;
     uint64_t stat_inflight;
 };
 
