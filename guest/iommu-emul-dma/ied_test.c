@@ -207,7 +207,7 @@ out:
 
 static void t_sg(struct edu_t *t)
 {
-	static const unsigned int off[3] = { 0, 0x100, 0xf00 };
+	static const unsigned int off[3] = { 0, 0x100, 0xe00 };
 	static const unsigned int len[3] = { 0x1000, 0x300, 0x200 };
 	struct page *pg[3] = { };
 	struct scatterlist sgl[3], *sg;
