@@ -239,7 +239,7 @@ vm() {
           -append "console=ttyS0 panic=-1 quiet $append"
           -drive "if=none,id=d0,file=$DISK,format=raw,cache=none"
           -device virtio-blk-pci,drive=d0,disable-legacy=on,iommu_platform=on,addr=0x4)
-    [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3${IOMMU_PROPS:-}" -device edu,addr=0x7)
+    [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3${IOMMU_PROPS:-}" -device "edu,addr=0x7$EDU_PROPS")
     if [ "$net" = 1 ]; then
         args+=(-netdev tap,id=n0,ifname=tapv,script=no,downscript=no
                -device virtio-net-pci,netdev=n0,disable-legacy=on,iommu_platform=on,addr=0x5,romfile=
@@ -283,6 +283,7 @@ vm() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+EDU_PROPS=
 if [ "$what" = bench ]; then
     DISK=$RUN/disk.img
     head -c 256M /dev/urandom >"$DISK"
@@ -326,6 +327,15 @@ if [ "$what" = bench ]; then
 fi
 
 # functional runs
+# In gpa and hpa modes the bus address is where the page is, which edu's
+# default 28-bit DMA cannot reach: give it 64 bits there.
+EDU_PROPS=
+EDU_ARG=
+case "${IOMMU_PROPS:-}" in
+*bus-addr=gpa*|*bus-addr=hpa*)
+    EDU_PROPS=,dma_mask=0xffffffffffffffff
+    EDU_ARG="ied_args=edu_mask_bits=64" ;;
+esac
 DISK=$RUN/disk.img
 head -c 32M /dev/urandom >"$DISK"
 BLOB=$RUN/blob
@@ -360,7 +370,7 @@ for r in "${runs[@]}"; do
     say "$r VM: q35 TCG, $KVER, -device iommu-emul${IOMMU_PROPS:-}, virtio-blk, virtio-net, e1000e, edu (timeout ${DEMO_TIMEOUT}s)"
     pass=0
     fail=0
-    if vm "$r" "$app blk_sha=$blk_sha head_sha=$head_sha net_sha=$(sha "$BLOB") http_port=$port net=$net" 1 "$net"; then
+    if vm "$r" "$app blk_sha=$blk_sha head_sha=$head_sha net_sha=$(sha "$BLOB") http_port=$port net=$net $EDU_ARG" 1 "$net"; then
         # the guest wrote its last MiB: check it on the host side too
         wrote=$(sed -n 's/^demo: wrote-last-mib //p' "$RUN/$r.log.txt")
         size=$(stat -c %s "$DISK")
