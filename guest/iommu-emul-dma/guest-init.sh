@@ -6,6 +6,7 @@
 #   demo      full | strict | bench
 #   blk_sha   SHA-256 of the whole disk /dev/vda
 #   head_sha  SHA-256 of all but its last MiB (which the guest overwrites)
+#   nvme_sha  SHA-256 of the NVMe disk /dev/nvme0n1
 #   net_sha   SHA-256 of the host's /blob
 #   http_port port of the host's HTTP server (10.0.2.2 / 10.0.3.2)
 #   ied_args  extra insmod arguments of iommu_emul_dma.ko ("none": do not load it)
@@ -43,7 +44,7 @@ load_drivers() {
 }
 
 unload_drivers() {
-    for m in virtio_net net_failover failover e1000e virtio_blk; do
+    for m in virtio_net net_failover failover e1000e virtio_blk nvme; do
         loaded "$m" && { rmmod "$m" || say "rmmod $m failed"; }
     done
 }
@@ -136,13 +137,22 @@ case "$demo" in
 bench)
     load_drivers
     wait_for /dev/vda 30 || fail "bench: no /dev/vda"
+    wait_for /dev/nvme0n1 30 || fail "bench: no /dev/nvme0n1"
+    # busybox dd prints no timing: /proc/uptime (10 ms ticks) around it
     r=0
     while [ $r -lt "${bench_runs:-3}" ]; do
         r=$((r + 1))
-        for bs in 64k 4k; do
-            dd if=/dev/vda of=/dev/null bs=$bs count=2048 iflag=direct 2>/tmp/dd.err &&
-                say "bench $bs $(tail -n1 /tmp/dd.err)" ||
-                say "bench $bs failed: $(cat /tmp/dd.err)"
+        for spec in vda:64k:2048 vda:4k:4096 nvme0n1:64k:2048; do
+            dev=${spec%%:*} bs=${spec#*:} cnt=${bs#*:} bs=${bs%:*}
+            name=$bs
+            [ "$dev" = vda ] || name=$dev-$bs
+            t0=$(cut -d' ' -f1 /proc/uptime)
+            if dd if=/dev/$dev of=/dev/null bs=$bs count=$cnt iflag=direct 2>/tmp/dd.err; then
+                t1=$(cut -d' ' -f1 /proc/uptime)
+                say "bench $name bytes $(( ${bs%k} * 1024 * cnt )) centiseconds $(( ${t1%.*}${t1#*.} - ${t0%.*}${t0#*.} ))"
+            else
+                say "bench $name failed: $(cat /tmp/dd.err)"
+            fi
         done
     done
     finish
@@ -162,6 +172,22 @@ ok virtio-blk-probe "no /dev/vda" wait_for /dev/vda 30
 ok virtio-blk-translated "00:04.0 not translated" attached 0000:00:04.0
 blk_read blk-read-64k 64k
 blk_read blk-read-4k 4k
+
+# nvme maps its requests with dma_map_sg: a 64 KiB O_DIRECT read of a
+# user buffer is a 16-entry sg list, one ring doorbell
+ok nvme-probe "no /dev/nvme0n1" wait_for /dev/nvme0n1 30
+ok nvme-translated "00:08.0 not translated" attached 0000:00:08.0
+m0=$(status | sed -n 's/^maps: //p') d0=$(status | sed -n 's/^doorbells: //p')
+s=$(dd if=/dev/nvme0n1 bs=64k iflag=direct 2>/tmp/dd.err | sha256sum | cut -d' ' -f1)
+m1=$(status | sed -n 's/^maps: //p') d1=$(status | sed -n 's/^doorbells: //p')
+[ "$s" = "$nvme_sha" ] && pass "nvme-read-64k" || fail "nvme-read-64k: sha256 $s ($(cat /tmp/dd.err))"
+if [ $((d1 - d0)) -gt 0 ] && [ $(( (m1 - m0) / (d1 - d0) )) -ge 4 ]; then
+    pass "nvme-sg-batched ($((m1 - m0)) MAPs in $((d1 - d0)) doorbells)"
+else
+    fail "nvme-sg-batched: $((m1 - m0)) MAPs in $((d1 - d0)) doorbells"
+fi
+s=$(dd if=/dev/nvme0n1 bs=4k iflag=direct 2>/tmp/dd.err | sha256sum | cut -d' ' -f1)
+[ "$s" = "$nvme_sha" ] && pass "nvme-read-4k" || fail "nvme-read-4k: sha256 $s ($(cat /tmp/dd.err))"
 
 # a write that goes through the IOMMU too: the last MiB, read back
 dd if=/dev/urandom of=/tmp/up bs=64k count=16 2>/dev/null

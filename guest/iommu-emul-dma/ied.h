@@ -182,7 +182,7 @@ struct ied {
 	struct timer_list flush_timer;
 	bool timer_armed;
 	/* counters */
-	unsigned long kicks, cmds, maps, unmaps, map_errors, syncs;
+	unsigned long kicks, head_reads, cmds, maps, unmaps, map_errors, syncs;
 	unsigned long flush_timer_n, flush_full_n, flush_explicit_n;
 	unsigned long ring_errors, lost_unmaps;
 

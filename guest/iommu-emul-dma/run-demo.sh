@@ -26,8 +26,9 @@
 #   run-demo.sh lazy|strict     one of them
 #   run-demo.sh bench [N]       throughput: N (default 3) VMs each of no
 #                               IOMMU, lazy and strict, interleaved; dd
-#                               O_DIRECT at 64 KiB and 4 KiB, 3 runs per VM;
-#                               prints the medians and the counters
+#                               O_DIRECT of 128 MiB at 64 KiB and 16 MiB at
+#                               4 KiB, 3 runs per VM; prints the medians,
+#                               iommu-emul's and the driver's counters
 #
 # Environment:
 #   QEMU          qemu-system-x86_64 (default build/qemu/build/qemu-system-x86_64)
@@ -36,6 +37,8 @@
 #                 points at; installed with its headers when missing, as root)
 #   DEMO_TIMEOUT  seconds one VM may run (default 600)
 #   IOMMU_PROPS   extra iommu-emul properties, e.g. ",bus-addr=gpa"
+#   BENCH_CONFIGS bench: the configurations (default "none lazy strict";
+#                 also lazy-readhead, strict-readhead: read_head=1)
 #   QEMU_ZC_STATE state root (default build/state of this repository);
 #                 builds, initramfs and run logs go to
 #                 $QEMU_ZC_STATE/iommu-emul-dma
@@ -48,6 +51,7 @@ NAME=iommu-emul-dma/run-demo
 
 say() { echo "$NAME: $*"; }
 die() { echo "$NAME: error: $*" >&2; exit 1; }
+trap 'echo "$NAME: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 what=${1:-all}
 case "$what" in
@@ -56,6 +60,7 @@ all|lazy|strict|bench) ;;
 *) echo "$NAME: unknown argument '$what' (all, lazy, strict, bench [N])" >&2; exit 2 ;;
 esac
 bench_vms=${2:-3}
+BENCH_CONFIGS=${BENCH_CONFIGS:-none lazy strict}
 
 QEMU=${QEMU:-$ROOT/build/qemu/build/qemu-system-x86_64}
 if [ -z "${QEMU_FIRMWARE:-}" ]; then
@@ -147,7 +152,7 @@ cp "$HERE/guest-init.sh" "$I/init"
 chmod +x "$I/init"
 : >"$I/lib/modules/order"
 # the kernel's own drivers, with what they need, in load order
-for top in virtio_pci virtio_blk virtio_net e1000e; do
+for top in virtio_pci virtio_blk virtio_net e1000e nvme; do
     deps=$(modprobe --show-depends -S "$KVER" "$top" 2>&1) ||
         die "kernel $KVER has no module $top: $deps"
     while read -r kind path _; do
@@ -238,7 +243,9 @@ vm() {
           -kernel "$VMLINUZ" -initrd "$INITRD"
           -append "console=ttyS0 panic=-1 quiet $append"
           -drive "if=none,id=d0,file=$DISK,format=raw,cache=none"
-          -device virtio-blk-pci,drive=d0,disable-legacy=on,iommu_platform=on,addr=0x4)
+          -device virtio-blk-pci,drive=d0,disable-legacy=on,iommu_platform=on,addr=0x4
+          -drive "if=none,id=d1,file=$NVME,format=raw,cache=none"
+          -device nvme,drive=d1,serial=iedtest,addr=0x8)
     [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3${IOMMU_PROPS:-}" -device "edu,addr=0x7$EDU_PROPS")
     if [ "$net" = 1 ]; then
         args+=(-netdev tap,id=n0,ifname=tapv,script=no,downscript=no
@@ -287,41 +294,49 @@ EDU_PROPS=
 if [ "$what" = bench ]; then
     DISK=$RUN/disk.img
     head -c 256M /dev/urandom >"$DISK"
+    NVME=$RUN/nvme.img
+    head -c 128M /dev/urandom >"$NVME"
     results=$RUN/bench.txt
     : >"$results"
     for i in $(seq "$bench_vms"); do
-        for cfg in none lazy strict; do
+        for cfg in $BENCH_CONFIGS; do
             case $cfg in
             none) app="demo=bench ied_args=none"; iommu=0 ;;
             lazy) app="demo=bench"; iommu=1 ;;
             strict) app="demo=bench iommu.strict=1"; iommu=1 ;;
+            lazy-readhead) app="demo=bench ied_args=read_head=1"; iommu=1 ;;
+            strict-readhead) app="demo=bench iommu.strict=1 ied_args=read_head=1"; iommu=1 ;;
+            *) die "unknown bench configuration $cfg" ;;
             esac
             say "bench VM $i: $cfg"
             if ! vm "bench-$cfg-$i" "$app" "$iommu" 0; then
                 echo "$cfg failed-vm" >>"$results"
                 continue
             fi
-            sed -n -E 's/^demo: bench (64k|4k) ([0-9]+) bytes .* copied, ([0-9.]+) seconds.*/\1 \2 \3/p' \
-                "$RUN/bench-$cfg-$i.log.txt" | while read -r bs bytes secs; do
-                echo "$cfg $bs $(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')"
-            done >>"$results"
-            grep -c '^demo: bench .* failed' "$RUN/bench-$cfg-$i.log.txt" |
-                awk -v c="$cfg" '$1 > 0 { print c, "failed-dd", $1 }' >>"$results"
-            [ -f "$RUN/bench-$cfg-$i.counters" ] &&
+            awk -v c="$cfg" -v i="$i" '
+                $1 == "demo:" && $2 == "bench" && $4 == "bytes" && $7 > 0 {
+                    printf "%s %s %.1f\n", c, $3, $5 / ($7 / 100) / 1e6 }
+                $1 == "demo:" && $2 == "bench" && $4 == "failed:" {
+                    print c, "failed-dd", i }' \
+                "$RUN/bench-$cfg-$i.log.txt" >>"$results"
+            if [ -f "$RUN/bench-$cfg-$i.counters" ]; then
                 sed "s/^/$cfg-$i counter /" "$RUN/bench-$cfg-$i.counters" >>"$results"
+            fi
+            grep -E '^demo: status: (maps|unmaps|doorbells|head-reads|syncs|flushes|map-errors):' \
+                "$RUN/bench-$cfg-$i.log.txt" | sed "s/^demo: status: /$cfg-$i driver /" >>"$results" || true
         done
     done
     say "results (MB/s = 10^6 bytes/s; median of all runs of a configuration):"
-    for bs in 64k 4k; do
-        for cfg in none lazy strict; do
+    for bs in 64k 4k nvme0n1-64k; do
+        for cfg in $BENCH_CONFIGS; do
             vals=$(awk -v c="$cfg" -v b="$bs" '$1 == c && $2 == b { print $3 }' "$results" | sort -n)
             n=$(echo "$vals" | grep -c . || true)
             med=$(echo "$vals" | awk '{ a[NR] = $1 } END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2); else print "-" }')
             say "  $bs $cfg: median $med MB/s over $n runs ($(echo $vals | tr ' ' ','))"
         done
     done
-    grep -E 'failed' "$results" | sed "s/^/$NAME:   /" || true
-    grep counter "$results" | sed "s/^/$NAME:   /" || true
+    grep -E 'failed' "$results" | sed "s|^|$NAME:   |" || true
+    grep -E 'counter|driver' "$results" | sed "s|^|$NAME:   |" || true
     say "raw results: $results"
     exit 0
 fi
@@ -338,6 +353,8 @@ case "${IOMMU_PROPS:-}" in
 esac
 DISK=$RUN/disk.img
 head -c 32M /dev/urandom >"$DISK"
+NVME=$RUN/nvme.img
+head -c 16M /dev/urandom >"$NVME"
 BLOB=$RUN/blob
 head -c 4M /dev/urandom >"$BLOB"
 NET_SKIP=
@@ -370,7 +387,7 @@ for r in "${runs[@]}"; do
     say "$r VM: q35 TCG, $KVER, -device iommu-emul${IOMMU_PROPS:-}, virtio-blk, virtio-net, e1000e, edu (timeout ${DEMO_TIMEOUT}s)"
     pass=0
     fail=0
-    if vm "$r" "$app blk_sha=$blk_sha head_sha=$head_sha net_sha=$(sha "$BLOB") http_port=$port net=$net $EDU_ARG" 1 "$net"; then
+    if vm "$r" "$app blk_sha=$blk_sha head_sha=$head_sha nvme_sha=$(sha "$NVME") net_sha=$(sha "$BLOB") http_port=$port net=$net $EDU_ARG" 1 "$net"; then
         # the guest wrote its last MiB: check it on the host side too
         wrote=$(sed -n 's/^demo: wrote-last-mib //p' "$RUN/$r.log.txt")
         size=$(stat -c %s "$DISK")
