@@ -198,6 +198,10 @@ struct ied {
 	unsigned int flog_n;	/* records ever logged (index mod size) */
 	struct delayed_work poll_work;	/* no MSI-X: poll the fault ring */
 
+	/* hpa mode: bounce pages by (rid, bus page) */
+	struct xarray bounces;
+	atomic_long_t bounced;
+
 	/* Domains (by rid) and attached functions */
 	struct mutex devs_lock;
 	struct xarray doms;

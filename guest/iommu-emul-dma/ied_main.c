@@ -83,7 +83,7 @@ MODULE_PARM_DESC(attach_bound,
 DEFINE_STATIC_SRCU(ied_srcu);
 static struct ied *ied_the;		/* one iommu-emul per machine */
 static struct dentry *ied_debugfs_root;
-static const struct dma_map_ops ied_dma_ops;
+static const struct dma_map_ops ied_dma_ops, ied_dma_ops_hpa;
 
 static const char * const ied_status_names[] = {
 	[IE_ST_OK] = "OK",
@@ -384,7 +384,8 @@ static struct ied_dom *ied_dom_of(struct ied *ie, struct device *dev)
 
 bool ied_dev_translated(struct ied *ie, struct device *dev)
 {
-	return get_dma_ops(dev) == &ied_dma_ops;
+	return get_dma_ops(dev) == &ied_dma_ops ||
+	       get_dma_ops(dev) == &ied_dma_ops_hpa;
 }
 
 static u64 ied_limit(struct device *dev, bool coherent)
@@ -516,6 +517,160 @@ static void ied_leave(int srcu_idx)
 	srcu_read_unlock(&ied_srcu, srcu_idx);
 }
 
+/*
+ * hpa mode: a buffer of at most one page that crosses into a host page
+ * that is not adjacent cannot have one bus address (NOT_CONTIGUOUS). It
+ * goes through a bounce page of its own instead, found again by bus
+ * address at sync and unmap time.
+ */
+struct ied_bounce {
+	struct page *page;
+	phys_addr_t orig;
+	size_t size;
+	enum dma_data_direction dir;
+};
+
+static unsigned long ied_bkey(u16 rid, dma_addr_t dma)
+{
+	return ((unsigned long)rid << 40) | (dma >> PAGE_SHIFT);
+}
+
+static dma_addr_t ied_bounce_map(struct ied *ie, struct ied_dom *dom,
+				 phys_addr_t phys, size_t size,
+				 enum dma_data_direction dir, u64 limit,
+				 u16 *stp)
+{
+	struct ied_bounce *b = kmalloc(sizeof(*b), GFP_ATOMIC);
+	dma_addr_t h = DMA_MAPPING_ERROR;
+
+	if (!b)
+		return h;
+	b->page = alloc_page(GFP_ATOMIC);
+	if (!b->page)
+		goto err;
+	b->orig = phys;
+	b->size = size;
+	b->dir = dir;
+	if (dir != DMA_FROM_DEVICE)
+		memcpy(page_address(b->page), phys_to_virt(phys), size);
+	h = ied_map_range(ie, dom, page_to_phys(b->page), size, ied_perm(dir),
+			  limit, stp);
+	if (h == DMA_MAPPING_ERROR)
+		goto err_page;
+	if (xa_err(xa_store(&ie->bounces, ied_bkey(dom->rid, h), b,
+			    GFP_ATOMIC))) {
+		unsigned long flags;
+
+		spin_lock_irqsave(&ie->lock, flags);
+		ied_unmap_locked(ie, dom, h, size);
+		ied_flush_locked(ie);
+		spin_unlock_irqrestore(&ie->lock, flags);
+		h = DMA_MAPPING_ERROR;
+		goto err_page;
+	}
+	atomic_long_inc(&ie->bounced);
+	return h;
+err_page:
+	__free_page(b->page);
+err:
+	kfree(b);
+	return DMA_MAPPING_ERROR;
+}
+
+/* Copy between the bounce page and the buffer for [dma, dma + size). */
+static void ied_bounce_copy(struct ied_bounce *b, dma_addr_t base,
+			    dma_addr_t dma, size_t size, bool to_cpu)
+{
+	size_t off = dma - base;
+
+	if (off >= b->size)
+		return;
+	size = min(size, b->size - off);
+	if (to_cpu)
+		memcpy(phys_to_virt(b->orig + off),
+		       page_address(b->page) + off, size);
+	else
+		memcpy(page_address(b->page) + off,
+		       phys_to_virt(b->orig + off), size);
+}
+
+/* Unmap a bounced mapping, if @dma is one; true if it was. */
+static bool ied_bounce_unmap(struct ied *ie, struct ied_dom *dom,
+			     dma_addr_t dma)
+{
+	struct ied_bounce *b;
+	unsigned long flags;
+
+	if (ie->mode != IE_BUS_ADDR_HPA || xa_empty(&ie->bounces))
+		return false;
+	b = xa_erase(&ie->bounces, ied_bkey(dom->rid, dma));
+	if (!b)
+		return false;
+	if (b->dir != DMA_TO_DEVICE)
+		ied_bounce_copy(b, dma & PAGE_MASK, dma & PAGE_MASK, b->size,
+				true);
+	/* the page goes back to the allocator: strictly */
+	spin_lock_irqsave(&ie->lock, flags);
+	ied_unmap_locked(ie, dom, dma & PAGE_MASK, b->size);
+	ied_flush_locked(ie);
+	spin_unlock_irqrestore(&ie->lock, flags);
+	__free_page(b->page);
+	kfree(b);
+	return true;
+}
+
+static void ied_sync_single(struct device *dev, dma_addr_t dma, size_t size,
+			    bool to_cpu)
+{
+	struct ied_bounce *b;
+	struct ied_dom *dom;
+	struct ied *ie;
+	int idx;
+
+	ie = ied_enter(dev, &dom, &idx);
+	if (ie && !xa_empty(&ie->bounces)) {
+		b = xa_load(&ie->bounces, ied_bkey(dom->rid, dma));
+		if (b && (to_cpu ? b->dir != DMA_TO_DEVICE :
+			  b->dir != DMA_FROM_DEVICE))
+			ied_bounce_copy(b, dma & PAGE_MASK, dma, size, to_cpu);
+	}
+	ied_leave(idx);
+}
+
+static void ied_sync_single_for_cpu(struct device *dev, dma_addr_t dma,
+				    size_t size, enum dma_data_direction dir)
+{
+	ied_sync_single(dev, dma, size, true);
+}
+
+static void ied_sync_single_for_device(struct device *dev, dma_addr_t dma,
+				       size_t size,
+				       enum dma_data_direction dir)
+{
+	ied_sync_single(dev, dma, size, false);
+}
+
+static void ied_sync_sg_for_cpu(struct device *dev, struct scatterlist *sgl,
+				int nents, enum dma_data_direction dir)
+{
+	struct scatterlist *sg;
+	int i;
+
+	for_each_sg(sgl, sg, nents, i)
+		ied_sync_single(dev, sg_dma_address(sg), sg_dma_len(sg), true);
+}
+
+static void ied_sync_sg_for_device(struct device *dev, struct scatterlist *sgl,
+				   int nents, enum dma_data_direction dir)
+{
+	struct scatterlist *sg;
+	int i;
+
+	for_each_sg(sgl, sg, nents, i)
+		ied_sync_single(dev, sg_dma_address(sg), sg_dma_len(sg),
+				false);
+}
+
 static dma_addr_t ied_map_page(struct device *dev, struct page *page,
 			       unsigned long offset, size_t size,
 			       enum dma_data_direction dir, unsigned long attrs)
@@ -530,6 +685,11 @@ static dma_addr_t ied_map_page(struct device *dev, struct page *page,
 	if (ie && size) {
 		ret = ied_map_range(ie, dom, page_to_phys(page) + offset, size,
 				    ied_perm(dir), ied_limit(dev, false), &st);
+		if (ret == DMA_MAPPING_ERROR && st == IE_ST_NOT_CONTIGUOUS &&
+		    size <= PAGE_SIZE)
+			ret = ied_bounce_map(ie, dom, page_to_phys(page) + offset,
+					     size, dir, ied_limit(dev, false),
+					     &st);
 		if (ret == DMA_MAPPING_ERROR)
 			dev_err_ratelimited(dev,
 					    "iommu_emul_dma: MAP of %zu bytes failed: %s\n",
@@ -548,7 +708,7 @@ static void ied_unmap_page(struct device *dev, dma_addr_t dma, size_t size,
 	int idx;
 
 	ie = ied_enter(dev, &dom, &idx);
-	if (ie && size) {
+	if (ie && size && !ied_bounce_unmap(ie, dom, dma)) {
 		spin_lock_irqsave(&ie->lock, flags);
 		ied_unmap_locked(ie, dom, dma, size);
 		ied_unmap_done_locked(ie);
@@ -565,12 +725,12 @@ static void ied_unmap_page(struct device *dev, dma_addr_t dma, size_t size,
 static int ied_map_sg(struct device *dev, struct scatterlist *sgl, int nents,
 		      enum dma_data_direction dir, unsigned long attrs)
 {
-	u16 perm = ied_perm(dir), st = IE_ST_OK;
+	u16 perm = ied_perm(dir), st = IE_ST_OK, bst;
 	u64 limit = ied_limit(dev, false);
 	struct scatterlist *sg, *first;
+	int i, done = 0, ret = nents, idx, nbounce = 0;
 	struct ied_dom *dom;
 	unsigned long flags;
-	int i, done = 0, ret = nents, idx;
 	struct ied *ie;
 
 	ie = ied_enter(dev, &dom, &idx);
@@ -604,18 +764,23 @@ static int ied_map_sg(struct device *dev, struct scatterlist *sgl, int nents,
 			u16 sst = ied_slot_status(ie, s);
 			u64 bus = le64_to_cpu(ie->cmdq[s].out_addr);
 
+			sg_dma_address(sg) = DMA_MAPPING_ERROR;
+			sg_dma_len(sg) = 0;
 			if (sst == IE_ST_OK && !ied_bus_ok(ie, bus, len, limit)) {
 				ied_reserve(ie, 1);
 				ied_put(ie, IE_OP_UNMAP, 0, dom->rid, bus, len,
 					0, NULL);
 				sst = IE_ST_RING;
 			}
+			if (sst == IE_ST_NOT_CONTIGUOUS &&
+			    sg->length <= PAGE_SIZE) {
+				nbounce++;	/* below, without the lock */
+				continue;
+			}
 			if (sst != IE_ST_OK) {
 				/* keep going: later OK slots must be undone */
 				if (st == IE_ST_OK)
 					st = sst;
-				sg_dma_address(sg) = DMA_MAPPING_ERROR;
-				sg_dma_len(sg) = 0;
 				continue;
 			}
 			ied_live_inc(ie, dom);
@@ -627,28 +792,53 @@ static int ied_map_sg(struct device *dev, struct scatterlist *sgl, int nents,
 		done += chunk;
 		first = sg;
 	}
+	spin_unlock_irqrestore(&ie->lock, flags);
+
+	/* hpa: page-crossing segments whose host pages are apart */
+	for_each_sg(sgl, sg, done, i) {
+		dma_addr_t h;
+
+		if (st != IE_ST_OK || !nbounce)
+			break;
+		if (sg_dma_len(sg))
+			continue;
+		h = ied_bounce_map(ie, dom, sg_phys(sg), sg->length, dir,
+				   limit, &bst);
+		if (h == DMA_MAPPING_ERROR) {
+			st = bst == IE_ST_OK ? IE_ST_RING : bst;
+			break;
+		}
+		sg_dma_address(sg) = h;
+		sg_dma_len(sg) = sg->length;
+		nbounce--;
+	}
 
 	if (st != IE_ST_OK) {
 		/* undo every mapping made, whatever chunk it was in */
 		for_each_sg(sgl, sg, done, i) {
-			if (sg_dma_address(sg) == DMA_MAPPING_ERROR)
+			if (!sg_dma_len(sg) ||
+			    ied_bounce_unmap(ie, dom, sg_dma_address(sg)))
 				continue;
+			spin_lock_irqsave(&ie->lock, flags);
 			ied_unmap_locked(ie, dom, sg_dma_address(sg),
 					 sg_dma_len(sg));
+			spin_unlock_irqrestore(&ie->lock, flags);
+		}
+		for_each_sg(sgl, sg, done, i) {
 			sg_dma_address(sg) = DMA_MAPPING_ERROR;
 			sg_dma_len(sg) = 0;
 		}
+		spin_lock_irqsave(&ie->lock, flags);
 		ied_flush_locked(ie);
 		dom->map_errors++;
 		ie->map_errors++;
+		spin_unlock_irqrestore(&ie->lock, flags);
 		ret = (st == IE_ST_NO_SPACE || st == IE_ST_PIN_LIMIT) ?
 		      -ENOMEM : -EIO;
-	}
-	spin_unlock_irqrestore(&ie->lock, flags);
-	if (ret < 0)
 		dev_err_ratelimited(dev,
 				    "iommu_emul_dma: MAP of a %d-entry sg list failed: %s\n",
 				    nents, ied_status_name(st));
+	}
 	ied_leave(idx);
 	return ret;
 }
@@ -665,13 +855,17 @@ static void ied_unmap_sg(struct device *dev, struct scatterlist *sgl,
 
 	ie = ied_enter(dev, &dom, &idx);
 	if (ie) {
-		spin_lock_irqsave(&ie->lock, flags);
 		for_each_sg(sgl, sg, nents, i) {
 			if (!sg_dma_len(sg))
 				break;
+			if (ied_bounce_unmap(ie, dom, sg_dma_address(sg)))
+				continue;
+			spin_lock_irqsave(&ie->lock, flags);
 			ied_unmap_locked(ie, dom, sg_dma_address(sg),
 					 sg_dma_len(sg));
+			spin_unlock_irqrestore(&ie->lock, flags);
 		}
+		spin_lock_irqsave(&ie->lock, flags);
 		ied_unmap_done_locked(ie);
 		spin_unlock_irqrestore(&ie->lock, flags);
 	}
@@ -852,25 +1046,41 @@ static size_t ied_max_mapping_size(struct device *dev)
 	return SIZE_MAX;
 }
 
-static const struct dma_map_ops ied_dma_ops = {
-	.alloc			= ied_alloc,
-	.free			= ied_free,
+#define IED_DMA_OPS_COMMON						\
+	.alloc			= ied_alloc,				\
+	.free			= ied_free,				\
+	IED_ALLOC_PAGES_OP,						\
+	.free_pages		= ied_free_pages_op,			\
+	.mmap			= ied_mmap,				\
+	.get_sgtable		= ied_get_sgtable,			\
+	.map_page		= ied_map_page,				\
+	.unmap_page		= ied_unmap_page,			\
+	.map_sg			= ied_map_sg,				\
+	.unmap_sg		= ied_unmap_sg,				\
+	.dma_supported		= ied_dma_supported,			\
+	.get_required_mask	= ied_get_required_mask,		\
+	.max_mapping_size	= ied_max_mapping_size
+
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
-	.alloc_pages_op		= ied_alloc_pages_op,
+#define IED_ALLOC_PAGES_OP	.alloc_pages_op = ied_alloc_pages_op
 #else
-	.alloc_pages		= ied_alloc_pages_op,
+#define IED_ALLOC_PAGES_OP	.alloc_pages = ied_alloc_pages_op
 #endif
-	.free_pages		= ied_free_pages_op,
-	.mmap			= ied_mmap,
-	.get_sgtable		= ied_get_sgtable,
-	.map_page		= ied_map_page,
-	.unmap_page		= ied_unmap_page,
-	.map_sg			= ied_map_sg,
-	.unmap_sg		= ied_unmap_sg,
-	.dma_supported		= ied_dma_supported,
-	.get_required_mask	= ied_get_required_mask,
-	.max_mapping_size	= ied_max_mapping_size,
+
+/* iova and gpa modes: no bounce pages, so no sync ops (nothing to sync) */
+static const struct dma_map_ops ied_dma_ops = {
+	IED_DMA_OPS_COMMON,
 };
+
+/* hpa mode: bounce pages need the sync ops */
+static const struct dma_map_ops ied_dma_ops_hpa = {
+	IED_DMA_OPS_COMMON,
+	.sync_single_for_cpu	= ied_sync_single_for_cpu,
+	.sync_single_for_device	= ied_sync_single_for_device,
+	.sync_sg_for_cpu	= ied_sync_sg_for_cpu,
+	.sync_sg_for_device	= ied_sync_sg_for_device,
+};
+
 
 /* ------------------------------------------------------------------ */
 /* Fault ring                                                          */
@@ -1080,7 +1290,15 @@ static void ied_attach(struct ied *ie, struct pci_dev *pdev)
 	ref->pdev = pci_dev_get(pdev);
 	ref->dom = dom;
 	list_add_tail(&ref->node, &ie->devs);
-	set_dma_ops(&pdev->dev, &ied_dma_ops);
+	if (ie->mode == IE_BUS_ADDR_HPA) {
+		set_dma_ops(&pdev->dev, &ied_dma_ops_hpa);
+#ifdef CONFIG_DMA_NEED_SYNC
+		/* a bound virtio-pci computed "no sync needed" without us */
+		dma_reset_need_sync(&pdev->dev);
+#endif
+	} else {
+		set_dma_ops(&pdev->dev, &ied_dma_ops);
+	}
 	ie->attached++;
 	pci_info(pdev, "iommu_emul_dma: DMA translated by %s (requester %#06x)\n",
 		 pci_name(ie->pdev), rid);
@@ -1211,8 +1429,9 @@ static int ied_status_show(struct seq_file *s, void *unused)
 		   ied_pending(ie));
 	seq_printf(s, "flushes: timer %lu, ring-full %lu, explicit %lu\n",
 		   ie->flush_timer_n, ie->flush_full_n, ie->flush_explicit_n);
-	seq_printf(s, "ring-errors: %lu\nlost-unmaps: %lu\n", ie->ring_errors,
-		   ie->lost_unmaps);
+	seq_printf(s, "ring-errors: %lu\nlost-unmaps: %lu\nbounced: %ld\n",
+		   ie->ring_errors, ie->lost_unmaps,
+		   atomic_long_read(&ie->bounced));
 	spin_unlock_irqrestore(&ie->lock, flags);
 	seq_printf(s, "fault-records: %lu\nfault-irqs: %lu\nfault-overflow: %u\n",
 		   ie->fault_records, READ_ONCE(ie->fault_irqs),
@@ -1365,6 +1584,7 @@ static int ied_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	spin_lock_init(&ie->fault_lock);
 	mutex_init(&ie->devs_lock);
 	xa_init(&ie->doms);
+	xa_init(&ie->bounces);
 	INIT_LIST_HEAD(&ie->devs);
 	timer_setup(&ie->flush_timer, ied_flush_timer, 0);
 	INIT_DELAYED_WORK(&ie->poll_work, ied_poll_work);
@@ -1478,6 +1698,7 @@ static void ied_remove(struct pci_dev *pdev)
 {
 	struct ied *ie = pci_get_drvdata(pdev);
 	struct ied_devref *ref, *tmp;
+	struct ied_bounce *b;
 	struct ied_dom *dom;
 	unsigned long i;
 
@@ -1514,6 +1735,11 @@ static void ied_remove(struct pci_dev *pdev)
 	xa_for_each(&ie->doms, i, dom)
 		kfree(dom);
 	xa_destroy(&ie->doms);
+	xa_for_each(&ie->bounces, i, b) {
+		__free_page(b->page);
+		kfree(b);
+	}
+	xa_destroy(&ie->bounces);
 	if (ie->live)
 		dev_err(&pdev->dev, "%lu mappings still counted at unload\n",
 			ie->live);

@@ -263,6 +263,63 @@ out:
 }
 
 /*
+ * Buffers of less than a page that cross a page boundary: one mapping of
+ * two pages in iova and gpa modes; in hpa mode a bounce page when the two
+ * host pages are not adjacent. The data must arrive either way, and a
+ * dma_sync_single_for_cpu() must show it before the unmap.
+ */
+static void t_crossing(struct edu_t *t)
+{
+	struct page *sp = alloc_pages(t->gfp, 1), *dp = alloc_pages(t->gfp, 1);
+	dma_addr_t hs = DMA_MAPPING_ERROR, hd = DMA_MAPPING_ERROR;
+	long bounced = atomic_long_read(&t->ie->bounced);
+	u8 *src, *dst;
+	bool synced;
+
+	if (!sp || !dp) {
+		t_result(t, false, "page-crossing", "no memory");
+		goto out;
+	}
+	src = page_address(sp);
+	dst = page_address(dp);
+	fill(src, 2 * PAGE_SIZE, 0x33);
+	memset(dst, 0, 2 * PAGE_SIZE);
+	hs = dma_map_single(t->dev, src + 0xf00, 0x200, DMA_TO_DEVICE);
+	hd = dma_map_single(t->dev, dst + 0xf80, 0x200, DMA_FROM_DEVICE);
+	if (dma_mapping_error(t->dev, hs) || dma_mapping_error(t->dev, hd)) {
+		t_result(t, false, "page-crossing", "dma_map_single failed");
+		goto unmap;
+	}
+	if (edu_read(t, hs, 0x200) || edu_write(t, hd, 0x200)) {
+		t_result(t, false, "page-crossing", "edu DMA timed out");
+		goto unmap;
+	}
+	dma_sync_single_for_cpu(t->dev, hd, 0x200, DMA_FROM_DEVICE);
+	synced = !memcmp(dst + 0xf80, src + 0xf00, 0x200);
+	dma_sync_single_for_device(t->dev, hd, 0x200, DMA_FROM_DEVICE);
+	dma_unmap_single(t->dev, hd, 0x200, DMA_FROM_DEVICE);
+	hd = DMA_MAPPING_ERROR;
+	t_result(t, synced, "page-crossing-sync",
+		 "the data is not there after dma_sync_single_for_cpu()");
+	pr_info("note %s page-crossing: %ld of 2 mappings bounced\n",
+		pci_name(t->pdev), atomic_long_read(&t->ie->bounced) - bounced);
+	t_result(t, !memcmp(dst + 0xf80, src + 0xf00, 0x200) &&
+		 all_bytes(dst, 0xf80, 0) &&
+		 all_bytes(dst + 0x1180, 2 * PAGE_SIZE - 0x1180, 0),
+		 "page-crossing", "the copy differs or landed outside the range");
+unmap:
+	if (!dma_mapping_error(t->dev, hs))
+		dma_unmap_single(t->dev, hs, 0x200, DMA_TO_DEVICE);
+	if (!dma_mapping_error(t->dev, hd))
+		dma_unmap_single(t->dev, hd, 0x200, DMA_FROM_DEVICE);
+out:
+	if (sp)
+		__free_pages(sp, 1);
+	if (dp)
+		__free_pages(dp, 1);
+}
+
+/*
  * The negative check: after dma_unmap_page() (and, in lazy mode, once the
  * deferred UNMAPs have run) the device cannot reach the page any more.
  */
@@ -397,6 +454,7 @@ int ied_edu_test(struct ied *ie)
 		t_coherent(&t);
 		t_streaming(&t);
 		t_sg(&t);
+		t_crossing(&t);
 		t_unmapped(&t, true);
 		t_unmapped(&t, false);
 		t_edu_close(&t);

@@ -37,6 +37,9 @@
 #                 points at; installed with its headers when missing, as root)
 #   DEMO_TIMEOUT  seconds one VM may run (default 600)
 #   IOMMU_PROPS   extra iommu-emul properties, e.g. ",bus-addr=gpa"
+#   GUEST_RAM     "shm": guest RAM from a file in /dev/shm (4 KiB host
+#                 pages, scattered: in hpa mode multi-page MAPs then meet
+#                 NOT_CONTIGUOUS); default anonymous memory
 #   BENCH_CONFIGS bench: the configurations (default "none lazy strict";
 #                 also lazy-readhead, strict-readhead: read_head=1)
 #   QEMU_ZC_STATE state root (default build/state of this repository);
@@ -231,14 +234,21 @@ net_setup() {
 }
 
 COUNTERS="mappings pinned-pages maps unmaps faults invalidations"
+RAM_ARGS=(-machine q35)
+if [ "${GUEST_RAM:-}" = shm ]; then
+    # a directory: QEMU creates and at once unlinks its file there
+    RAM_ARGS=(-object memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm,share=off
+              -machine q35,memory-backend=ram0)
+fi
 
 # vm NAME APPEND IOMMU(0/1) NET(0/1): boots one VM, waits for "demo: done",
 # prints the counters, quits. The serial log is $RUN/NAME.log.
 vm() {
     local name=$1 append=$2 iommu=$3 net=$4 log=$RUN/$1.log qmp=$RUN/$1.qmp
     local args=() t=0 rc=0
-    args=(-L "$QEMU_FIRMWARE" -machine q35 -accel tcg -m 512M -smp 1
+    args=(-L "$QEMU_FIRMWARE" -accel tcg -m 512M -smp 1
           -display none -vga none -monitor none -no-reboot
+          "${RAM_ARGS[@]}"
           -serial "file:$log" -qmp "unix:$qmp,server=on,wait=off"
           -kernel "$VMLINUZ" -initrd "$INITRD"
           -append "console=ttyS0 panic=-1 quiet $append"
