@@ -181,7 +181,10 @@ m0=$(status | sed -n 's/^maps: //p') d0=$(status | sed -n 's/^doorbells: //p')
 s=$(dd if=/dev/nvme0n1 bs=64k iflag=direct 2>/tmp/dd.err | sha256sum | cut -d' ' -f1)
 m1=$(status | sed -n 's/^maps: //p') d1=$(status | sed -n 's/^doorbells: //p')
 [ "$s" = "$nvme_sha" ] && pass "nvme-read-64k" || fail "nvme-read-64k: sha256 $s ($(cat /tmp/dd.err))"
-if [ $((d1 - d0)) -gt 0 ] && [ $(( (m1 - m0) / (d1 - d0) )) -ge 4 ]; then
+if status | grep -q '^bus-addr: hpa'; then
+    # max_mapping_size is 4 KiB: nvme then caps its requests at 4 KiB
+    say "SKIP nvme-sg-batched: hpa mode, one-page requests ($((m1 - m0)) MAPs in $((d1 - d0)) doorbells)"
+elif [ $((d1 - d0)) -gt 0 ] && [ $(( (m1 - m0) / (d1 - d0) )) -ge 4 ]; then
     pass "nvme-sg-batched ($((m1 - m0)) MAPs in $((d1 - d0)) doorbells)"
 else
     fail "nvme-sg-batched: $((m1 - m0)) MAPs in $((d1 - d0)) doorbells"

@@ -855,17 +855,26 @@ static void ied_unmap_sg(struct device *dev, struct scatterlist *sgl,
 
 	ie = ied_enter(dev, &dom, &idx);
 	if (ie) {
+		bool bounces = ie->mode == IE_BUS_ADDR_HPA &&
+			       !xa_empty(&ie->bounces);
+
+		spin_lock_irqsave(&ie->lock, flags);
 		for_each_sg(sgl, sg, nents, i) {
 			if (!sg_dma_len(sg))
 				break;
-			if (ied_bounce_unmap(ie, dom, sg_dma_address(sg)))
-				continue;
-			spin_lock_irqsave(&ie->lock, flags);
+			if (bounces) {
+				/* takes the lock itself */
+				spin_unlock_irqrestore(&ie->lock, flags);
+				if (ied_bounce_unmap(ie, dom,
+						     sg_dma_address(sg))) {
+					spin_lock_irqsave(&ie->lock, flags);
+					continue;
+				}
+				spin_lock_irqsave(&ie->lock, flags);
+			}
 			ied_unmap_locked(ie, dom, sg_dma_address(sg),
 					 sg_dma_len(sg));
-			spin_unlock_irqrestore(&ie->lock, flags);
 		}
-		spin_lock_irqsave(&ie->lock, flags);
 		ied_unmap_done_locked(ie);
 		spin_unlock_irqrestore(&ie->lock, flags);
 	}

@@ -412,7 +412,7 @@ for r in "${runs[@]}"; do
         fail=$((fail + 1))
     fi
     rm -f "$RUN/disk-before-$r.img"
-    grep -E '^demo: (PASS|FAIL|edu: |kernel: )' "$RUN/$r.log.txt" | sed "s/^demo: /$r: /" || true
+    grep -E '^demo: (PASS|FAIL|SKIP|edu: |kernel: )' "$RUN/$r.log.txt" | sed "s/^demo: /$r: /" || true
     if [ -f "$RUN/$r.counters" ]; then
         sed "s/^/$r: iommu-emul counter /" "$RUN/$r.counters"
     fi
