@@ -46,7 +46,7 @@
 #                 builds, initramfs and run logs go to
 #                 $QEMU_ZC_STATE/iommu-emul-dma
 
-set -euo pipefail
+set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
