@@ -7,6 +7,7 @@
 #   blk_sha   SHA-256 of the whole disk /dev/vda
 #   head_sha  SHA-256 of all but its last MiB (which the guest overwrites)
 #   nvme_sha  SHA-256 of the NVMe disk /dev/nvme0n1
+#   hp_sha    SHA-256 of the disk the host hot-plugs on request (/dev/vdb)
 #   net_sha   SHA-256 of the host's /blob
 #   http_port port of the host's HTTP server (10.0.2.2 / 10.0.3.2)
 #   ied_args  extra insmod arguments of iommu_emul_dma.ko ("none": do not load it)
@@ -214,6 +215,23 @@ if [ "$demo" = full ]; then
     else
         say "SKIP network checks (no network peer on the host)"
     fi
+
+    # QEMU hot-plug behind a PCIe root port: translated before its driver
+    # binds (bus notifier), detached when it goes
+    dmesg -c >/dev/null
+    say "request device_add"
+    ok hotplug-add "no /dev/vdb within 60 s" wait_for /dev/vdb 60
+    ok hotplug-translated "01:00.0 not translated" attached 0000:01:00.0
+    s=$(dd if=/dev/vdb bs=64k iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    [ "$s" = "$hp_sha" ] && pass "hotplug-read" || fail "hotplug-read: sha256 $s"
+    say "request device_del"
+    ok hotplug-del "/dev/vdb stays" wait_gone /dev/vdb 60
+    i=0
+    while ! dmesg | grep -q '0000:01:00.0: iommu_emul_dma: removed' && [ $i -lt 100 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+    dmesg | grep -q '0000:01:00.0: iommu_emul_dma: removed' &&
+        pass "hotplug-del-detached" || fail "hotplug-del-detached: no message"
 
     # the driver refuses to go while mappings are live (virtio-blk's rings)
     if rmmod iommu_emul_dma 2>/dev/null; then

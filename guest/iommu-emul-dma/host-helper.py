@@ -12,6 +12,8 @@
 
   host-helper.py qmp SOCKET qom-get PATH PROP...
       Prints "PROP VALUE" for each QOM property.
+  host-helper.py qmp SOCKET exec COMMAND JSON-ARGUMENTS
+      Runs one QMP command, prints its return value.
   host-helper.py qmp SOCKET quit
 """
 
@@ -94,6 +96,8 @@ def qmp(sockpath, args):
         path = args[1]
         for prop in args[2:]:
             print(prop, cmd("qom-get", {"path": path, "property": prop}))
+    elif args[0] == "exec":
+        print(json.dumps(cmd(args[1], json.loads(args[2]))))
     elif args[0] == "quit":
         try:
             cmd("quit")

@@ -257,6 +257,9 @@ vm() {
           -drive "if=none,id=d1,file=$NVME,format=raw,cache=none"
           -device nvme,drive=d1,serial=iedtest,addr=0x8)
     [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3${IOMMU_PROPS:-}" -device "edu,addr=0x7$EDU_PROPS")
+    # an empty PCIe root port and a drive for the guest-requested hot-plug
+    [ -n "${HPDISK:-}" ] && args+=(-device pcie-root-port,id=rp1,chassis=1,addr=0x9
+                                   -drive "if=none,id=d2,file=$HPDISK,format=raw,cache=none")
     if [ "$net" = 1 ]; then
         args+=(-netdev tap,id=n0,ifname=tapv,script=no,downscript=no
                -device virtio-net-pci,netdev=n0,disable-legacy=on,iommu_platform=on,addr=0x5,romfile=
@@ -269,10 +272,24 @@ vm() {
     [ "$net" = 1 ] && pre=("${NSRUN[@]}")
     "${pre[@]}" timeout -k 10 "$DEMO_TIMEOUT" "$QEMU" "${args[@]}" </dev/null >"$RUN/$name.qemu.log" 2>&1 &
     QEMU_PID=$!
+    local added=0 deleted=0
     while ! grep -q '^demo: done' "$log" 2>/dev/null; do
         if ! kill -0 "$QEMU_PID" 2>/dev/null; then
             rc=1
             break
+        fi
+        # the guest asks for the hot-plug steps (guest-init.sh)
+        if [ $added = 0 ] && grep -q '^demo: request device_add' "$log"; then
+            added=1
+            python3 "$HERE/host-helper.py" qmp "$qmp" exec device_add \
+                '{"driver": "virtio-blk-pci", "id": "hp0", "bus": "rp1", "drive": "d2",
+                  "disable-legacy": "on", "iommu_platform": true}' \
+                >>"$RUN/$name.hotplug" 2>&1 || echo "device_add failed" >>"$RUN/$name.hotplug"
+        fi
+        if [ $deleted = 0 ] && grep -q '^demo: request device_del' "$log"; then
+            deleted=1
+            python3 "$HERE/host-helper.py" qmp "$qmp" exec device_del '{"id": "hp0"}' \
+                >>"$RUN/$name.hotplug" 2>&1 || echo "device_del failed" >>"$RUN/$name.hotplug"
         fi
         sleep 1
         t=$((t + 1))
@@ -301,6 +318,7 @@ vm() {
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 EDU_PROPS=
+HPDISK=
 if [ "$what" = bench ]; then
     DISK=$RUN/disk.img
     head -c 256M /dev/urandom >"$DISK"
@@ -365,6 +383,8 @@ DISK=$RUN/disk.img
 head -c 32M /dev/urandom >"$DISK"
 NVME=$RUN/nvme.img
 head -c 16M /dev/urandom >"$NVME"
+HPDISK=$RUN/hotplug.img
+head -c 8M /dev/urandom >"$HPDISK"
 BLOB=$RUN/blob
 head -c 4M /dev/urandom >"$BLOB"
 NET_SKIP=
@@ -397,7 +417,7 @@ for r in "${runs[@]}"; do
     say "$r VM: q35 TCG, $KVER, -device iommu-emul${IOMMU_PROPS:-}, virtio-blk, virtio-net, e1000e, edu (timeout ${DEMO_TIMEOUT}s)"
     pass=0
     fail=0
-    if vm "$r" "$app blk_sha=$blk_sha head_sha=$head_sha nvme_sha=$(sha "$NVME") net_sha=$(sha "$BLOB") http_port=$port net=$net $EDU_ARG" 1 "$net"; then
+    if vm "$r" "$app blk_sha=$blk_sha head_sha=$head_sha nvme_sha=$(sha "$NVME") hp_sha=$(sha "$HPDISK") net_sha=$(sha "$BLOB") http_port=$port net=$net $EDU_ARG" 1 "$net"; then
         # the guest wrote its last MiB: check it on the host side too
         wrote=$(sed -n 's/^demo: wrote-last-mib //p' "$RUN/$r.log.txt")
         size=$(stat -c %s "$DISK")
