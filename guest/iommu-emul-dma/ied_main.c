@@ -501,6 +501,7 @@ static void ied_unmap_done_locked(struct ied *ie)
 
 static struct ied *ied_enter(struct device *dev, struct ied_dom **domp,
 			     int *srcu_idx)
+	__acquires(&ied_srcu)
 {
 	struct ied *ie;
 
@@ -513,6 +514,7 @@ static struct ied *ied_enter(struct device *dev, struct ied_dom **domp,
 }
 
 static void ied_leave(int srcu_idx)
+	__releases(&ied_srcu)
 {
 	srcu_read_unlock(&ied_srcu, srcu_idx);
 }
