@@ -320,6 +320,65 @@ out:
 }
 
 /*
+ * A failed MAP in the middle of a long sg list: ask for more than
+ * MAX_PINNED (run-demo.sh gives the device max-pinned=32M), in far more
+ * entries than the ring holds. dma_map_sgtable() must fail with -ENOMEM
+ * and leave nothing mapped or pinned behind.
+ */
+static void t_sg_pin_limit(struct edu_t *t)
+{
+	u64 max = readq(t->ie->regs + IE_REG_MAX_PINNED);
+	u64 pinned0 = readq(t->ie->regs + IE_REG_PINNED), pinned1;
+	unsigned long errors0 = t->ie->map_errors, live0, live1;
+	unsigned int n, i;
+	struct sg_table sgt;
+	struct scatterlist *sg;
+	int ret;
+
+	if (max > SZ_64M) {
+		pr_info("note %s sg-pin-limit: skipped, max-pinned %llu is above 64 MiB\n",
+			pci_name(t->pdev), max);
+		return;
+	}
+	n = (max + SZ_4M) >> PAGE_SHIFT;
+	if (sg_alloc_table(&sgt, n, GFP_KERNEL)) {
+		t_result(t, false, "sg-pin-limit", "no memory for the table");
+		return;
+	}
+	for_each_sg(sgt.sgl, sg, n, i) {
+		struct page *p = alloc_page(t->gfp);
+
+		if (!p) {
+			t_result(t, false, "sg-pin-limit", "no memory");
+			sgt.orig_nents = i;
+			goto out;
+		}
+		sg_set_page(sg, p, PAGE_SIZE, 0);
+	}
+	live0 = READ_ONCE(t->ie->live);
+	ret = dma_map_sgtable(t->dev, &sgt, DMA_FROM_DEVICE, 0);
+	if (!ret)
+		dma_unmap_sgtable(t->dev, &sgt, DMA_FROM_DEVICE, 0);
+	ied_flush(t->ie);
+	live1 = READ_ONCE(t->ie->live);
+	pinned1 = readq(t->ie->regs + IE_REG_PINNED);
+	t_result(t, ret == -ENOMEM, "sg-pin-limit-fails",
+		 ret ? "dma_map_sgtable() did not return -ENOMEM" :
+		 "dma_map_sgtable() succeeded beyond MAX_PINNED");
+	t_result(t, live1 == live0 && pinned1 <= pinned0 &&
+		 t->ie->map_errors > errors0, "sg-pin-limit-undone",
+		 "mappings or pins left behind by the failed list");
+	pr_info("note %s sg-pin-limit: %u entries, %llu bytes, MAX_PINNED %llu, PINNED %llu -> %llu\n",
+		pci_name(t->pdev), n, (u64)n << PAGE_SHIFT, max, pinned0,
+		pinned1);
+out:
+	for_each_sg(sgt.sgl, sg, sgt.orig_nents, i)
+		if (sg_page(sg))
+			__free_page(sg_page(sg));
+	sg_free_table(&sgt);
+}
+
+/*
  * The negative check: after dma_unmap_page() (and, in lazy mode, once the
  * deferred UNMAPs have run) the device cannot reach the page any more.
  */
@@ -455,6 +514,7 @@ int ied_edu_test(struct ied *ie)
 		t_streaming(&t);
 		t_sg(&t);
 		t_crossing(&t);
+		t_sg_pin_limit(&t);
 		t_unmapped(&t, true);
 		t_unmapped(&t, false);
 		t_edu_close(&t);

@@ -256,7 +256,8 @@ vm() {
           -device virtio-blk-pci,drive=d0,disable-legacy=on,iommu_platform=on,addr=0x4
           -drive "if=none,id=d1,file=$NVME,format=raw,cache=none"
           -device nvme,drive=d1,serial=iedtest,addr=0x8)
-    [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3${IOMMU_PROPS:-}" -device "edu,addr=0x7$EDU_PROPS")
+    [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3$PIN_PROPS${IOMMU_PROPS:-}"
+                               -device "edu,addr=0x7$EDU_PROPS")
     # an empty PCIe root port and a drive for the guest-requested hot-plug
     [ -n "${HPDISK:-}" ] && args+=(-device pcie-root-port,id=rp1,chassis=1,addr=0x9
                                    -drive "if=none,id=d2,file=$HPDISK,format=raw,cache=none")
@@ -319,6 +320,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 EDU_PROPS=
 HPDISK=
+PIN_PROPS=
 if [ "$what" = bench ]; then
     DISK=$RUN/disk.img
     head -c 256M /dev/urandom >"$DISK"
@@ -370,6 +372,8 @@ if [ "$what" = bench ]; then
 fi
 
 # functional runs
+# max-pinned=32M: the edu self-test maps more than that in one sg list
+PIN_PROPS=,max-pinned=32M
 # In gpa and hpa modes the bus address is where the page is, which edu's
 # default 28-bit DMA cannot reach: give it 64 bits there.
 EDU_PROPS=
