@@ -37,6 +37,7 @@
 #                 points at; installed with its headers when missing, as root)
 #   DEMO_TIMEOUT  seconds one VM may run (default 600)
 #   IOMMU_PROPS   extra iommu-emul properties, e.g. ",bus-addr=gpa"
+#   IED_ARGS      extra iommu_emul_dma.ko parameters, e.g. "use_msix=0"
 #   GUEST_RAM     "shm": guest RAM from a file in /dev/shm (4 KiB host
 #                 pages, scattered: in hpa mode multi-page MAPs then meet
 #                 NOT_CONTIGUOUS); default anonymous memory
@@ -377,12 +378,15 @@ PIN_PROPS=,max-pinned=32M
 # In gpa and hpa modes the bus address is where the page is, which edu's
 # default 28-bit DMA cannot reach: give it 64 bits there.
 EDU_PROPS=
-EDU_ARG=
+ied_args=${IED_ARGS:-}
 case "${IOMMU_PROPS:-}" in
 *bus-addr=gpa*|*bus-addr=hpa*)
     EDU_PROPS=,dma_mask=0xffffffffffffffff
-    EDU_ARG="ied_args=edu_mask_bits=64" ;;
+    ied_args="$ied_args edu_mask_bits=64" ;;
 esac
+EDU_ARG=
+ied_args=$(echo $ied_args)
+[ -z "$ied_args" ] || EDU_ARG="ied_args=\"$ied_args\""
 DISK=$RUN/disk.img
 head -c 32M /dev/urandom >"$DISK"
 NVME=$RUN/nvme.img
