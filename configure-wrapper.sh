@@ -505,7 +505,7 @@ do_demo() {
 # qtests are named without their qtest-ARCH/ prefix; unit tests (test-*)
 # by their meson name.
 UPSTREAM_TESTS="device-introspect-test qom-test qmp-cmd-test intel-iommu-test amd-iommu-test virtio-balloon-test qos-test"
-PROJECT_TESTS="iommu-emul-test virtio-zc-test test-page-offline"
+PROJECT_TESTS="iommu-emul-test virtio-zc-test qemu-zc-fuzz-regress-test test-page-offline"
 
 do_test() {
     local arch=${target_list%%-*} t names=() rebuild=()
