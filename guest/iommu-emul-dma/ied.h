@@ -213,6 +213,7 @@ struct ied {
 };
 
 /* ied_main.c */
+u16 ied_rid(struct pci_dev *pdev);
 void ied_flush(struct ied *ie);
 void ied_drain_faults(struct ied *ie);
 unsigned int ied_fault_snapshot(struct ied *ie, struct ied_fault_rec *out,

@@ -356,7 +356,7 @@ int ied_query(struct ied *ie, u16 rid, u64 addr, u64 *gpa)
  * its own ID, a PCIe-to-PCI bridge (secondary bus, devfn 0). This is
  * pci_for_each_dma_alias()'s last alias, which modules cannot call.
  */
-static u16 ied_rid(struct pci_dev *pdev)
+u16 ied_rid(struct pci_dev *pdev)
 {
 	u16 rid = pci_dev_id(pdev);
 	struct pci_bus *bus;

@@ -443,7 +443,8 @@ static int t_edu_open(struct edu_t *t, struct pci_dev *pdev)
 
 	t->pdev = pdev;
 	t->dev = &pdev->dev;
-	t->rid = pci_dev_id(pdev);
+	/* behind a conventional PCI bridge the requester is the bridge's */
+	t->rid = ied_rid(pdev);
 	ret = pci_enable_device(pdev);
 	if (ret)
 		return ret;
@@ -510,6 +511,8 @@ int ied_edu_test(struct ied *ie)
 			continue;
 		}
 		t_result(&t, true, "translated", "");
+		pr_info("note %s requester %02x:%02x.%u\n", pci_name(pdev),
+			t.rid >> 8, PCI_SLOT(t.rid & 0xff), PCI_FUNC(t.rid & 0xff));
 		t_coherent(&t);
 		t_streaming(&t);
 		t_sg(&t);

@@ -257,8 +257,12 @@ vm() {
           -device virtio-blk-pci,drive=d0,disable-legacy=on,iommu_platform=on,addr=0x4
           -drive "if=none,id=d1,file=$NVME,format=raw,cache=none"
           -device nvme,drive=d1,serial=iedtest,addr=0x8)
+    # a second edu behind a conventional PCI bridge: its requester is the
+    # bridge's
     [ "$iommu" = 1 ] && args+=(-device "iommu-emul,id=iommu0,addr=0x3$PIN_PROPS${IOMMU_PROPS:-}"
-                               -device "edu,addr=0x7$EDU_PROPS")
+                               -device "edu,addr=0x7$EDU_PROPS"
+                               -device pci-bridge,id=br1,chassis_nr=2,addr=0xa
+                               -device "edu,bus=br1,addr=0x1$EDU_PROPS")
     # an empty PCIe root port and a drive for the guest-requested hot-plug
     [ -n "${HPDISK:-}" ] && args+=(-device pcie-root-port,id=rp1,chassis=1,addr=0x9
                                    -drive "if=none,id=d2,file=$HPDISK,format=raw,cache=none")
