@@ -7,7 +7,10 @@
  *
  * - reset: the wall time of a device reset with N stalled buffers in
  *   flight (the receivers do not read), against a reset of the same
- *   device with nothing in flight. The buffers lie back to back in a
+ *   device with nothing in flight, and against the copy floor: N
+ *   buffers copied into memory not mapped before, in this process (a
+ *   reclaim gives the guest new pages with the old contents: the copy
+ *   and the page faults are the least it costs). The buffers lie back to back in a
  *   2 MiB-aligned region of guest RAM. Each case runs on THP-backed
  *   guest RAM (what QEMU asks for, MADV_HUGEPAGE) and on 4 KiB pages
  *   (QEMU started with PR_SET_THP_DISABLE), and prints the memory it
@@ -546,6 +549,29 @@ static int cmp_tput(const void *a, const void *b)
     return cmp_i64(&((const Tput *)a)->wall_us, &((const Tput *)b)->wall_us);
 }
 
+/*
+ * The least a reclaim of @len bytes does, measured in this process: copy
+ * them into memory that was not mapped before (page faults included), as
+ * offlining gives the guest new pages with the old contents. In us.
+ */
+static gint64 copy_floor_once(size_t len)
+{
+    uint8_t *src = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *dst = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    gint64 t0, dt;
+
+    g_assert(src != MAP_FAILED && dst != MAP_FAILED);
+    memset(src, 0x3c, len);
+    t0 = g_get_monotonic_time();
+    memcpy(dst, src, len);
+    dt = g_get_monotonic_time() - t0;
+    munmap(src, len);
+    munmap(dst, len);
+    return dt;
+}
+
 static void print_loadavg(const char *when)
 {
     g_autofree char *text = NULL;
@@ -578,6 +604,7 @@ int main(int argc, char **argv)
     bool ok = true, mems[MEM__MAX] = { true, true }, tput = true;
     g_autofree gint64 *idle = NULL;
     g_autofree gint64 *busy = NULL;      /* [count][mem][rep] */
+    g_autofree gint64 *floor = NULL;     /* [count][rep] */
     g_autofree long *thp = NULL;         /* least THP pages seen */
     g_autofree uint32_t *held = NULL;    /* least requests reset took */
     g_autofree uint32_t *stalled = NULL;
@@ -634,6 +661,7 @@ int main(int argc, char **argv)
     }
     idle = g_new(gint64, reps);
     busy = g_new0(gint64, (size_t)ncounts * MEM__MAX * reps);
+    floor = g_new0(gint64, (size_t)ncounts * reps);
     thp = g_new(long, (size_t)ncounts * MEM__MAX);
     held = g_new(uint32_t, (size_t)ncounts * MEM__MAX);
     for (k = 0; k < ncounts * MEM__MAX; k++) {
@@ -652,6 +680,7 @@ int main(int argc, char **argv)
 
         idle[i] = reset_once(0, len, MEM_THP, &ok, &pages, &n);
         for (k = 0; k < ncounts && ok; k++) {
+            floor[k * reps + i] = copy_floor_once((size_t)stalled[k] * len);
             for (m = 0; m < MEM__MAX && ok; m++) {
                 int at = k * MEM__MAX + m;
 
@@ -679,9 +708,9 @@ int main(int argc, char **argv)
            " reading) left 'held' in flight, against an\nidle reset"
            " (baseline, median %.2f ms):\n", len / 1024, STALL_RCVBUF,
            median(idle, reps) / 1000.0);
-    printf("  %5s %5s  %-34s %9s %14s %7s\n", "N", "held",
+    printf("  %5s %5s  %-34s %9s %14s %7s %7s\n", "N", "held",
            "guest RAM under the buffers", "reset ms", "per buffer us",
-           "x idle");
+           "x idle", "x copy");
     for (k = 0; k < ncounts; k++) {
         for (m = 0; m < MEM__MAX; m++) {
             int at = k * MEM__MAX + m;
@@ -691,11 +720,17 @@ int main(int argc, char **argv)
                 continue;
             }
             med = median(busy + at * reps, reps);
-            printf("  %5u %5u  %-34s %9.2f %14.1f %7.1f\n", stalled[k],
+            printf("  %5u %5u  %-34s %9.2f %14.1f %7.1f %7.1f\n", stalled[k],
                    held[at], mem_label(m, thp[at], stalled[k] * (len / 4096)),
                    med / 1000.0, (double)med / MAX(held[at], 1),
-                   (double)med / MAX(median(idle, reps), 1));
+                   (double)med / MAX(median(idle, reps), 1),
+                   (double)med / MAX(median(floor + k * reps, reps), 1));
         }
+    }
+    for (k = 0; k < ncounts; k++) {
+        printf("  copy floor (baseline): N x %u KiB copied into new pages in"
+               " this process, median %.2f ms\n", len / 1024,
+               median(floor + k * reps, reps) / 1000.0);
     }
     for (k = 1; k < ncounts; k++) {
         for (m = 0; m < MEM__MAX; m++) {
@@ -703,9 +738,10 @@ int main(int argc, char **argv)
                 printf("  per-buffer time, N=%u against N=%u (%s): x%.2f"
                        "\n", stalled[k], stalled[0], mem_names[m],
                        ((double)median(busy + (k * MEM__MAX + m) * reps,
-                                       reps) / stalled[k]) /
+                                       reps) /
+                        MAX(held[k * MEM__MAX + m], 1)) /
                        ((double)MAX(median(busy + m * reps, reps), 1) /
-                        stalled[0]));
+                        MAX(held[m], 1)));
             }
         }
     }
