@@ -537,7 +537,7 @@ do_test() {
 # The guest drivers of guest/ in TCG VMs against this build: each demo is
 # one result, in "NAME RESULT SECONDS LOG" lines of $1 for tap-summary.py.
 # QEMU_ZC_GUEST=0 skips them (they install a Debian kernel the first time).
-GUEST_DEMOS="guest/run-demo.sh:all guest/virtio-zc/run-demo.sh:"
+GUEST_DEMOS="guest/run-demo.sh:all guest/virtio-zc/run-demo.sh: guest/iommu-emul-dma/run-demo.sh:"
 
 run_guest_demos() {
     local out=$1 d script arg log t0 rc

@@ -98,7 +98,7 @@ for b in /bin/busybox /usr/bin/busybox; do
     if [ -x "$b" ] && ! ldd "$b" >/dev/null 2>&1; then busybox=$b; break; fi
 done
 [ -n "$busybox" ] || pkgs+=(busybox-static)
-for c in cpio:cpio make:make gcc:gcc xz:xz-utils modprobe:kmod; do
+for c in cpio:cpio make:make gcc:gcc xz:xz-utils modprobe:kmod ip:iproute2; do
     command -v "${c%%:*}" >/dev/null || pkgs+=("${c#*:}")
 done
 if [ -n "${KVER:-}" ]; then
