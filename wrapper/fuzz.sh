@@ -19,7 +19,8 @@
 # Environment: QEMU_ZC_FUZZ_BUILD (build directory name, default
 # build-fuzz), QEMU_ZC_FUZZ_OUT (campaign corpora, crashes and logs,
 # default build/fuzz), QEMU_ZC_FUZZ_CC / QEMU_ZC_FUZZ_CXX (default
-# clang-16 / clang++-16). Every fuzzer runs on one core (no -jobs).
+# clang-16 / clang++-16), QEMU_ZC_FUZZ_JOBS (ninja -j), QEMU_ZC_SAN_QTESTS
+# (the qtests of sanitizer-tests). Every fuzzer runs on one core.
 
 set -euo pipefail
 
@@ -34,8 +35,9 @@ FUZZER=$B/qemu-fuzz-x86_64
 
 TARGETS="generic-fuzz-iommu-emul generic-fuzz-virtio-zc generic-fuzz-virtio-zc-listen qemu-zc-iommu-emul-fuzz qemu-zc-virtio-zc-fuzz qemu-zc-iommu-emul-migration-fuzz"
 
-# The project's tests under the sanitizers: qtest-ARCH names, unit tests
-SAN_QTESTS="iommu-emul-test virtio-zc-test qemu-zc-fuzz-regress-test"
+# The project's tests under the sanitizers (QEMU_ZC_SAN_QTESTS picks a
+# subset of the qtests, e.g. to leave out iommu-emul-test, the long one)
+SAN_QTESTS=${QEMU_ZC_SAN_QTESTS:-iommu-emul-test virtio-zc-test qemu-zc-fuzz-regress-test}
 SAN_UNIT="test-page-offline"
 
 note() { echo "fuzz.sh: $*"; }
@@ -254,7 +256,7 @@ campaign) do_campaign "${2:-}" "${3:-}" ;;
 stats) do_stats ;;
 seeds) do_seeds ;;
 list) echo "$TARGETS" | tr ' ' '\n' ;;
-*) sed -n '4,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '4,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 }
 main "$@"; exit $?
