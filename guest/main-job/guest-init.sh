@@ -99,7 +99,13 @@ else
     fail "blk-read-64k: sha256 $s, expected $head_sha ($(tr '\n' ' ' </tmp/dd.err))"
 fi
 
+meminfo() {
+    grep -E '^(MemTotal|MemFree|MemAvailable|Shmem|Slab|SUnreclaim|KernelStack|PageTables|Percpu|VmallocUsed):' /proc/meminfo |
+        tr -s ' ' | tr '\n' ' ' | sed "s/^/MJ: meminfo $1: /"
+    echo
+}
 # 3. make every free page resident in QEMU, then free it again
+meminfo before-fill
 avail=$(( $(memavail) / 1024 ))
 fill=$(( avail - 48 ))
 if [ $fill -gt 0 ]; then
@@ -166,6 +172,7 @@ while :; do
 done
 dt=$(( $(ticks) - t0 ))
 say "inflated $(( (m0 - m) / 1024 )) MiB in $((dt / 100)).$((dt % 100 / 10)) s, memtotal $m kB, $(passes) I/O passes so far"
+meminfo inflated
 # the I/O goes on for two more passes after the balloon reached its size
 p=$(passes)
 i=0

@@ -17,7 +17,8 @@ guest-init.sh drives the guest side. The host:
 - samples the counters while the balloon inflates ("during");
 - when the guest prints "MJ: done": measures again ("after"), quits QEMU;
 - takes the ballooned guest-physical pages from QEMU's trace event
-  virtio_balloon_handle_output (the guest never deflates here), maps each
+  virtio_balloon_handle_output (an odd number of events: inflated and
+  not deflated since; the host never deflates), maps each
   to its QEMU virtual address in pc.ram and counts the pages whose
   pagemap entry is no longer present: those went back to the host.
 
@@ -168,7 +169,12 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
     for p in (serial, trace, sock):
         if os.path.exists(p):
             os.unlink(p)
-    append = ("console=ttyS0 panic=-1 quiet mj=%s head_sha=%s need_mib=%d"
+    # transparent_hugepage=never: with THP on (Debian's default), the guest
+    # raises min_free_kbytes to about 5 % of its RAM (khugepaged's
+    # recommended value: 48 MiB of a 1 GiB guest), which a 1 GiB guest
+    # ballooned to 128 MiB cannot spare: it runs out of memory.
+    append = ("console=ttyS0 panic=-1 quiet transparent_hugepage=never "
+              "mj=%s head_sha=%s need_mib=%d"
               % (a.mode, a.head_sha, mem_mib - target_mib))
     args = [a.qemu, "-L", a.firmware, "-accel", "tcg", "-machine", "q35",
             "-m", "%dM" % mem_mib, "-smp", "1", "-display", "none",
@@ -271,7 +277,7 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
                 res[k].pop("present", None)
         return res
     # ballooned pages from the trace (pc.ram offset = gpa below 4 GiB)
-    gpas = set()
+    seen = {}
     other = 0
     with open(trace, errors="replace") as f:
         for line in f:
@@ -282,8 +288,15 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
             if m.group(1) != "pc.ram" or gpa >= size:
                 other += 1
                 continue
-            gpas.add(gpa // PAGE)
+            seen[gpa // PAGE] = seen.get(gpa // PAGE, 0) + 1
     os.unlink(trace)          # ~50 bytes per ballooned page
+    # The trace does not say which queue a page came from, but a page
+    # alternates: inflated first (the balloon starts empty), then deflated
+    # (balloon compaction migrates a ballooned page: it inflates the new
+    # page and deflates the old one), and so on. An odd count is a page in
+    # the balloon now.
+    gpas = [p for p, n in seen.items() if n % 2]
+    res["deflated"] = len(seen) - len(gpas)
     before, after = res["before"]["present"], res["after"]["present"]
     res["ballooned"] = len(gpas)
     res["ballooned_other"] = other
@@ -477,6 +490,8 @@ def mode_overcommit(a):
     row("VmLck before", lambda r, g: mib(r["before"]["VmLck"]))
     row("VmLck after", lambda r, g: mib(r["after"]["VmLck"]))
     row("ballooned pages (trace)", lambda r, g: str(r["ballooned"]))
+    row("  migrated by the guest (not counted)",
+        lambda r, g: str(r["deflated"]))
     row("  of them resident before inflation",
         lambda r, g: "%.2f %%" % pct(r["resident_before"], r["ballooned"]))
     row("  returned to the host (pagemap)",
