@@ -132,6 +132,40 @@ def pagemap_present(pid, hva, size):
     return present
 
 
+def thp_pages(pid, hva, size, present):
+    """bytearray: 1 per present page backed by a transparent huge page
+    (/proc/kpageflags bit 22; needs root for the PFNs), or None."""
+    n = size // PAGE
+    try:
+        with open("/proc/%d/pagemap" % pid, "rb") as f:
+            f.seek(hva // PAGE * 8)
+            raw = f.read(n * 8)
+        kpf = os.open("/proc/kpageflags", os.O_RDONLY)
+    except OSError:
+        return None
+    thp = bytearray(n)
+    try:
+        for i, (e,) in enumerate(struct.iter_unpack("<Q", raw)):
+            pfn = e & ((1 << 55) - 1)
+            if not present[i] or not (e >> 63) or pfn == 0:
+                continue
+            fl = os.pread(kpf, 8, pfn * 8)
+            if len(fl) == 8 and struct.unpack("<Q", fl)[0] & (1 << 22):
+                thp[i] = 1
+    finally:
+        os.close(kpf)
+    return thp
+
+
+def khugepaged_collapsed():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/khugepaged/"
+                  "pages_collapsed") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def counters(qmp):
     return {c: qmp.cmd("qom-get", path="/machine/peripheral/iommu0",
                        property=c) for c in COUNTERS}
@@ -143,6 +177,7 @@ def measure(qmp, pid, hva, size):
     m["balloon"] = qmp.cmd("query-balloon")["actual"]
     m["present"] = pagemap_present(pid, hva, size)
     m["resident"] = sum(m["present"]) * PAGE
+    m["collapsed"] = khugepaged_collapsed()
     return m
 
 
@@ -242,6 +277,8 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
                            mib(c["pinned-bytes"]), c["mappings"]))
                 if any(ln.startswith("MJ: done") for ln in lines):
                     res["after"] = measure(qmp, proc.pid, hva, size)
+                    res["after_thp"] = thp_pages(proc.pid, hva, size,
+                                                 res["after"]["present"])
                     break
             elif any(ln.startswith("MJ: done") for ln in lines):
                 raise VMError("the guest finished without inflating")
@@ -275,6 +312,7 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
         for k in ("before", "after"):
             if k in res:
                 res[k].pop("present", None)
+        res.pop("after_thp", None)
         return res
     # ballooned pages from the trace (pc.ram offset = gpa below 4 GiB)
     seen = {}
@@ -306,6 +344,14 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
     # for a closer look: the ballooned pages still present (first 4096)
     res["present_after_gpas"] = ["%#x" % (p * PAGE) for p in
                                  sorted(p for p in gpas if after[p])[:4096]]
+    # why a ballooned page is present again: the host's khugepaged may
+    # collapse a partly ballooned 2 MiB range back into a huge page
+    # (max_ptes_none 511 by default), which makes all of it present
+    thp = res.pop("after_thp")
+    res["present_after_thp"] = (None if thp is None else
+                                sum(thp[p] for p in gpas))
+    b, a = res["before"]["collapsed"], res["after"]["collapsed"]
+    res["khugepaged_collapsed"] = None if b is None or a is None else a - b
     for k in ("before", "after"):
         del res[k]["present"]
     return res
@@ -398,6 +444,12 @@ def describe(res, g):
         "resident before" % (res["returned"], res["ballooned"], share(res),
                              GOAL, pct(res["resident_before"],
                                        res["ballooned"])))
+    if res["present_after"]:
+        say("  still present: %d ballooned pages, %s of them in a "
+            "transparent huge page (the host's khugepaged collapsed a partly "
+            "ballooned 2 MiB range back)"
+            % (res["present_after"], "?" if res["present_after_thp"] is None
+               else res["present_after_thp"]))
     say("QEMU RSS: before %s, after %s; VmLck before %s, after %s"
         % (mib(b["VmRSS"]), mib(a["VmRSS"]), mib(b["VmLck"]),
            mib(a["VmLck"])))
@@ -474,13 +526,13 @@ def mode_overcommit(a):
         rows.append((label, res, g))
     if any("error" in r for _, r, _ in rows):
         return rows, problems
-    hdr = "%-44s %16s %16s" % ("", rows[0][0], rows[1][0])
-    say()
-    say(hdr)
+    print(flush=True)
+    print("%s: %-44s %16s %16s" % (NAME, "", rows[0][0], rows[1][0]),
+          flush=True)
 
     def row(name, f):
-        say("%-44s %16s %16s" % (name, f(rows[0][1], rows[0][2]),
-                                 f(rows[1][1], rows[1][2])))
+        print("%s: %-44s %16s %16s" % (NAME, name, f(rows[0][1], rows[0][2]),
+                                       f(rows[1][1], rows[1][2])), flush=True)
 
     row("guest RAM / balloon target",
         lambda r, g: "%d/%d MiB" % (r["mem_mib"], r["target_mib"]))
@@ -496,6 +548,9 @@ def mode_overcommit(a):
         lambda r, g: "%.2f %%" % pct(r["resident_before"], r["ballooned"]))
     row("  returned to the host (pagemap)",
         lambda r, g: "%.2f %%" % share(r))
+    row("  present again in a huge page (khugepaged)",
+        lambda r, g: "?" if r["present_after_thp"] is None
+        else str(r["present_after_thp"]))
     row("  still pinned by iommu-emul (pages, after)",
         lambda r, g: str(r["after"]["counters"]["pinned-pages"]))
     row("pinned by iommu-emul: max during",
