@@ -1,5 +1,6 @@
 #!/bin/busybox sh
 # SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck shell=dash disable=SC2154  # the parameters come from the kernel command line
 #
 # /init of the main-job VM (see run.sh and mj-host.py). Parameters come
 # from the kernel command line as environment variables:
@@ -59,6 +60,7 @@ else
     fail "insmod-iommu_emul_dma"
     finish
 fi
+# shellcheck disable=SC2013  # one module name a line
 for m in $(cat /lib/modules/order); do
     loaded "$m" || insmod "/lib/modules/$m.ko" || say "insmod $m failed"
 done
