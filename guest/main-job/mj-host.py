@@ -222,7 +222,8 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
             "-device", "virtio-blk-pci,drive=d0,disable-legacy=on,"
                        "iommu_platform=on,addr=0x4",
             "-device", "virtio-balloon-pci,id=balloon0,addr=0x5",
-            "-trace", "enable=virtio_balloon_handle_output", "-D", trace]
+            "-trace", "enable=virtio_balloon_handle_output",
+            "-trace", "enable=ram_block_discard_range", "-D", trace]
     if memlock:
         args += ["-overcommit", "mem-lock=on"]
     with open(os.path.join(run, name + ".cmdline"), "w") as f:
@@ -275,10 +276,6 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
                         "QEMU RSS %s, iommu-emul pins %s, %d mappings"
                         % (name, act >> 20, target_mib, mib(st["VmRSS"]),
                            mib(c["pinned-bytes"]), c["mappings"]))
-                if "mid" not in res and any(ln.startswith("MJ: inflated")
-                                            for ln in lines):
-                    # right after the balloon reached its target
-                    res["mid"] = pagemap_present(proc.pid, hva, size)
                 if any(ln.startswith("MJ: done") for ln in lines):
                     res["after"] = measure(qmp, proc.pid, hva, size)
                     res["after_thp"] = thp_pages(proc.pid, hva, size,
@@ -317,13 +314,23 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
             if k in res:
                 res[k].pop("present", None)
         res.pop("after_thp", None)
-        res.pop("mid", None)
         return res
     # ballooned pages from the trace (pc.ram offset = gpa below 4 GiB)
     seen = {}
     other = 0
+    # pages of pc.ram that a discard (madvise DONTNEED) succeeded on: the
+    # trace event fires only on success
+    discarded = bytearray(size // PAGE)
     with open(trace, errors="replace") as f:
         for line in f:
+            m = re.search(r"ram_block_discard_range pc\.ram@(0x[0-9a-f]+) "
+                          r"\+ 0x([0-9a-f]+):.* ret: 0", line)
+            if m:
+                first = (int(m.group(1), 16) - hva) // PAGE
+                n = int(m.group(2), 16) // PAGE
+                for p in range(max(first, 0), min(first + n, len(discarded))):
+                    discarded[p] = 1
+                continue
             m = re.search(r"section name: (\S+) gpa: 0x([0-9a-f]+)", line)
             if not m:
                 continue
@@ -353,14 +360,14 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
     # collapse a partly ballooned 2 MiB range back into a huge page
     # (max_ptes_none 511 by default), which makes all of it present
     thp = res.pop("after_thp")
-    mid = res.pop("mid", None)
     res["present_after_thp"] = (None if thp is None else
                                 sum(thp[p] for p in gpas))
-    # returned, then made present again by khugepaged: not present right
-    # after the inflation, present at the end in a huge page
-    res["recollapsed"] = (0 if thp is None or mid is None else
+    res["discarded"] = sum(discarded[p] for p in gpas)
+    # returned, then made present again by khugepaged: QEMU's discard of
+    # the page succeeded, yet it is present at the end, in a huge page
+    res["recollapsed"] = (0 if thp is None else
                           sum(1 for p in gpas
-                              if not mid[p] and after[p] and thp[p]))
+                              if discarded[p] and after[p] and thp[p]))
     b, a = res["before"]["collapsed"], res["after"]["collapsed"]
     res["khugepaged_collapsed"] = None if b is None or a is None else a - b
     for k in ("before", "after"):
@@ -414,8 +421,10 @@ def max_pinned(res):
 def vm_ok(res, g, problems, label):
     """Common checks; appends reasons to problems."""
     if "error" in res:
-        problems.append("%s: %s (logs in the run directory)"
-                        % (label, res["error"]))
+        problems.append("%s: %s (logs in the run directory)%s"
+                        % (label, res["error"],
+                           "".join("\n  qemu: " + ln
+                                   for ln in res["qemu_log"])))
         return False
     for f in g["fail"]:
         problems.append("%s: guest check failed: %s" % (label, f))
@@ -567,6 +576,8 @@ def mode_overcommit(a):
         lambda r, g: "%.2f %%" % pct(r["resident_before"], r["ballooned"]))
     row("  returned to the host (pagemap)",
         lambda r, g: "%.2f %%" % share(r))
+    row("  discarded by QEMU (trace, madvise succeeded)",
+        lambda r, g: "%.2f %%" % pct(r["discarded"], r["ballooned"]))
     row("  returned, then present again (khugepaged)",
         lambda r, g: str(r["recollapsed"]))
     row("  returned, counting those",
