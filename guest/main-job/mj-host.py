@@ -495,7 +495,10 @@ def mode_demo(a):
 
 
 def mode_test(a):
-    res = run_vm(a, "test", a.mem, a.target, False)
+    # MJ_MEMLOCK=1: the negative control, with -overcommit mem-lock=on
+    # the returned check must fail
+    res = run_vm(a, "test", a.mem, a.target,
+                 os.environ.get("MJ_MEMLOCK") == "1")
     g = parse_guest(res)
     fails = 0
 

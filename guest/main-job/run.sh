@@ -31,6 +31,8 @@
 #                  demo 1024/128, overcommit 1024/128, test 512/128)
 #   MJ_DISK_MIB    size of the virtio-blk disk (default 32)
 #   MJ_TIMEOUT     seconds one VM may run (default 600)
+#   MJ_MEMLOCK=1   test only: the negative control, with -overcommit
+#                  mem-lock=on; the returned-pages check must FAIL
 #   QEMU_ZC_STATE  state root (default build/state); builds, initramfs and
 #                  the last 5 run directories go to $QEMU_ZC_STATE/main-job
 
