@@ -191,6 +191,8 @@ def serial_lines(path):
 
 
 def mib(b):
+    if b < 1048576:
+        return "%d KiB" % (b // 1024)
     return "%.1f MiB" % (b / 1048576.0)
 
 
@@ -462,6 +464,10 @@ def describe(res, g):
         "vetoed discards %d, deferred discards %d"
         % (ca["maps"], ca["unmaps"], ca["mappings"], ca["faults"],
            ca["vetoed-discards"], ca["deferred-discards"]))
+    if ca["vetoed-discards"]:
+        say("  (%d pages were mapped for DMA when the balloon took them: "
+            "kept until unmapped, %d of them discarded then)"
+            % (ca["vetoed-discards"], ca["deferred-discards"]))
     say("pinned: before inflation %s, during max %s, after %s"
         % (mib(b["counters"]["pinned-bytes"]), mib(max_pinned(res)),
            mib(ca["pinned-bytes"])))

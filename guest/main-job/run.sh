@@ -52,7 +52,7 @@ case "$mode" in
 demo) mem=1024 target=128 ;;
 overcommit) mem=1024 target=128 ;;
 test) mem=512 target=128 ;;
--h|--help) sed -n '3,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h|--help) sed -n '3,/^set -E/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "usage: $0 demo|overcommit|test" >&2; exit 2 ;;
 esac
 mem=${MJ_MEM:-$mem}
