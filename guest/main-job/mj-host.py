@@ -298,8 +298,12 @@ def run_vm(a, name, mem_mib, target_mib, memlock):
             proc.kill()
             proc.wait()
     res["seconds"] = time.time() - t_start
-    res["serial"] = [ln for ln in serial_lines(serial)
-                     if ln.startswith("MJ: ")]
+    all_lines = serial_lines(serial)
+    res["serial"] = [ln for ln in all_lines if ln.startswith("MJ: ")]
+    # for an error message: the guest's last steps and why it stopped
+    res["serial_tail"] = res["serial"][-3:] + [
+        ln for ln in all_lines
+        if re.search(r"Kernel panic|Out of memory|BUG:|Oops", ln)][:4]
     # The baseline's QEMU prints one error per page it fails to discard:
     # keep the first lines and the count only.
     with open(qlog, "rb") as f:
@@ -423,10 +427,12 @@ def max_pinned(res):
 def vm_ok(res, g, problems, label):
     """Common checks; appends reasons to problems."""
     if "error" in res:
-        problems.append("%s: %s (logs in the run directory)%s"
+        problems.append("%s: %s (logs in the run directory)%s%s"
                         % (label, res["error"],
                            "".join("\n  qemu: " + ln
-                                   for ln in res["qemu_log"])))
+                                   for ln in res["qemu_log"]),
+                           "".join("\n  guest: " + ln
+                                   for ln in res["serial_tail"])))
         return False
     for f in g["fail"]:
         problems.append("%s: guest check failed: %s" % (label, f))
@@ -443,6 +449,10 @@ def vm_ok(res, g, problems, label):
                         "DMA through it" % label)
     if res["ballooned"] == 0:
         problems.append("%s: no ballooned page in the trace" % label)
+    if res["after"]["balloon"] > res["target_mib"] << 20:
+        problems.append("%s: the balloon reached %s only, target %d MiB"
+                        % (label, mib(res["after"]["balloon"]),
+                           res["target_mib"]))
     return not problems
 
 
@@ -516,6 +526,10 @@ def mode_test(a):
 
     if "error" in res:
         check("vm", False, res["error"])
+        for ln in res["qemu_log"]:
+            print("  qemu: " + ln)
+        for ln in res["serial_tail"]:
+            print("  guest: " + ln)
         return res, ["test VM: " + res["error"]]
     for p in g["pass"]:
         check("guest: " + p, True)
