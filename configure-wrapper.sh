@@ -496,10 +496,19 @@ do_setup() {
 # ---------------------------------------------------------------------------
 # Demo, tests, export
 
+# The main job: a real guest whose unmodified virtio-blk driver does its
+# DMA through iommu-emul while the balloon takes memory back, then the
+# virtio-zc guest demo (guest/main-job/README.md).
 do_demo() {
-    local qemu=$B/qemu-system-x86_64
-    note "launching a TCG VM with -device iommu-emul -device virtio-zc"
-    /usr/bin/python3 "$TOP/wrapper/qmp-demo.py" "$qemu"
+    local qemu=$B/qemu-system-x86_64 help drv
+    help=$("$qemu" -device help) || die "$qemu -device help failed"
+    for drv in iommu-emul virtio-zc-pci; do
+        grep -q "\"$drv\"" <<<"$help" || die "-device help does not list $drv"
+    done
+    note "launching a TCG guest with -device iommu-emul, then the virtio-zc guest demo"
+    QEMU=$qemu QEMU_FIRMWARE=$B/qemu-bundle/usr/local/share/qemu \
+        QEMU_DATA=$B/qemu-bundle/usr/local/share/qemu \
+        "$TOP/guest/main-job/run.sh" demo
 }
 
 # qtests are named without their qtest-ARCH/ prefix; unit tests (test-*)
@@ -537,7 +546,7 @@ do_test() {
 # The guest drivers of guest/ in TCG VMs against this build: each demo is
 # one result, in "NAME RESULT SECONDS LOG" lines of $1 for tap-summary.py.
 # QEMU_ZC_GUEST=0 skips them (they install a Debian kernel the first time).
-GUEST_DEMOS="guest/run-demo.sh:all guest/virtio-zc/run-demo.sh: guest/iommu-emul-dma/run-demo.sh:"
+GUEST_DEMOS="guest/run-demo.sh:all guest/virtio-zc/run-demo.sh: guest/iommu-emul-dma/run-demo.sh: guest/main-job/run.sh:test"
 
 run_guest_demos() {
     local out=$1 d script arg log t0 rc
