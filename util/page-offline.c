@@ -43,6 +43,27 @@ static PageOfflineStats po_stats;
 #define PO_PIPE         (1024 * 1024)       /* default pipe-max-size */
 #define PO_SPLICE       (256 * 1024)        /* per round: stays in cache */
 
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24     /* Linux 5.18 */
+#endif
+
+/*
+ * Drop the pages of [@start, @start + @len). Locked (mlock) memory, which
+ * MADV_DONTNEED refuses, is dropped with MADV_DONTNEED_LOCKED: the
+ * mapping stays locked, so the new pages that the offline puts there are
+ * locked too. Returns 0 or -errno.
+ */
+static int po_zap(void *start, size_t len)
+{
+    if (!madvise(start, len, MADV_DONTNEED)) {
+        return 0;
+    }
+    if (errno == EINVAL && !madvise(start, len, MADV_DONTNEED_LOCKED)) {
+        return 0;
+    }
+    return -errno;
+}
+
 #ifndef PAGEMAP_SCAN
 /* The PAGEMAP_SCAN ioctl of /proc/PID/pagemap, Linux 6.7 (linux/fs.h) */
 struct page_region {
@@ -384,7 +405,7 @@ static int po_splice(char *start, size_t len)
         }
         /* Page-aligned: the pipe took whole pages */
         chunk = n;
-        ret = madvise(start + done, chunk, MADV_DONTNEED) ? -errno : 0;
+        ret = po_zap(start + done, chunk);
         for (got = 0; got < chunk; got += n) {
             n = read(e->pipefd[0], e->bounce + got, chunk - got);
             if (n <= 0 && !(n < 0 && errno == EINTR)) {
@@ -629,8 +650,8 @@ static int po_offline_span_wp(POSpan *s)
             break;
         }
         memcpy(e->bounce, start + off, chunk);
-        if (madvise(start + off, chunk, MADV_DONTNEED)) {
-            ret = -errno;
+        ret = po_zap(start + off, chunk);
+        if (ret) {
             break;
         }
         ret = po_copy(start + off, e->bounce, chunk);
@@ -656,9 +677,8 @@ static int po_offline_copy(POSpan *s)
         return -errno;
     }
     memcpy(bounce, start, len);
-    if (madvise(start, len, MADV_DONTNEED)) {
-        ret = -errno;
-    } else {
+    ret = po_zap(start, len);
+    if (!ret) {
         memcpy(start, bounce, len);
         po_stats.bytes_copied += len;
     }

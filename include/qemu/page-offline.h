@@ -20,7 +20,10 @@
  *
  * The range must be private anonymous memory with the host page size
  * (no hugetlbfs, no file or shared mapping). It may be backed by
- * transparent huge pages.
+ * transparent huge pages, and it may be locked (mlock()): the mapping
+ * stays locked, and so are the new pages (old pages are zapped with
+ * MADV_DONTNEED_LOCKED, Linux 5.18; UFFDIO_MOVE refuses locked memory,
+ * so AUTO splices it).
  *
  * All methods but PAGE_OFFLINE_COPY stay correct while other threads
  * (running vCPUs) read and write the range. They share one userfaultfd

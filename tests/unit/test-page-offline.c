@@ -184,6 +184,90 @@ static void test_reference_kept(const void *opaque)
     area_free(&a);
 }
 
+/* kB locked in the VMAs that intersect [@start, @start + @len) */
+static unsigned long locked_kb(char *start, size_t len)
+{
+    g_autofree char *smaps = NULL;
+    g_auto(GStrv) lines = NULL;
+    unsigned long kb = 0;
+    bool in = false;
+    uintptr_t lo, hi;
+    int i;
+
+    g_assert(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    lines = g_strsplit(smaps, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (sscanf(lines[i], "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2) {
+            in = lo < (uintptr_t)start + len && hi > (uintptr_t)start;
+        } else if (in && g_str_has_prefix(lines[i], "Locked:")) {
+            kb += g_ascii_strtoull(lines[i] + strlen("Locked:"), NULL, 10);
+        }
+    }
+    return kb;
+}
+
+/*
+ * Locked memory (pages that iommu-emul pinned with mlock) is offlined
+ * like any other: the reader of the old pages gets the original bytes,
+ * and the range stays locked, with the new pages resident. UFFDIO_MOVE
+ * refuses locked memory, and then leaves the contents as they were.
+ */
+static void test_locked(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    g_autofree char *ref = NULL;
+    g_autofree char *got = NULL;
+    size_t len, off = 0;
+    char *lk;
+    int fds[2];
+    struct iovec iov;
+    ssize_t n;
+    Area a;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, 8);
+    lk = a.base + 2 * a.psize;
+    len = 4 * a.psize;
+    ref = g_malloc(a.len);
+    got = g_malloc(len);
+    fill(a.base, a.len, 21);
+    memcpy(ref, a.base, a.len);
+    if (mlock(lk, len)) {
+        g_test_skip("mlock() is not allowed here (RLIMIT_MEMLOCK)");
+        area_free(&a);
+        return;
+    }
+    g_assert_cmpuint(locked_kb(lk, len), ==, len / 1024);
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, (int)len) >= (int)len);
+    iov.iov_base = lk;
+    iov.iov_len = len;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, len);
+
+    if (m == PAGE_OFFLINE_UFFD_MOVE) {
+        g_assert_cmpint(page_offline_range(lk, len, m, NULL), <, 0);
+        g_assert(memcmp(ref, a.base, a.len) == 0);
+        goto out;
+    }
+    g_assert_cmpint(page_offline_range(lk + 100, len - 200, m, NULL), ==, 0);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    g_assert_cmpuint(locked_kb(lk, len), ==, len / 1024);
+    memset(lk, 0x5a, len);
+    while (off < len) {
+        n = read(fds[0], got + off, len - off);
+        g_assert_cmpint(n, >, 0);
+        off += n;
+    }
+    g_assert(memcmp(ref + 2 * a.psize, got, len) == 0);
+out:
+    close(fds[0]);
+    close(fds[1]);
+    munlock(lk, len);
+    area_free(&a);
+}
+
 /* Pages never touched stay readable as zeroes, without a hang */
 static void test_holes(const void *opaque)
 {
@@ -754,6 +838,7 @@ int main(int argc, char **argv)
         add("reference-kept", test_reference_kept, all[i]);
         add("holes", test_holes, all[i]);
         add("no-vma-growth", test_no_vma_growth, all[i]);
+        add("locked", test_locked, all[i]);
         if (all[i] != PAGE_OFFLINE_COPY) {
             /* The copy method is only correct with writers stopped */
             add("concurrent-writer", test_concurrent_writer, all[i]);
