@@ -486,6 +486,7 @@ static void test_concurrent_writer(const void *opaque)
     uint64_t *slots;
     QemuThread th;
     Racer r = { 0 };
+    gint64 start;
     Area a;
     size_t s;
     int i;
@@ -499,7 +500,15 @@ static void test_concurrent_writer(const void *opaque)
     r.last = g_new0(uint64_t, r.nslots);
     slots = (uint64_t *)a.base;
     qemu_thread_create(&th, "racer", racer_fn, &r, QEMU_THREAD_JOINABLE);
-    for (i = 0; i < 2000; i++) {
+    /*
+     * At least 2000 offlines, and on until the racer has written every
+     * slot twice meanwhile: on a loaded host it may not get the CPU at
+     * first, and the race must really happen
+     */
+    start = g_get_monotonic_time();
+    for (i = 0; i < 2000 || qatomic_read(&r.writes) < 2 * r.nslots; i++) {
+        g_assert_cmpint(g_get_monotonic_time() - start, <,
+                        60 * G_USEC_PER_SEC);
         g_assert_cmpint(page_offline_range(a.base + (i % 4) * a.psize,
                                            (i % 13 + 1) * a.psize / 2, m,
                                            NULL), ==, 0);
