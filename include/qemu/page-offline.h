@@ -29,7 +29,8 @@
  * (running vCPUs) read and write the range. They share one userfaultfd
  * and its scratch areas, created at the first offline and kept for the
  * life of the process; guest memory is registered with it only for the
- * duration of one call.
+ * duration of one call. New pages come from a pool of spare pages that
+ * a thread of the engine faults in ahead of time, where it has some.
  */
 typedef enum PageOfflineMethod {
     /*
@@ -94,13 +95,23 @@ int page_offline_ranges(const struct iovec *iov, unsigned int n,
                         void *window, size_t window_len,
                         PageOfflineMethod method, PageOfflineMethod *used);
 
+/*
+ * page_offline_prepare: set the engine up now (its userfaultfd, scratch
+ * areas and pool of spare huge pages, which a thread of its own faults
+ * in), so that the first offline does not pay for it. Optional.
+ */
+void page_offline_prepare(void);
+
 /* What the engine did since the process started (tests, benchmarks) */
 typedef struct PageOfflineStats {
     uint64_t calls;             /* page_offline_range[s]() that succeeded */
     uint64_t uffd_opened;       /* userfaultfds created (normally 1) */
     uint64_t huge_replaced;     /* 2 MiB regions moved out and in whole */
+    uint64_t huge_pooled;       /* of those, given a spare huge page */
+    uint64_t spares;            /* spares ready now (huge or small pages) */
     uint64_t bytes_moved;       /* moved out, copied back (UFFD_MOVE) */
     uint64_t bytes_spliced;     /* by UFFD_SPLICE */
+    uint64_t bytes_pooled;      /* of those, given pages of a spare */
     uint64_t bytes_wp;          /* by UFFD_WP */
     uint64_t bytes_copied;      /* by COPY */
 } PageOfflineStats;

@@ -559,6 +559,107 @@ static char *thp_area(size_t len, char **raw)
  * huge page is replaced whole (not spliced page by page), the references
  * keep the old bytes, the contents are the same.
  */
+/* Wait until the engine has @want spares ready; false after 60 s */
+static bool wait_spares(uint64_t want)
+{
+    gint64 start = g_get_monotonic_time();
+    PageOfflineStats st;
+
+    for (;;) {
+        page_offline_get_stats(&st);
+        if (st.spares >= want) {
+            return true;
+        }
+        if (g_get_monotonic_time() - start > 60 * G_USEC_PER_SEC) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The spares that the engine faults in ahead of time serve offlines: a
+ * huge page replaced whole gets a spare huge page, spliced small pages
+ * get pages of a spare. Contents, and the reader's bytes, are as with
+ * new pages.
+ */
+static void test_pool(void)
+{
+    enum { LEN = 2 * 1024 * 1024, SMALL = 16, REF = 64 * 1024 };
+    g_autofree char *ref = g_malloc(LEN);
+    g_autofree char *got = g_malloc(LEN);
+    PageOfflineStats before, after;
+    struct iovec iov;
+    int fds[2];
+    size_t off;
+    char *raw, *p;
+    ssize_t n;
+    Area a;
+
+    if (!page_offline_available(PAGE_OFFLINE_UFFD_MOVE)) {
+        method_ok(PAGE_OFFLINE_UFFD_MOVE);
+        return;
+    }
+    page_offline_prepare();
+    g_assert(wait_spares(1));
+
+    /* Small pages: spliced into pages of a spare */
+    area_new(&a, SMALL);
+    g_assert_cmpint(madvise(a.base, a.len, MADV_NOHUGEPAGE), ==, 0);
+    fill(a.base, a.len, 5);
+    memcpy(ref, a.base, a.len);
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_range(a.base, a.len, PAGE_OFFLINE_AUTO,
+                                       NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert_cmpuint(after.bytes_pooled - before.bytes_pooled, ==, a.len);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    area_free(&a);
+
+    /* A huge page: replaced whole by a spare huge page */
+    p = thp_area(LEN, &raw);
+    if (!p) {
+        g_test_message("no transparent huge pages: huge spares not tested");
+        return;
+    }
+    if (!wait_spares(4)) {
+        g_test_message("the pool did not fill up");
+        munmap(raw, LEN + thp_size());
+        g_test_fail();
+        return;
+    }
+    memcpy(ref, p, LEN);
+    /* The pipe references the first 64 KiB, as a stalled socket would */
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, REF) >= REF);
+    iov.iov_base = p;
+    iov.iov_len = REF;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, REF);
+    iov.iov_len = LEN;
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_ranges(&iov, 1, raw, LEN + thp_size(),
+                                        PAGE_OFFLINE_AUTO, NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert(memcmp(ref, p, LEN) == 0);
+    if (after.huge_pooled == before.huge_pooled) {
+        /* Every spare has small pages: the huge page was split instead */
+        g_test_message("no spare huge page (THP disabled for spares?)");
+    } else {
+        g_assert_cmpuint(after.huge_pooled - before.huge_pooled, ==, 1);
+        /* The guest keeps a huge page */
+        g_assert_cmpuint(anon_huge_bytes(p), >=, LEN);
+    }
+    memset(p, 0x5a, LEN);
+    for (off = 0; off < REF; off += n) {
+        n = read(fds[0], got + off, REF - off);
+        g_assert_cmpint(n, >, 0);
+    }
+    g_assert(memcmp(ref, got, REF) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    munmap(raw, LEN + thp_size());
+}
+
 static void test_batch_thp(void)
 {
     enum { NBUF = 64, BUF = 64 * 1024 };
@@ -864,5 +965,6 @@ int main(int argc, char **argv)
     g_test_add_data_func("/page-offline/batch/concurrent-writer-thp",
                          GINT_TO_POINTER(true), test_batch_concurrent_writer);
     g_test_add_func("/page-offline/many-bounded", test_many_bounded);
+    g_test_add_func("/page-offline/pool", test_pool);
     return g_test_run();
 }
