@@ -44,6 +44,7 @@ static PageOfflineStats po_stats;
 #define PO_PIPE         (1024 * 1024)       /* default pipe-max-size */
 #define PO_SPLICE       (256 * 1024)        /* per round: stays in cache */
 #define PO_POOL         4                   /* spare huge pages */
+#define PO_POOL_SETTLE_US 50000             /* refill that long after use */
 
 #ifndef MADV_DONTNEED_LOCKED
 #define MADV_DONTNEED_LOCKED 24     /* Linux 5.18 */
@@ -195,7 +196,7 @@ static void *po_pool_thread(void *opaque)
     PageOfflineEngine *e = &po_engine;
     size_t psize = qemu_real_host_page_size();
     char *slot, *p;
-    bool ok, niced = false;
+    bool ok, niced = false, settled = false;
     int i;
 
     qemu_mutex_lock(&e->lock);
@@ -219,6 +220,19 @@ static void *po_pool_thread(void *opaque)
                 }
             }
             qemu_cond_wait(&e->pool_cond, &e->lock);
+            settled = false;
+            continue;
+        }
+        if (niced && !settled) {
+            /*
+             * A spare was just used: let the reclaim that used it finish
+             * first (remapping the slot and faulting pages in take the
+             * mmap lock, flush TLBs and want a CPU), then refill
+             */
+            qemu_mutex_unlock(&e->lock);
+            g_usleep(PO_POOL_SETTLE_US);
+            qemu_mutex_lock(&e->lock);
+            settled = true;
             continue;
         }
         slot = e->pool + (size_t)i * e->huge;
