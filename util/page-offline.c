@@ -628,6 +628,74 @@ static int po_move_copy(char *start, size_t len, size_t *done)
 }
 
 /*
+ * AUTO, while the pool has a spare: move the old pages of [@start,
+ * @start + @len) (at most one huge page, not crossing a huge page
+ * boundary) out to the scratch area, copy them into pages of the spare
+ * with memcpy() and move those in. Cheaper than splicing, whose pipe
+ * read copies page by page into pages allocated now. Returns 0 with
+ * *@done = @len, -EAGAIN with nothing done (no spare), or -errno with
+ * *@done the prefix that was offlined (-EBUSY: the kernel refused to
+ * move a page, e.g. of a huge page that it references).
+ */
+static int po_move_spare(char *start, size_t len, size_t *done)
+{
+    PageOfflineEngine *e = &po_engine;
+    size_t psize = qemu_real_host_page_size();
+    size_t i, run, moved, in, off;
+    g_autofree unsigned char *vec = NULL;
+    char *buf;
+    int ret, ret2 = 0;
+
+    *done = 0;
+    if (e->spare && e->spare_off + len > e->huge) {
+        po_pool_put(e->spare);
+        e->spare = NULL;
+    }
+    if (!e->spare) {
+        e->spare = po_pool_take(false);
+        e->spare_off = 0;
+    }
+    if (!e->spare) {
+        return -EAGAIN;
+    }
+    buf = e->spare + e->spare_off;
+    e->spare_off += len;
+    ret = po_move(e->scratch, start, len, false, &moved);
+    vec = g_malloc(MAX(moved / psize, 1));
+    if (moved && mincore(e->scratch, moved, vec)) {
+        /* Cannot tell holes: copies of their own, as po_move_copy() */
+        ret2 = po_copy_back(start, e->scratch, moved);
+        moved = ret2 ? 0 : moved;
+    } else {
+        /* Never read a hole of the registered scratch area */
+        for (i = 0; i < moved / psize && !ret2; i += run) {
+            for (run = 1; i + run < moved / psize &&
+                 (vec[i + run] & 1) == (vec[i] & 1); run++) {
+                /* a run of pages that are all there, or all holes */
+            }
+            if (!(vec[i] & 1)) {
+                continue;
+            }
+            off = i * psize;
+            memcpy(buf + off, e->scratch + off, run * psize);
+            po_move(start + off, buf + off, run * psize, true, &in);
+            po_stats.bytes_pooled += in;
+            /* What does not move in is copied in */
+            ret2 = po_copy(start + off + in, e->scratch + off + in,
+                           run * psize - in);
+        }
+    }
+    /* The old pages go away here unless the kernel still references them */
+    madvise(e->scratch, ROUND_UP(moved, psize), MADV_DONTNEED);
+    if (ret2) {
+        return ret2;
+    }
+    *done = moved;
+    po_stats.bytes_moved += moved;
+    return ret;
+}
+
+/*
  * Whether [@start, @start + huge) is mapped as one huge page (PMD) now.
  * False if the kernel cannot tell (no PAGEMAP_SCAN before Linux 6.7).
  */
@@ -787,13 +855,17 @@ static int po_offline_batch_move(POBatch *b)
                 ret = po_move_huge((char *)p, &done);
             } else if (b->method == PAGE_OFFLINE_UFFD_MOVE) {
                 ret = po_move_copy((char *)p, end - p, &done);
-            } else {
+            } else if (e->have_move) {
                 /*
-                 * AUTO: splicing costs what moving and copying back
-                 * does, flushes the TLB once per range instead of once
-                 * per page, and needs no split of a huge page that the
-                 * kernel still references (UFFDIO_MOVE fails there).
+                 * AUTO: with a spare, move out, memcpy() and move in;
+                 * without one, splice: that costs what moving and
+                 * copying back into new pages does, flushes the TLB once
+                 * per range instead of once per page, and needs no split
+                 * of a huge page that the kernel still references
+                 * (UFFDIO_MOVE fails there: the rest is spliced).
                  */
+                ret = po_move_spare((char *)p, end - p, &done);
+            } else {
                 ret = -EAGAIN;
             }
             if (ret && b->method == PAGE_OFFLINE_AUTO) {

@@ -36,8 +36,10 @@ typedef enum PageOfflineMethod {
     /*
      * Per 2 MiB region: a transparent huge page that the ranges cover at
      * least half of is moved out whole (UFFDIO_MOVE of one huge page) and
-     * copied back into small pages (UFFDIO_COPY); the other pages go by
-     * UFFD_SPLICE.
+     * copied into a spare huge page that moves in whole, or back into
+     * small pages (UFFDIO_COPY); the other pages are moved out, copied
+     * into pages of a spare that move in, or, without a spare or where
+     * a page cannot move, go by UFFD_SPLICE.
      */
     PAGE_OFFLINE_AUTO,
     /* UFFDIO_MOVE of the old pages to a scratch area, UFFDIO_COPY back */
