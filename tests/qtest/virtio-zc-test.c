@@ -1318,7 +1318,8 @@ static void zc_dma_ring(ZC *t, ZCMaps *m)
  * (QEMU's locked memory is the same before and after, and drops back
  * once everything is unmapped). In hpa mode the host-physical pages are
  * exposed: the offline is refused, the request waits past its timeout
- * (offline-refused) and is reclaimed once the guest unmaps its data.
+ * (offline-refused) and is reclaimed once the guest unmaps its data;
+ * at a device reset, which cannot wait, it completes with DEST_ERROR.
  * The receiver gets the original bytes in every mode.
  */
 static void test_iommu_mapped(const void *opaque)
@@ -1332,7 +1333,7 @@ static void test_iommu_mapped(const void *opaque)
     g_autofree uint8_t *want = NULL;
     g_autofree uint8_t *now = NULL;
     g_autofree uint8_t *got = NULL;
-    uint64_t hdr, data, st, ring_end, locked, locked0;
+    uint64_t hdr, data, st, ring_end, locked, locked0, refused;
     Desc d[20];
     QPCIDevice *iommu;
     ZCMaps *m = g_new0(ZCMaps, 1);
@@ -1447,6 +1448,32 @@ static void test_iommu_mapped(const void *opaque)
     qtest_bufwrite(t.qts, data, now, LEN);
     got = recv_msg(&t, 0, 11, LEN);
     g_assert(memcmp(want, got, LEN) == 0);
+
+    if (hpa) {
+        /*
+         * A device reset cannot wait for the guest to unmap: the
+         * offline is refused, the transmitq's connection is aborted and
+         * the request completes with DEST_ERROR (status written, not
+         * used: the ring is being reset)
+         */
+        uint64_t st2 = zc_status_buf(&t);
+
+        zc_dma_map(m, data, LEN, IOMMU_EMUL_MAP_READ);
+        zc_dma_map(m, st2, 4096, IOMMU_EMUL_MAP_WRITE);
+        d[0] = (Desc) { zc_bus(m, hdr), 16, false };
+        n = 1 + zc_dma_descs(m, data, LEN, d + 1, ARRAY_SIZE(d) - 2);
+        d[n++] = (Desc) { zc_bus(m, st2), 1, true };
+        zc_post(&t, d, n);
+        zc_wait_counter(&t, "sent", 2);
+        g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+        refused = zc_counter(&t, "offline-refused");
+        qvirtio_reset(&t.dev->vdev);
+        g_assert_cmpuint(qtest_readb(t.qts, st2), ==,
+                         VIRTIO_ZC_S_DEST_ERROR);
+        g_assert_cmpuint(zc_counter(&t, "offline-refused"), >, refused);
+        g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 1);
+        g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    }
 
     /* Every pin is released once: nothing stays locked */
     zc_dma_unmap(m, 0, UINT64_MAX);
