@@ -15,8 +15,11 @@
  *   example by VFIO): no;
  * - during postcopy migration or a background snapshot (both register
  *   guest RAM with their own userfaultfd): refused for now (-EBUSY);
- * - when a discard veto holds a page (iommu-emul has pinned it for DMA,
- *   see system/ram-discard-veto.h): refused for now (-EBUSY).
+ * - when a pin holder exposes the physical page of a page it pinned
+ *   (iommu-emul in hpa mode, or a mapping whose requester has an IOMMU
+ *   notifier consumer: VFIO, vhost): refused for now (-EBUSY). Pages it
+ *   pinned only for QEMU's own device models (mlock, reached through the
+ *   RAMBlock's address) are offlined, and keep their lock.
  *
  * Shared RAM is offlined by mapping the same file offset again, with
  * MAP_FIXED | MAP_PRIVATE: the guest keeps reading the same contents and
@@ -45,11 +48,48 @@
 #include "qemu/main-loop.h"
 #include "system/cpus.h"
 #include "hw/core/cpu.h"
-#include "system/ram-discard-veto.h"
 #include "system/ram-offline.h"
 #include "trace.h"
 
 static bool ram_offline_all_vcpus_stopped(void);
+
+/* Devices that pin guest pages; with the BQL */
+static QLIST_HEAD(, RamOfflinePinHolder) ram_offline_pin_holders =
+    QLIST_HEAD_INITIALIZER(ram_offline_pin_holders);
+
+void ram_offline_pin_holder_add(RamOfflinePinHolder *h)
+{
+    QLIST_INSERT_HEAD(&ram_offline_pin_holders, h, next);
+}
+
+void ram_offline_pin_holder_remove(RamOfflinePinHolder *h)
+{
+    QLIST_REMOVE(h, next);
+}
+
+static bool ram_offline_exposed(RAMBlock *rb, void *host, size_t len)
+{
+    RamOfflinePinHolder *h;
+
+    QLIST_FOREACH(h, &ram_offline_pin_holders, next) {
+        if (h->exposed(h, rb, host, len)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A mapping anew drops mlock(): let the pin holders lock their pages */
+static void ram_offline_remapped(RAMBlock *rb, void *host, size_t len)
+{
+    RamOfflinePinHolder *h;
+
+    QLIST_FOREACH(h, &ram_offline_pin_holders, next) {
+        if (h->remapped) {
+            h->remapped(h, rb, host, len);
+        }
+    }
+}
 
 /* Host ranges of shared RAM that an offline left private; with the BQL */
 typedef struct RamOfflinePrivate {
@@ -217,6 +257,7 @@ static int ram_offline_map(RAMBlock *rb, uintptr_t host, size_t len,
         return -errno;
     }
     ram_offline_advise((void *)host, len);
+    ram_offline_remapped(rb, (void *)host, len);
     return 0;
 }
 
@@ -362,6 +403,16 @@ int ram_offline_host_reshare(const struct iovec *iov, unsigned int n,
             ram_offline_private_remove(o->start, o->end);
             continue;
         }
+        if (ram_offline_exposed(rb, (void *)o->start, len)) {
+            /*
+             * A page pinned with its physical page exposed (bus-addr=hpa)
+             * while private: the pin holds the private page, which must
+             * stay the guest's. Later.
+             */
+            ram_offline_defer(&(struct iovec) { (void *)o->start, len }, 1);
+            ret = ret ? ret : -EBUSY;
+            continue;
+        }
         /*
          * Pages someone may still reference leave the file first; the
          * references keep them, the file gets new ones below.
@@ -490,8 +541,8 @@ static int ram_offline_check(void *host, size_t len, RAMBlock **rb)
         trace_ram_offline_refused(host, len, why);
         return -EBUSY;
     }
-    if (ram_block_discard_range_vetoed(*rb, offset, len)) {
-        trace_ram_offline_refused(host, len, "veto");
+    if (ram_offline_exposed(*rb, host, len)) {
+        trace_ram_offline_refused(host, len, "pinned, physical page exposed");
         return -EBUSY;
     }
     return 0;

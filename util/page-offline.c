@@ -36,12 +36,36 @@ static PageOfflineStats po_stats;
 
 #ifdef CONFIG_LINUX
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include "qemu/madvise.h"
 #include "qemu/userfaultfd.h"
 
 #define PO_HUGE         (2 * 1024 * 1024)   /* PMD size on x86 and arm64 */
 #define PO_PIPE         (1024 * 1024)       /* default pipe-max-size */
 #define PO_SPLICE       (256 * 1024)        /* per round: stays in cache */
+#define PO_POOL         4                   /* spare huge pages */
+#define PO_POOL_SETTLE_US 50000             /* refill that long after use */
+
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24     /* Linux 5.18 */
+#endif
+
+/*
+ * Drop the pages of [@start, @start + @len). Locked (mlock) memory, which
+ * MADV_DONTNEED refuses, is dropped with MADV_DONTNEED_LOCKED: the
+ * mapping stays locked, so the new pages that the offline puts there are
+ * locked too. Returns 0 or -errno.
+ */
+static int po_zap(void *start, size_t len)
+{
+    if (!madvise(start, len, MADV_DONTNEED)) {
+        return 0;
+    }
+    if (errno == EINVAL && !madvise(start, len, MADV_DONTNEED_LOCKED)) {
+        return 0;
+    }
+    return -errno;
+}
 
 #ifndef PAGEMAP_SCAN
 /* The PAGEMAP_SCAN ioctl of /proc/PID/pagemap, Linux 6.7 (linux/fs.h) */
@@ -83,6 +107,19 @@ typedef struct PageOfflineEngine {
     int pipefd[2];
     size_t pipe_size;
     int pagemap;        /* /proc/self/pagemap for PAGEMAP_SCAN, or -1 */
+    /*
+     * Spare huge pages, faulted in ahead of time by a thread of their
+     * own: PO_POOL slots of huge bytes each, not registered. A slot is
+     * ready when a huge page is mapped there. Under lock.
+     */
+    char *pool;
+    bool pool_ready[PO_POOL];
+    bool pool_busy[PO_POOL];    /* taken, in use by an offline */
+    bool pool_huge[PO_POOL];    /* ready, and mapped as one huge page */
+    bool pool_stop;     /* a slot would not take a huge page: give up */
+    char *spare;        /* the spare that splicing takes pages from */
+    size_t spare_off;   /* its pages below this moved away already */
+    QemuCond pool_cond; /* a slot was used: fill it again */
 } PageOfflineEngine;
 
 static PageOfflineEngine po_engine;
@@ -145,6 +182,130 @@ static int po_renew_huge(void)
            -errno : 0;
 }
 
+static bool po_is_huge(uintptr_t start);
+
+/*
+ * Fill the pool's empty slots with fresh pages, for good: a huge page
+ * where the kernel gives one, else small pages. Faulting memory in costs
+ * milliseconds per 2 MiB where the host backs memory lazily (the kernel
+ * zeroes pages that nobody touched for long): here, away from any
+ * offline. The lock is not held while pages fault in.
+ */
+static void *po_pool_thread(void *opaque)
+{
+    PageOfflineEngine *e = &po_engine;
+    size_t psize = qemu_real_host_page_size();
+    char *slot, *p;
+    bool ok, niced = false, settled = false;
+    int i;
+
+    qemu_mutex_lock(&e->lock);
+    while (!e->pool_stop) {
+        for (i = 0; i < PO_POOL && (e->pool_ready[i] || e->pool_busy[i]);
+             i++) {
+            /* the first empty slot */
+        }
+        if (i == PO_POOL) {
+            /*
+             * Full. From now on at the lowest priority: a refill must
+             * not take the CPU from the thread that has just offlined
+             * (it still completes the requests), nor from the vCPUs.
+             * The first fill, at start, runs at the normal priority, so
+             * that the pool is there for the first reclaim on a busy host.
+             */
+            if (!niced) {
+                niced = true;
+                if (setpriority(PRIO_PROCESS, qemu_get_thread_id(), 19)) {
+                    /* Not fatal: refills at the normal priority */
+                }
+            }
+            qemu_cond_wait(&e->pool_cond, &e->lock);
+            settled = false;
+            continue;
+        }
+        if (niced && !settled) {
+            /*
+             * A spare was just used: let the reclaim that used it finish
+             * first (remapping the slot and faulting pages in take the
+             * mmap lock, flush TLBs and want a CPU), then refill
+             */
+            qemu_mutex_unlock(&e->lock);
+            g_usleep(PO_POOL_SETTLE_US);
+            qemu_mutex_lock(&e->lock);
+            settled = true;
+            continue;
+        }
+        slot = e->pool + (size_t)i * e->huge;
+        qemu_mutex_unlock(&e->lock);
+        /* Fresh: a used slot may hold a page table, or small pages */
+        /* A huge page if there is one, else small pages, all present */
+        ok = mmap(slot, e->huge, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == slot;
+        if (ok) {
+            qemu_madvise(slot, e->huge, QEMU_MADV_HUGEPAGE);
+            for (p = slot; p < slot + e->huge; p += psize) {
+                /* volatile: the write must happen, it faults the page in */
+                *(volatile char *)p = 0;
+            }
+        }
+        qemu_mutex_lock(&e->lock);
+        e->pool_ready[i] = ok;
+        e->pool_huge[i] = ok && po_is_huge((uintptr_t)slot);
+        /* Cannot map memory: stop trying */
+        e->pool_stop = !ok;
+    }
+    qemu_mutex_unlock(&e->lock);
+    return NULL;
+}
+
+/* Map the pool and start its thread; a pool that fails stays empty */
+static void po_pool_setup(void)
+{
+    PageOfflineEngine *e = &po_engine;
+    QemuThread thread;
+
+    e->pool_stop = true;
+    if (!e->have_move) {
+        return;
+    }
+    e->pool = po_map_aligned(PO_POOL * e->huge, e->huge);
+    if (!e->pool) {
+        return;
+    }
+    e->pool_stop = false;
+    qemu_cond_init(&e->pool_cond);
+    qemu_thread_create(&thread, "page-offline-pool", po_pool_thread, NULL,
+                       QEMU_THREAD_DETACHED);
+}
+
+/*
+ * A ready spare (@huge: mapped as one huge page), taken out of the pool
+ * until po_pool_put(), or NULL. With the lock held.
+ */
+static char *po_pool_take(bool huge)
+{
+    PageOfflineEngine *e = &po_engine;
+    int i;
+
+    for (i = 0; i < PO_POOL && !e->pool_stop; i++) {
+        if (e->pool_ready[i] && (e->pool_huge[i] || !huge)) {
+            e->pool_ready[i] = false;
+            e->pool_busy[i] = true;
+            return e->pool + (size_t)i * e->huge;
+        }
+    }
+    return NULL;
+}
+
+/* Done with the spare @slot (its pages moved away, or not): refill it */
+static void po_pool_put(char *slot)
+{
+    PageOfflineEngine *e = &po_engine;
+
+    e->pool_busy[(slot - e->pool) / e->huge] = false;
+    qemu_cond_signal(&e->pool_cond);
+}
+
 /* Set the engine up; with po_engine.lock held. Returns 0 or -errno. */
 static int po_setup(void)
 {
@@ -199,6 +360,7 @@ static int po_setup(void)
         e->err = -ENOSYS;
         goto fail;
     }
+    po_pool_setup();
     return 0;
 
 fail:
@@ -365,10 +527,12 @@ static void po_touch(uintptr_t start, uintptr_t end)
  * hole), read them back from the pipe (every write that made it before
  * the zap is in them) and UFFDIO_COPY that into the holes.
  */
-static int po_splice(char *start, size_t len)
+static int po_splice_chunks(char *start, size_t len, char **spare,
+                            size_t *spare_off)
 {
     PageOfflineEngine *e = &po_engine;
-    size_t done, got, chunk;
+    size_t done, got, chunk, in;
+    char *buf;
     ssize_t n;
     int ret;
 
@@ -384,9 +548,22 @@ static int po_splice(char *start, size_t len)
         }
         /* Page-aligned: the pipe took whole pages */
         chunk = n;
-        ret = madvise(start + done, chunk, MADV_DONTNEED) ? -errno : 0;
+        ret = po_zap(start + done, chunk);
+        /*
+         * Into the pages of a spare huge page if there is one (faulted
+         * in long before), which then move in: no page to allocate now
+         */
+        if (*spare && *spare_off + chunk > e->huge) {
+            po_pool_put(*spare);
+            *spare = NULL;
+        }
+        if (!*spare && !ret) {
+            *spare = po_pool_take(false);
+            *spare_off = 0;
+        }
+        buf = *spare ? *spare + *spare_off : e->bounce;
         for (got = 0; got < chunk; got += n) {
-            n = read(e->pipefd[0], e->bounce + got, chunk - got);
+            n = read(e->pipefd[0], buf + got, chunk - got);
             if (n <= 0 && !(n < 0 && errno == EINTR)) {
                 /* The pipe holds what it was given: this cannot happen */
                 return n < 0 ? -errno : -EIO;
@@ -397,13 +574,27 @@ static int po_splice(char *start, size_t len)
             /* Nothing was zapped: the old pages are still in place */
             return ret;
         }
-        ret = po_copy(start + done, e->bounce, chunk);
+        in = 0;
+        if (*spare) {
+            /* What does not move (e.g. locked memory) is copied */
+            po_move(start + done, buf, chunk, true, &in);
+            *spare_off += chunk;
+            po_stats.bytes_pooled += in;
+        }
+        ret = po_copy(start + done + in, buf + in, chunk - in);
         if (ret) {
             return ret;
         }
     }
     po_stats.bytes_spliced += len;
     return 0;
+}
+
+/* Splice, taking pages from the spare of the call (po_offline_spans) */
+static int po_splice(char *start, size_t len)
+{
+    return po_splice_chunks(start, len, &po_engine.spare,
+                            &po_engine.spare_off);
 }
 
 /*
@@ -428,6 +619,74 @@ static int po_move_copy(char *start, size_t len, size_t *done)
     /* The old pages go away here unless the kernel still references them */
     madvise(e->scratch, ROUND_UP(moved, qemu_real_host_page_size()),
             MADV_DONTNEED);
+    if (ret2) {
+        return ret2;
+    }
+    *done = moved;
+    po_stats.bytes_moved += moved;
+    return ret;
+}
+
+/*
+ * AUTO, while the pool has a spare: move the old pages of [@start,
+ * @start + @len) (at most one huge page, not crossing a huge page
+ * boundary) out to the scratch area, copy them into pages of the spare
+ * with memcpy() and move those in. Cheaper than splicing, whose pipe
+ * read copies page by page into pages allocated now. Returns 0 with
+ * *@done = @len, -EAGAIN with nothing done (no spare), or -errno with
+ * *@done the prefix that was offlined (-EBUSY: the kernel refused to
+ * move a page, e.g. of a huge page that it references).
+ */
+static int po_move_spare(char *start, size_t len, size_t *done)
+{
+    PageOfflineEngine *e = &po_engine;
+    size_t psize = qemu_real_host_page_size();
+    size_t i, run, moved, in, off;
+    g_autofree unsigned char *vec = NULL;
+    char *buf;
+    int ret, ret2 = 0;
+
+    *done = 0;
+    if (e->spare && e->spare_off + len > e->huge) {
+        po_pool_put(e->spare);
+        e->spare = NULL;
+    }
+    if (!e->spare) {
+        e->spare = po_pool_take(false);
+        e->spare_off = 0;
+    }
+    if (!e->spare) {
+        return -EAGAIN;
+    }
+    buf = e->spare + e->spare_off;
+    e->spare_off += len;
+    ret = po_move(e->scratch, start, len, false, &moved);
+    vec = g_malloc(MAX(moved / psize, 1));
+    if (moved && mincore(e->scratch, moved, vec)) {
+        /* Cannot tell holes: copies of their own, as po_move_copy() */
+        ret2 = po_copy_back(start, e->scratch, moved);
+        moved = ret2 ? 0 : moved;
+    } else {
+        /* Never read a hole of the registered scratch area */
+        for (i = 0; i < moved / psize && !ret2; i += run) {
+            for (run = 1; i + run < moved / psize &&
+                 (vec[i + run] & 1) == (vec[i] & 1); run++) {
+                /* a run of pages that are all there, or all holes */
+            }
+            if (!(vec[i] & 1)) {
+                continue;
+            }
+            off = i * psize;
+            memcpy(buf + off, e->scratch + off, run * psize);
+            po_move(start + off, buf + off, run * psize, true, &in);
+            po_stats.bytes_pooled += in;
+            /* What does not move in is copied in */
+            ret2 = po_copy(start + off + in, e->scratch + off + in,
+                           run * psize - in);
+        }
+    }
+    /* The old pages go away here unless the kernel still references them */
+    madvise(e->scratch, ROUND_UP(moved, psize), MADV_DONTNEED);
     if (ret2) {
         return ret2;
     }
@@ -476,12 +735,30 @@ static bool po_is_huge(uintptr_t start)
 static int po_move_huge(char *start, size_t *done)
 {
     PageOfflineEngine *e = &po_engine;
-    size_t moved;
+    size_t moved, in = 0;
+    char *spare = NULL;
     int ret, ret2;
 
     *done = 0;
     ret = po_move(e->hscratch, start, e->huge, false, &moved);
-    ret2 = po_copy_back(start, e->hscratch, moved);
+    if (moved == e->huge && po_is_huge((uintptr_t)e->hscratch)) {
+        spare = po_pool_take(true);
+    }
+    if (spare) {
+        /*
+         * A spare huge page, faulted in long before: copy the old page
+         * into it and move it in whole. No page to allocate now, and
+         * the guest keeps a huge page.
+         */
+        memcpy(spare, e->hscratch, e->huge);
+        po_move(start, spare, e->huge, true, &in);
+        po_pool_put(spare);
+        if (in == e->huge) {
+            po_stats.huge_pooled++;
+        }
+    }
+    /* What did not move in gets copies of its own */
+    ret2 = po_copy_back(start + in, e->hscratch + in, moved - in);
     if (!ret2) {
         *done = moved;
         if (moved == e->huge) {
@@ -578,13 +855,17 @@ static int po_offline_batch_move(POBatch *b)
                 ret = po_move_huge((char *)p, &done);
             } else if (b->method == PAGE_OFFLINE_UFFD_MOVE) {
                 ret = po_move_copy((char *)p, end - p, &done);
-            } else {
+            } else if (e->have_move) {
                 /*
-                 * AUTO: splicing costs what moving and copying back
-                 * does, flushes the TLB once per range instead of once
-                 * per page, and needs no split of a huge page that the
-                 * kernel still references (UFFDIO_MOVE fails there).
+                 * AUTO: with a spare, move out, memcpy() and move in;
+                 * without one, splice: that costs what moving and
+                 * copying back into new pages does, flushes the TLB once
+                 * per range instead of once per page, and needs no split
+                 * of a huge page that the kernel still references
+                 * (UFFDIO_MOVE fails there: the rest is spliced).
                  */
+                ret = po_move_spare((char *)p, end - p, &done);
+            } else {
                 ret = -EAGAIN;
             }
             if (ret && b->method == PAGE_OFFLINE_AUTO) {
@@ -629,8 +910,8 @@ static int po_offline_span_wp(POSpan *s)
             break;
         }
         memcpy(e->bounce, start + off, chunk);
-        if (madvise(start + off, chunk, MADV_DONTNEED)) {
-            ret = -errno;
+        ret = po_zap(start + off, chunk);
+        if (ret) {
             break;
         }
         ret = po_copy(start + off, e->bounce, chunk);
@@ -656,9 +937,8 @@ static int po_offline_copy(POSpan *s)
         return -errno;
     }
     memcpy(bounce, start, len);
-    if (madvise(start, len, MADV_DONTNEED)) {
-        ret = -errno;
-    } else {
+    ret = po_zap(start, len);
+    if (!ret) {
         memcpy(start, bounce, len);
         po_stats.bytes_copied += len;
     }
@@ -779,6 +1059,10 @@ static int po_offline_spans(POSpan *spans, int m, void *window,
 
         ret = po_offline_batch_move(&b);
     }
+    if (po_engine.spare) {
+        po_pool_put(po_engine.spare);
+        po_engine.spare = NULL;
+    }
     /* This also wakes any thread that still waits on a registered page */
     if (win_reg) {
         po_unregister(window, window_len);
@@ -862,7 +1146,18 @@ int page_offline_ranges(const struct iovec *iov, unsigned int n,
     return ret;
 }
 
+void page_offline_prepare(void)
+{
+    po_lock();
+    po_setup();
+    po_unlock();
+}
+
 #else /* !CONFIG_LINUX */
+
+void page_offline_prepare(void)
+{
+}
 
 bool page_offline_available(PageOfflineMethod method)
 {
@@ -888,6 +1183,16 @@ int page_offline_range(void *host, size_t len, PageOfflineMethod method,
 
 void page_offline_get_stats(PageOfflineStats *stats)
 {
+#ifdef CONFIG_LINUX
+    int i;
+
+    po_lock();
+    po_stats.spares = 0;
+    for (i = 0; i < PO_POOL; i++) {
+        po_stats.spares += po_engine.pool_ready[i];
+    }
+    po_unlock();
+#endif
     *stats = po_stats;
 }
 

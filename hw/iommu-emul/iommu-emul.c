@@ -339,7 +339,7 @@ static void iommu_emul_mapping_free(IOMMUEmulMapping *m)
 
 /*
  * Discard veto: balloon inflation, free page reporting and virtio-mem must
- * not discard a pinned page, nor the page offline engine replace it. What
+ * not discard a pinned page (page offlining asks below instead). What
  * the pin cache holds of a page that is not pinned goes at once: the
  * discard proceeds, so the cache never costs overcommit. Called from any
  * thread, under the veto list's lock.
@@ -421,6 +421,116 @@ static void iommu_emul_discard_cancel(RamDiscardVeto *veto, RAMBlock *rb,
     } else {
         for (p = range[0]; p < range[1]; p += IOMMU_EMUL_PAGE_SIZE) {
             g_hash_table_remove(s->discard_pending, (gpointer)p);
+        }
+    }
+}
+
+/*
+ * Page offline (virtio-zc's reclaim, system/ram-offline.c). In iova and
+ * gpa modes the device models inside QEMU reach a mapped page through
+ * its host address (the RAMBlock), so replacing the physical page under
+ * that address keeps every translation right; the pin (mlock) stays on
+ * the address and so covers the new page. The physical page is exposed,
+ * and must stay, in hpa mode (a long-term pin, its host-physical address
+ * handed to the guest) and for the mappings of a requester whose IOMMU
+ * region has a notifier: a consumer such as VFIO or vhost took the host
+ * address of the translation. With the BQL (notifiers change under it).
+ */
+static bool iommu_emul_consumer_maps(IOMMUEmulState *s, uintptr_t first,
+                                     uintptr_t end)
+{
+    IntervalTreeNode *node;
+    uint64_t i, npages;
+    guint k;
+
+    for (k = 0; k < s->devs->len; k++) {
+        IOMMUEmulDev *d = g_ptr_array_index(s->devs, k);
+
+        if (!d->nmaps ||
+            d->iommu_mr.iommu_notify_flags == IOMMU_NOTIFIER_NONE) {
+            continue;
+        }
+        for (node = interval_tree_iter_first(&d->maps, 0, UINT64_MAX); node;
+             node = interval_tree_iter_next(node, 0, UINT64_MAX)) {
+            IOMMUEmulMapping *m = container_of(node, IOMMUEmulMapping, node);
+
+            npages = (node->last - node->start + 1) >> IOMMU_EMUL_PAGE_SHIFT;
+            for (i = 0; i < npages; i++) {
+                if (m->hosts[i] >= first && m->hosts[i] < end) {
+                    return true;
+                }
+            }
+        }
+    }
+    return false;
+}
+
+static bool iommu_emul_offline_exposed(RamOfflinePinHolder *h, RAMBlock *rb,
+                                       void *host, size_t length)
+{
+    IOMMUEmulState *s = container_of(h, IOMMUEmulState, offline_pins);
+    uintptr_t first = (uintptr_t)host & ~PAGE_MASK_EMUL;
+    uintptr_t end = (uintptr_t)host + length;
+    bool pinned = false;
+    uintptr_t p;
+
+    QEMU_LOCK_GUARD(&s->mutex);
+    /* What only the pin cache holds goes, as for a discard */
+    for (p = first; p < end && s->cached_pages; p += IOMMU_EMUL_PAGE_SIZE) {
+        if (iommu_emul_cache_take(s, p)) {
+            iommu_emul_mlock(s, p, IOMMU_EMUL_PAGE_SIZE, false);
+            s->cache_releases++;
+            trace_iommu_emul_cache_release(p);
+        }
+    }
+    for (p = first; p < end && g_hash_table_size(s->pins) && !pinned;
+         p += IOMMU_EMUL_PAGE_SIZE) {
+        pinned = g_hash_table_contains(s->pins, (gpointer)p);
+    }
+    if (!pinned || (s->mode != IOMMU_EMUL_BUS_ADDR_HPA &&
+                    !iommu_emul_consumer_maps(s, first, end))) {
+        return false;
+    }
+    s->vetoed_discards++;
+    trace_iommu_emul_discard_vetoed((uintptr_t)host, length);
+    return true;
+}
+
+/*
+ * [@host, @host + @length) was mapped anew (shared RAM offlined by a
+ * private remap, or shared again): the new mapping is not locked. Lock
+ * the pages that are pinned or cached there again, so that each pin
+ * still holds its page and is released once, by the munlock of its
+ * unpin. A failure leaves the page mapped for DMA but not locked (the
+ * lock had been charged before, so this needs no more than then).
+ */
+static void iommu_emul_offline_remapped(RamOfflinePinHolder *h, RAMBlock *rb,
+                                        void *host, size_t length)
+{
+    IOMMUEmulState *s = container_of(h, IOMMUEmulState, offline_pins);
+    uintptr_t p = (uintptr_t)host & ~PAGE_MASK_EMUL;
+    uintptr_t end = ROUND_UP((uintptr_t)host + length, IOMMU_EMUL_PAGE_SIZE);
+    uintptr_t run = 0;
+
+    if (!iommu_emul_do_mlock()) {
+        return;
+    }
+    QEMU_LOCK_GUARD(&s->mutex);
+    if (!g_hash_table_size(s->pins) && !s->cached_pages) {
+        return;
+    }
+    for (; p <= end; p += IOMMU_EMUL_PAGE_SIZE) {
+        bool held = p < end &&
+                    (g_hash_table_contains(s->pins, (gpointer)p) ||
+                     g_hash_table_contains(s->cache, (gpointer)p));
+
+        if (held && !run) {
+            run = p;
+        } else if (!held && run) {
+            if (iommu_emul_mlock(s, run, p - run, true)) {
+                trace_iommu_emul_pin_fail(run, errno);
+            }
+            run = 0;
         }
     }
 }
@@ -1985,6 +2095,9 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     s->discard_veto.defer = iommu_emul_discard_defer;
     s->discard_veto.cancel = iommu_emul_discard_cancel;
     ram_block_discard_veto_add(&s->discard_veto);
+    s->offline_pins.exposed = iommu_emul_offline_exposed;
+    s->offline_pins.remapped = iommu_emul_offline_remapped;
+    ram_offline_pin_holder_add(&s->offline_pins);
     s->machine_done.notify = iommu_emul_machine_done;
     qemu_add_machine_init_done_notifier(&s->machine_done);
     pci_setup_iommu(bus, &iommu_emul_iommu_ops, s);
@@ -2000,6 +2113,7 @@ static void iommu_emul_exit(PCIDevice *pdev)
     iommu_emul_release_all(s);
     iommu_emul_hpa_fini(s);
     ram_block_discard_veto_remove(&s->discard_veto);
+    ram_offline_pin_holder_remove(&s->offline_pins);
     qemu_remove_machine_init_done_notifier(&s->machine_done);
     if (bus->iommu_ops == &iommu_emul_iommu_ops && bus->iommu_opaque == s) {
         bus->iommu_ops = NULL;

@@ -1503,6 +1503,8 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
     s->vmstate_entry =
         qdev_add_vm_change_state_handler(dev, virtio_zc_vm_state_change, s);
     migration_add_notifier(&s->migration_notifier, virtio_zc_migration_notify);
+    /* The engine's spare huge pages fault in now, not during a reclaim */
+    page_offline_prepare();
 }
 
 static void virtio_zc_unrealize(DeviceState *dev)

@@ -20,20 +20,26 @@
  *
  * The range must be private anonymous memory with the host page size
  * (no hugetlbfs, no file or shared mapping). It may be backed by
- * transparent huge pages.
+ * transparent huge pages, and it may be locked (mlock()): the mapping
+ * stays locked, and so are the new pages (old pages are zapped with
+ * MADV_DONTNEED_LOCKED, Linux 5.18; UFFDIO_MOVE refuses locked memory,
+ * so AUTO splices it).
  *
  * All methods but PAGE_OFFLINE_COPY stay correct while other threads
  * (running vCPUs) read and write the range. They share one userfaultfd
  * and its scratch areas, created at the first offline and kept for the
  * life of the process; guest memory is registered with it only for the
- * duration of one call.
+ * duration of one call. New pages come from a pool of spare pages that
+ * a thread of the engine faults in ahead of time, where it has some.
  */
 typedef enum PageOfflineMethod {
     /*
      * Per 2 MiB region: a transparent huge page that the ranges cover at
      * least half of is moved out whole (UFFDIO_MOVE of one huge page) and
-     * copied back into small pages (UFFDIO_COPY); the other pages go by
-     * UFFD_SPLICE.
+     * copied into a spare huge page that moves in whole, or back into
+     * small pages (UFFDIO_COPY); the other pages are moved out, copied
+     * into pages of a spare that move in, or, without a spare or where
+     * a page cannot move, go by UFFD_SPLICE.
      */
     PAGE_OFFLINE_AUTO,
     /* UFFDIO_MOVE of the old pages to a scratch area, UFFDIO_COPY back */
@@ -91,13 +97,23 @@ int page_offline_ranges(const struct iovec *iov, unsigned int n,
                         void *window, size_t window_len,
                         PageOfflineMethod method, PageOfflineMethod *used);
 
+/*
+ * page_offline_prepare: set the engine up now (its userfaultfd, scratch
+ * areas and pool of spare huge pages, which a thread of its own faults
+ * in), so that the first offline does not pay for it. Optional.
+ */
+void page_offline_prepare(void);
+
 /* What the engine did since the process started (tests, benchmarks) */
 typedef struct PageOfflineStats {
     uint64_t calls;             /* page_offline_range[s]() that succeeded */
     uint64_t uffd_opened;       /* userfaultfds created (normally 1) */
     uint64_t huge_replaced;     /* 2 MiB regions moved out and in whole */
+    uint64_t huge_pooled;       /* of those, given a spare huge page */
+    uint64_t spares;            /* spares ready now (huge or small pages) */
     uint64_t bytes_moved;       /* moved out, copied back (UFFD_MOVE) */
     uint64_t bytes_spliced;     /* by UFFD_SPLICE */
+    uint64_t bytes_pooled;      /* of those, given pages of a spare */
     uint64_t bytes_wp;          /* by UFFD_WP */
     uint64_t bytes_copied;      /* by COPY */
 } PageOfflineStats;

@@ -1,6 +1,6 @@
 /*
  * Discard vetoes: let a device keep pages it pins out of the RAM discards
- * that mean "the guest gave this page up" (and out of page offlining)
+ * that mean "the guest gave this page up"
  *
  * Copyright (c) 2026 qemu-zc developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -21,7 +21,9 @@ typedef struct RamDiscardVeto RamDiscardVeto;
  *
  * The veto is opt-in: only the callers of the functions below consult it,
  * the places where the guest gives memory up (balloon inflation, free page
- * reporting, virtio-mem unplug) and page offlining. ram_block_discard_range()
+ * reporting, virtio-mem unplug). Page offlining, which replaces a page with
+ * a copy instead of dropping it, asks its own pin holders
+ * (system/ram-offline.h). ram_block_discard_range()
  * itself does not, so every other discard (KVM guest_memfd conversion,
  * hv-balloon, qemu_ram_remap(), postcopy, ...) behaves as without vetoes.
  *
@@ -63,11 +65,7 @@ struct RamDiscardVeto {
 void ram_block_discard_veto_add(RamDiscardVeto *veto);
 void ram_block_discard_veto_remove(RamDiscardVeto *veto);
 
-/*
- * True if a veto holds any page of [@start, @start + @length) of @rb now.
- * Whoever would replace guest pages behind a pinning device's back asks
- * this first: the page offline engine does.
- */
+/* True if a veto holds any page of [@start, @start + @length) of @rb now */
 bool ram_block_discard_range_vetoed(RAMBlock *rb, uint64_t start,
                                     size_t length);
 

@@ -11,6 +11,7 @@
 
 #include "exec/cpu-common.h"
 #include "qemu/page-offline.h"
+#include "qemu/queue.h"
 
 typedef enum RamOfflineSupport {
     /*
@@ -84,16 +85,53 @@ int ram_offline_host_reshare(const struct iovec *iov, unsigned int n,
 const char *ram_offline_refused(void);
 
 /*
+ * Pin holders: a device that pins guest pages (iommu-emul) tells the
+ * offline engine which of them may be replaced and keeps its pins on the
+ * new pages. Replacing the page under a host address is harmless to
+ * whoever reaches the page through that address (QEMU's device models,
+ * through the RAMBlock): only a page whose physical page was handed out
+ * (a long-term pin for DMA outside QEMU, a host address taken by an IOMMU
+ * notifier consumer such as VFIO or vhost) must stay.
+ *
+ * The list and the callbacks run with the BQL held.
+ */
+typedef struct RamOfflinePinHolder RamOfflinePinHolder;
+
+struct RamOfflinePinHolder {
+    /*
+     * Whether a page of [@host, @host + @len) of @rb is pinned in a way
+     * that exposes the physical page: the offline is then refused
+     * (-EBUSY). Pages that the holder keeps only as a cache may be
+     * released here.
+     */
+    bool (*exposed)(RamOfflinePinHolder *h, RAMBlock *rb, void *host,
+                    size_t len);
+    /*
+     * Optional. [@host, @host + @len) of @rb was mapped anew (a private
+     * remap of shared RAM, or mapped shared again): the new mapping does
+     * not carry an mlock() of the old one, so lock the pinned pages in it
+     * again. Offlines that keep the mapping (private anonymous RAM) keep
+     * its lock: the new pages are locked as the old ones were.
+     */
+    void (*remapped)(RamOfflinePinHolder *h, RAMBlock *rb, void *host,
+                     size_t len);
+    QLIST_ENTRY(RamOfflinePinHolder) next;
+};
+
+void ram_offline_pin_holder_add(RamOfflinePinHolder *h);
+void ram_offline_pin_holder_remove(RamOfflinePinHolder *h);
+
+/*
  * ram_offline_host_range: offline the guest pages under [@host, @host +
  * @len), which must lie in one RAMBlock. Called with the BQL held.
  * @method is normally PAGE_OFFLINE_AUTO; another value is tried first
  * (tests, debugging), and if it fails, PAGE_OFFLINE_AUTO is tried next.
  *
  * Returns 0, -EBUSY when refused for now (postcopy, background snapshot,
- * a veto: try again later; only these refusals return -EBUSY), -ENOTSUP
- * for a RAM type that cannot be offlined, or another negative errno when
- * every method failed (the pages may then still be referenced). *@used
- * receives the method that ran last.
+ * a pin holder that exposes a page: try again later; only these refusals
+ * return -EBUSY), -ENOTSUP for a RAM type that cannot be offlined, or
+ * another negative errno when every method failed (the pages may then
+ * still be referenced). *@used receives the method that ran last.
  *
  * With PAGE_OFFLINE_COPY, or with AUTO where userfaultfd is unavailable,
  * the vCPUs are paused around a plain copy and swap (or left paused if

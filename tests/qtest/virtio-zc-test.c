@@ -159,6 +159,9 @@ static uint8_t *recv_msg(ZC *t, uint64_t seq, uint64_t tag, size_t len)
 
 /* ---- device ------------------------------------------------------------ */
 
+/* Features the next zc_start() accepts besides its own */
+static uint64_t zc_more_features;
+
 /* The machine of every device test; the memfd test changes it */
 static const char *zc_machine = "-machine pc -m 256M";
 
@@ -213,7 +216,7 @@ static void zc_start_ex(ZC *t, int nq, int ndest, const int *rcvbuf,
     qvirtio_start_device(&t->dev->vdev);
     features = qvirtio_get_features(&t->dev->vdev);
     g_assert(features & (1ull << VIRTIO_ZC_F_TIMEOUT));
-    features &= (1ull << VIRTIO_F_VERSION_1) |
+    features &= (1ull << VIRTIO_F_VERSION_1) | zc_more_features |
                 (feature_timeout ? 1ull << VIRTIO_ZC_F_TIMEOUT : 0);
     qvirtio_set_features(&t->dev->vdev, features);
     t->vq = qvirtqueue_setup(&t->dev->vdev, &t->alloc, VIRTIO_ZC_TXQ);
@@ -1123,86 +1126,362 @@ static void test_stall_reclaim(const void *opaque)
 }
 
 /*
- * A page that iommu-emul has pinned for DMA is never offlined: a stalled
- * request over it waits past its timeout (counted in offline-refused)
- * and is reclaimed once iommu-emul has unmapped the page.
+ * Skip a test that needs what only a privileged run has. With
+ * QEMU_ZC_TEST_PRIVILEGED set (CI runs as root) it fails instead.
  */
-static void test_iommu_pinned(void)
+static void zc_skip_unprivileged(const char *why)
 {
+    if (getenv("QEMU_ZC_TEST_PRIVILEGED")) {
+        g_test_message("QEMU_ZC_TEST_PRIVILEGED is set, but %s", why);
+        g_test_fail();
+        return;
+    }
+    g_test_skip(why);
+}
+
+/* Whether QEMU, run by us, can start iommu-emul with bus-addr=hpa */
+static bool zc_hpa_skip(void)
+{
+    g_autofree char *dis = NULL;
+    g_autofree uint64_t *page = g_malloc0(4096);
+    uint64_t ent = 0;
+    int fd;
+
+#ifndef CONFIG_LINUX_IO_URING
+    zc_skip_unprivileged("QEMU is built without io_uring");
+    return true;
+#endif
+    if (g_file_get_contents("/proc/sys/kernel/io_uring_disabled", &dis,
+                            NULL, NULL) && atoi(dis) == 2) {
+        zc_skip_unprivileged("io_uring is disabled on this host");
+        return true;
+    }
+    page[0] = 1;
+    fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0 || pread(fd, &ent, sizeof(ent),
+                        ((uintptr_t)page / 4096) * 8) != sizeof(ent) ||
+        !(ent & ((1ULL << 55) - 1))) {
+        zc_skip_unprivileged("reading PFNs needs CAP_SYS_ADMIN (root)");
+        if (fd >= 0) {
+            close(fd);
+        }
+        return true;
+    }
+    close(fd);
+    return false;
+}
+
+/* kB of QEMU's memory that is locked (smaps_rollup "Locked:") */
+static uint64_t zc_locked_kb(ZC *t)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps_rollup",
+                                            (int)qtest_pid(t->qts));
+    g_autofree char *text = NULL;
+    char *l;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    l = strstr(text, "\nLocked:");
+    g_assert_nonnull(l);
+    return g_ascii_strtoull(l + strlen("\nLocked:"), NULL, 10);
+}
+
+static uint64_t zc_iommu_counter(ZC *t, const char *name)
+{
+    QDict *rsp = qtest_qmp(t->qts, "{'execute': 'qom-get', 'arguments': "
+                           "{'path': '/machine/peripheral/iommu', "
+                           "'property': %s}}", name);
+    uint64_t v;
+
+    g_assert(qdict_haskey(rsp, "return"));
+    v = qdict_get_int(rsp, "return");
+    qobject_unref(rsp);
+    return v;
+}
+
+/* The guest's DMA mappings of one test: page by page, as hpa needs */
+typedef struct ZCMaps {
+    QIOMMUEmulRing ring;
+    uint16_t rid;
+    int n;
+    uint64_t gpa[64];
+    uint64_t bus[64];
+} ZCMaps;
+
+/* Map [@gpa, @gpa + @len) (page-aligned) for the device, page by page */
+static void zc_dma_map(ZCMaps *m, uint64_t gpa, uint64_t len, uint16_t perm)
+{
+    QIOMMUEmulCmdOut out;
+    uint64_t off;
+
+    g_assert_cmphex(gpa & 4095, ==, 0);
+    for (off = 0; off < len; off += 4096) {
+        g_assert_cmpint(m->n, <, ARRAY_SIZE(m->gpa));
+        g_assert_cmphex(qiommu_emul_cmd(&m->ring, &(QIOMMUEmulCmd) {
+                            .opcode = IOMMU_EMUL_OP_MAP, .flags = perm,
+                            .requester = m->rid, .addr = gpa + off,
+                            .length = 4096,
+                        }, &out), ==, IOMMU_EMUL_ST_OK);
+        m->gpa[m->n] = gpa + off;
+        m->bus[m->n++] = out.addr;
+    }
+}
+
+/* The bus address of guest-physical @gpa (mapped) */
+static uint64_t zc_bus(ZCMaps *m, uint64_t gpa)
+{
+    int i;
+
+    for (i = 0; i < m->n; i++) {
+        if (m->gpa[i] == (gpa & ~4095ULL)) {
+            return m->bus[i] + (gpa & 4095);
+        }
+    }
+    g_assert_not_reached();
+}
+
+/* Unmap the mappings of [@gpa, @gpa + @len) */
+static void zc_dma_unmap(ZCMaps *m, uint64_t gpa, uint64_t len)
+{
+    int i;
+
+    for (i = 0; i < m->n; i++) {
+        if (m->gpa[i] >= gpa && m->gpa[i] < gpa + len) {
+            g_assert_cmphex(qiommu_emul_cmd(&m->ring, &(QIOMMUEmulCmd) {
+                                .opcode = IOMMU_EMUL_OP_UNMAP,
+                                .requester = m->rid, .addr = m->bus[i],
+                                .length = 4096,
+                            }, NULL), ==, IOMMU_EMUL_ST_OK);
+            m->gpa[i] = UINT64_MAX;
+        }
+    }
+}
+
+/*
+ * Descriptors for the mapped buffer [@gpa, @gpa + @len): one per run of
+ * consecutive bus addresses (hpa: physical contiguity decides)
+ */
+static int zc_dma_descs(ZCMaps *m, uint64_t gpa, uint32_t len, Desc *d,
+                        int max)
+{
+    uint64_t off;
+    int n = 0;
+
+    for (off = 0; off < len; off += 4096) {
+        uint64_t bus = zc_bus(m, gpa + off);
+
+        if (n && d[n - 1].addr + d[n - 1].len == bus) {
+            d[n - 1].len += 4096;
+            continue;
+        }
+        g_assert_cmpint(n, <, max);
+        d[n++] = (Desc) { bus, 4096, false };
+    }
+    return n;
+}
+
+/* Point transmitq0 of the device at the bus addresses of its ring */
+static void zc_dma_ring(ZC *t, ZCMaps *m)
+{
+    QVirtioPCIDevice *dev = t->dev;
+    uint64_t cfg = dev->common_cfg_offset;
+    uint64_t addr[3] = {
+        zc_bus(m, t->vq->desc), zc_bus(m, t->vq->avail),
+        zc_bus(m, t->vq->used),
+    };
+    int i;
+
+    /* Each of the three parts lies within one page of the ring */
+    g_assert_cmphex(t->vq->desc & 4095, ==, 0);
+    g_assert_cmphex(t->vq->avail & 4095, ==, 0);
+    g_assert_cmphex(t->vq->used & 4095, ==, 0);
+    qpci_io_writew(dev->pdev, dev->bar, cfg +
+                   offsetof(struct virtio_pci_common_cfg, queue_select),
+                   VIRTIO_ZC_TXQ);
+    for (i = 0; i < 3; i++) {
+        uint64_t lo = offsetof(struct virtio_pci_common_cfg, queue_desc_lo) +
+                      i * 8;
+
+        qpci_io_writel(dev->pdev, dev->bar, cfg + lo, addr[i]);
+        qpci_io_writel(dev->pdev, dev->bar, cfg + lo + 4, addr[i] >> 32);
+    }
+    qpci_io_writew(dev->pdev, dev->bar, cfg +
+                   offsetof(struct virtio_pci_common_cfg, queue_enable), 1);
+}
+
+/*
+ * virtio-zc with iommu_platform=on behind iommu-emul: the driver maps
+ * the ring and every buffer through iommu-emul's command ring, switches
+ * the device to translation and gives it bus addresses. A stalled
+ * request is then reclaimed in iova and gpa modes, also on memfd RAM:
+ * QEMU reaches mapped pages through their host address, so offlining
+ * them keeps the translation right, and the pins follow the new pages
+ * (QEMU's locked memory is the same before and after, and drops back
+ * once everything is unmapped). In hpa mode the host-physical pages are
+ * exposed: the offline is refused, the request waits past its timeout
+ * (offline-refused) and is reclaimed once the guest unmaps its data;
+ * at a device reset, which cannot wait, it completes with DEST_ERROR.
+ * The receiver gets the original bytes in every mode.
+ */
+static void test_iommu_mapped(const void *opaque)
+{
+    const char *mode = opaque;
+    bool hpa = g_str_equal(mode, "hpa");
+    bool memfd = g_str_has_suffix(mode, "-memfd");
     const char *machine = zc_machine;
-    size_t len = 64 * 1024;
-    uint16_t rid = VIRTIO_ZC_DEVFN;   /* bus 0 */
+    enum { LEN = 64 * 1024 };
+    g_autofree char *mach = NULL;
     g_autofree uint8_t *want = NULL;
     g_autofree uint8_t *now = NULL;
     g_autofree uint8_t *got = NULL;
-    uint64_t hdr, data, st, page;
-    QIOMMUEmulCmdOut out;
-    QIOMMUEmulRing ring;
+    uint64_t hdr, data, st, ring_end, locked, locked0, refused;
+    Desc d[20];
     QPCIDevice *iommu;
+    ZCMaps *m = g_new0(ZCMaps, 1);
     uint32_t used;
+    int n;
     ZC t;
 
     if (!have_userfaultfd()) {
         g_test_skip("no userfaultfd for kernel faults");
         return;
     }
-    zc_machine = "-machine pc -m 256M -device iommu-emul,addr=05.0";
-    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500",
-             STALL_SNDBUF);
+    if (hpa && zc_hpa_skip()) {
+        return;
+    }
+    mach = g_strdup_printf("%s -m 256M -device iommu-emul,id=iommu,"
+                           "addr=05.0,bus-addr=%s",
+                           memfd ? "-object memory-backend-memfd,id=mem,"
+                           "size=256M,share=on "
+                           "-machine pc,memory-backend=mem" :
+                           "-machine pc", memfd ? "iova" : mode);
+    zc_machine = mach;
+    zc_more_features = 1ull << VIRTIO_F_ACCESS_PLATFORM;
+    zc_start(&t, true, 4096, false, "sndbuf=%d,timeout-ms=500,"
+             "iommu_platform=on", STALL_SNDBUF);
+    zc_more_features = 0;
     zc_machine = machine;
+    locked0 = zc_locked_kb(&t);
 
     iommu = qpci_device_find(t.bus, QPCI_DEVFN(5, 0));
     g_assert_nonnull(iommu);
     qpci_device_enable(iommu);
-    qiommu_emul_cmdq_start(&ring, iommu,
+    qiommu_emul_cmdq_start(&m->ring, iommu,
                            qpci_iomap(iommu, IOMMU_EMUL_REGS_BAR, NULL),
                            guest_alloc(&t.alloc, 4 * IOMMU_EMUL_CMD_SIZE),
                            2, 0);
+    m->rid = VIRTIO_ZC_DEVFN;   /* bus 0 */
 
-    hdr = zc_hdr(&t, 0, 0, 7);
-    data = zc_data(&t, len, 31);
-    want = guest_bytes(&t, data, len);
-    st = zc_status_buf(&t);
-
-    /* Pin one page in the middle of the buffer */
-    page = ROUND_UP(data, 4096) + 4096;
-    g_assert_cmphex(qiommu_emul_cmd(&ring, &(QIOMMUEmulCmd) {
-                        .opcode = IOMMU_EMUL_OP_MAP,
-                        .flags = IOMMU_EMUL_MAP_READ,
-                        .requester = rid, .addr = page, .length = 4096,
-                    }, &out), ==, IOMMU_EMUL_ST_OK);
-
-    zc_post(&t, (Desc[]) { { hdr, 16, false }, { data, len, false },
-                           { st, 1, true } }, 3);
-    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
-
-    /* Past the timeout: the offline is refused and the request waits */
-    qtest_clock_step(t.qts, 600 * SCALE_MS);
-    zc_wait_counter(&t, "offline-refused", 1);
-    qtest_clock_step(t.qts, 250 * SCALE_MS);
-    g_assert_cmpuint(zc_counter(&t, "offline-refused"), >=, 2);
-    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
-    g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
-    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
-    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 0);
-
-    /* Unpinned: the next retry reclaims it */
-    g_assert_cmphex(qiommu_emul_cmd(&ring, &(QIOMMUEmulCmd) {
-                        .opcode = IOMMU_EMUL_OP_UNMAP,
-                        .requester = rid, .addr = out.addr, .length = 4096,
+    /* The ring, then translation on, then the ring at its bus address */
+    ring_end = ROUND_UP(t.vq->used + 6 + 8 * t.vq->size, 4096);
+    zc_dma_map(m, t.vq->desc, ring_end - t.vq->desc,
+               IOMMU_EMUL_MAP_READ | IOMMU_EMUL_MAP_WRITE);
+    g_assert_cmphex(qiommu_emul_cmd(&m->ring, &(QIOMMUEmulCmd) {
+                        .opcode = IOMMU_EMUL_OP_SET_MODE,
+                        .flags = IOMMU_EMUL_MODE_TRANSLATE,
+                        .requester = m->rid,
                     }, NULL), ==, IOMMU_EMUL_ST_OK);
-    qtest_clock_step(t.qts, 250 * SCALE_MS);
-    zc_wait_used(&t, &used);
-    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
-    now = guest_bytes(&t, data, len);
-    g_assert(memcmp(want, now, len) == 0);
-    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 1);
+    zc_dma_ring(&t, m);
 
-    /* The receiver still gets the original bytes */
-    got = recv_msg(&t, 0, 7, len);
-    g_assert(memcmp(want, got, len) == 0);
+    /* A stalled request: every buffer mapped, bus addresses only */
+    hdr = zc_hdr(&t, 0, 0, 11);
+    data = ROUND_UP(guest_alloc(&t.alloc, LEN + (2 << 20)), 2 << 20);
+    {
+        g_autofree uint8_t *buf = g_malloc(LEN);
+        int j;
+
+        for (j = 0; j < LEN; j++) {
+            buf[j] = 17 + j * 7 + (j >> 9);
+        }
+        qtest_bufwrite(t.qts, data, buf, LEN);
+    }
+    want = guest_bytes(&t, data, LEN);
+    st = zc_status_buf(&t);
+    zc_dma_map(m, hdr, 4096, IOMMU_EMUL_MAP_READ);
+    zc_dma_map(m, data, LEN, IOMMU_EMUL_MAP_READ);
+    zc_dma_map(m, st, 4096, IOMMU_EMUL_MAP_WRITE);
+    d[0] = (Desc) { zc_bus(m, hdr), 16, false };
+    n = 1 + zc_dma_descs(m, data, LEN, d + 1, ARRAY_SIZE(d) - 2);
+    d[n++] = (Desc) { zc_bus(m, st), 1, true };
+    zc_post(&t, d, n);
+    zc_wait_counter(&t, "sent", 1);
+    g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+    g_assert_cmpuint(zc_iommu_counter(&t, "pinned-pages"), ==, m->n);
+    g_assert_cmpuint(zc_iommu_counter(&t, "faults"), ==, 0);
+    locked = zc_locked_kb(&t);
+    g_assert_cmpuint(locked, >=, locked0 + m->n * 4);
+
+    /* Past the timeout */
+    qtest_clock_step(t.qts, 600 * SCALE_MS);
+    if (hpa) {
+        /* Host-physical pages handed out: refused, the request waits */
+        zc_wait_counter(&t, "offline-refused", 1);
+        qtest_clock_step(t.qts, 250 * SCALE_MS);
+        g_assert_cmpuint(zc_counter(&t, "offline-refused"), >=, 2);
+        g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+        g_assert_cmpuint(qtest_readb(t.qts, st), ==, 0xff);
+        g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+        g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 0);
+
+        /* The guest unmaps the data: the next retry reclaims it */
+        zc_dma_unmap(m, data, LEN);
+        qtest_clock_step(t.qts, 250 * SCALE_MS);
+    }
+    zc_wait_used(&t, &used);
+    g_assert_cmpuint(used, ==, 1);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
+    g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
+    g_assert_cmpuint(zc_counter(&t, "reclaimed"), ==, 1);
+    g_assert_cmpuint(zc_counter(&t, "offline-failed"), ==, 0);
+    g_assert_cmpuint(zc_counter(&t, "offlined-bytes"), >=, LEN);
+    if (!hpa) {
+        g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
+        /* The pins followed the new pages: as much locked as before */
+        g_assert_cmpuint(zc_locked_kb(&t), ==, locked);
+        g_assert_cmpuint(zc_iommu_counter(&t, "pinned-pages"), ==, m->n);
+    }
+    now = guest_bytes(&t, data, LEN);
+    g_assert(memcmp(want, now, LEN) == 0);
+    g_assert_cmpuint(zc_iommu_counter(&t, "faults"), ==, 0);
+
+    /* The guest rewrites its buffer; the receiver gets the original */
+    memset(now, 0x5a, LEN);
+    qtest_bufwrite(t.qts, data, now, LEN);
+    got = recv_msg(&t, 0, 11, LEN);
+    g_assert(memcmp(want, got, LEN) == 0);
+
+    if (hpa) {
+        /*
+         * A device reset cannot wait for the guest to unmap: the
+         * offline is refused, the transmitq's connection is aborted and
+         * the request completes with DEST_ERROR (status written, not
+         * used: the ring is being reset)
+         */
+        uint64_t st2 = zc_status_buf(&t);
+
+        zc_dma_map(m, data, LEN, IOMMU_EMUL_MAP_READ);
+        zc_dma_map(m, st2, 4096, IOMMU_EMUL_MAP_WRITE);
+        d[0] = (Desc) { zc_bus(m, hdr), 16, false };
+        n = 1 + zc_dma_descs(m, data, LEN, d + 1, ARRAY_SIZE(d) - 2);
+        d[n++] = (Desc) { zc_bus(m, st2), 1, true };
+        zc_post(&t, d, n);
+        zc_wait_counter(&t, "sent", 2);
+        g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
+        refused = zc_counter(&t, "offline-refused");
+        qvirtio_reset(&t.dev->vdev);
+        g_assert_cmpuint(qtest_readb(t.qts, st2), ==,
+                         VIRTIO_ZC_S_DEST_ERROR);
+        g_assert_cmpuint(zc_counter(&t, "offline-refused"), >, refused);
+        g_assert_cmpuint(zc_counter(&t, "dest-errors"), ==, 1);
+        g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
+    }
+
+    /* Every pin is released once: nothing stays locked */
+    zc_dma_unmap(m, 0, UINT64_MAX);
+    g_assert_cmpuint(zc_iommu_counter(&t, "pinned-pages"), ==, 0);
+    g_assert_cmpuint(zc_locked_kb(&t), <=, locked0);
 
     g_free(iommu);
+    g_free(m);
     zc_stop(&t);
 }
 
@@ -2248,10 +2527,12 @@ static void test_listen_reconnect(void)
 }
 
 /*
- * Migration while iommu-emul pins a page of a stalled request: the page
- * cannot be offlined when the VM stops, so the device gives up that
- * queue's destination and the request completes with DEST_ERROR; on the
- * destination it is on the used ring once, with unchanged bytes.
+ * Migration while iommu-emul (iova mode) maps a page of a stalled
+ * request: QEMU reaches that page through its host address only, so it
+ * is offlined when the VM stops like any other, and the request
+ * completes with RECLAIMED; on the destination it is on the used ring
+ * once, with unchanged bytes, and the old receiver gets the original
+ * bytes. (An exposed page, bus-addr=hpa, blocks migration anyway.)
  */
 static void test_migrate_pinned(void)
 {
@@ -2300,18 +2581,20 @@ static void test_migrate_pinned(void)
     rfd2 = accept(lfd2, NULL, NULL);
     g_assert_cmpint(rfd2, >=, 0);
 
-    g_assert_cmpuint(zc_counter_qts(from, "offline-refused"), >=, 1);
-    g_assert_cmpuint(zc_counter_qts(from, "dest-errors"), ==, 1);
+    g_assert_cmpuint(zc_counter_qts(from, "offline-refused"), ==, 0);
+    g_assert_cmpuint(zc_counter_qts(from, "dest-errors"), ==, 0);
+    g_assert_cmpuint(zc_counter_qts(from, "reclaimed"), ==, 1);
     g_assert(qvirtqueue_get_buf(t.qts, t.vq, NULL, &used));
     g_assert_cmpuint(used, ==, 1);
     g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
-    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_DEST_ERROR);
+    g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
     now = guest_bytes(&t, data, len);
     g_assert(memcmp(want, now, len) == 0);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 0);
-    /* The source gave its connection up (t.dev still talks to it) */
-    g_assert_cmpuint(qvirtio_config_readl(&t.dev->vdev, 20), ==,
-                     VIRTIO_ZC_DEST_DISCONNECTED);
+    /* The source's receiver gets the original bytes */
+    g_free(now);
+    now = recv_msg(&t, 0, 9, len);
+    g_assert(memcmp(want, now, len) == 0);
 
     g_free(iommu);
     qtest_quit(from);
@@ -2594,7 +2877,14 @@ int main(int argc, char **argv)
     qtest_add_data_func("/virtio-zc/stall/reclaim-paused-copy", "copy",
                         test_stall_reclaim);
     qtest_add_func("/virtio-zc/stall/guest-timeout", test_guest_timeout);
-    qtest_add_func("/virtio-zc/stall/iommu-pinned", test_iommu_pinned);
+    qtest_add_data_func("/virtio-zc/stall/iommu-mapped-iova", "iova",
+                        test_iommu_mapped);
+    qtest_add_data_func("/virtio-zc/stall/iommu-mapped-gpa", "gpa",
+                        test_iommu_mapped);
+    qtest_add_data_func("/virtio-zc/stall/iommu-mapped-iova-memfd",
+                        "iova-memfd", test_iommu_mapped);
+    qtest_add_data_func("/virtio-zc/stall/iommu-mapped-hpa", "hpa",
+                        test_iommu_mapped);
     qtest_add_func("/virtio-zc/stall/reset", test_reset_stalled);
     qtest_add_func("/virtio-zc/stall/disconnect", test_disconnect);
     qtest_add_func("/virtio-zc/stall/unplug", test_unplug_stalled);

@@ -184,6 +184,90 @@ static void test_reference_kept(const void *opaque)
     area_free(&a);
 }
 
+/* kB locked in the VMAs that intersect [@start, @start + @len) */
+static unsigned long locked_kb(char *start, size_t len)
+{
+    g_autofree char *smaps = NULL;
+    g_auto(GStrv) lines = NULL;
+    unsigned long kb = 0;
+    bool in = false;
+    uintptr_t lo, hi;
+    int i;
+
+    g_assert(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    lines = g_strsplit(smaps, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        if (sscanf(lines[i], "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2) {
+            in = lo < (uintptr_t)start + len && hi > (uintptr_t)start;
+        } else if (in && g_str_has_prefix(lines[i], "Locked:")) {
+            kb += g_ascii_strtoull(lines[i] + strlen("Locked:"), NULL, 10);
+        }
+    }
+    return kb;
+}
+
+/*
+ * Locked memory (pages that iommu-emul pinned with mlock) is offlined
+ * like any other: the reader of the old pages gets the original bytes,
+ * and the range stays locked, with the new pages resident. UFFDIO_MOVE
+ * refuses locked memory, and then leaves the contents as they were.
+ */
+static void test_locked(const void *opaque)
+{
+    PageOfflineMethod m = GPOINTER_TO_INT(opaque);
+    g_autofree char *ref = NULL;
+    g_autofree char *got = NULL;
+    size_t len, off = 0;
+    char *lk;
+    int fds[2];
+    struct iovec iov;
+    ssize_t n;
+    Area a;
+
+    if (!method_ok(m)) {
+        return;
+    }
+    area_new(&a, 8);
+    lk = a.base + 2 * a.psize;
+    len = 4 * a.psize;
+    ref = g_malloc(a.len);
+    got = g_malloc(len);
+    fill(a.base, a.len, 21);
+    memcpy(ref, a.base, a.len);
+    if (mlock(lk, len)) {
+        g_test_skip("mlock() is not allowed here (RLIMIT_MEMLOCK)");
+        area_free(&a);
+        return;
+    }
+    g_assert_cmpuint(locked_kb(lk, len), ==, len / 1024);
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, (int)len) >= (int)len);
+    iov.iov_base = lk;
+    iov.iov_len = len;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, len);
+
+    if (m == PAGE_OFFLINE_UFFD_MOVE) {
+        g_assert_cmpint(page_offline_range(lk, len, m, NULL), <, 0);
+        g_assert(memcmp(ref, a.base, a.len) == 0);
+        goto out;
+    }
+    g_assert_cmpint(page_offline_range(lk + 100, len - 200, m, NULL), ==, 0);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    g_assert_cmpuint(locked_kb(lk, len), ==, len / 1024);
+    memset(lk, 0x5a, len);
+    while (off < len) {
+        n = read(fds[0], got + off, len - off);
+        g_assert_cmpint(n, >, 0);
+        off += n;
+    }
+    g_assert(memcmp(ref + 2 * a.psize, got, len) == 0);
+out:
+    close(fds[0]);
+    close(fds[1]);
+    munlock(lk, len);
+    area_free(&a);
+}
+
 /* Pages never touched stay readable as zeroes, without a hang */
 static void test_holes(const void *opaque)
 {
@@ -402,6 +486,7 @@ static void test_concurrent_writer(const void *opaque)
     uint64_t *slots;
     QemuThread th;
     Racer r = { 0 };
+    gint64 start;
     Area a;
     size_t s;
     int i;
@@ -415,7 +500,15 @@ static void test_concurrent_writer(const void *opaque)
     r.last = g_new0(uint64_t, r.nslots);
     slots = (uint64_t *)a.base;
     qemu_thread_create(&th, "racer", racer_fn, &r, QEMU_THREAD_JOINABLE);
-    for (i = 0; i < 2000; i++) {
+    /*
+     * At least 2000 offlines, and on until the racer has written every
+     * slot twice meanwhile: on a loaded host it may not get the CPU at
+     * first, and the race must really happen
+     */
+    start = g_get_monotonic_time();
+    for (i = 0; i < 2000 || qatomic_read(&r.writes) < 2 * r.nslots; i++) {
+        g_assert_cmpint(g_get_monotonic_time() - start, <,
+                        60 * G_USEC_PER_SEC);
         g_assert_cmpint(page_offline_range(a.base + (i % 4) * a.psize,
                                            (i % 13 + 1) * a.psize / 2, m,
                                            NULL), ==, 0);
@@ -466,6 +559,123 @@ static char *thp_area(size_t len, char **raw)
  * huge page is replaced whole (not spliced page by page), the references
  * keep the old bytes, the contents are the same.
  */
+/* Wait until the engine has @want spares ready; false after 60 s */
+static bool wait_spares(uint64_t want)
+{
+    gint64 start = g_get_monotonic_time();
+    PageOfflineStats st;
+
+    for (;;) {
+        page_offline_get_stats(&st);
+        if (st.spares >= want) {
+            return true;
+        }
+        if (g_get_monotonic_time() - start > 60 * G_USEC_PER_SEC) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The spares that the engine faults in ahead of time serve offlines: a
+ * huge page replaced whole gets a spare huge page, spliced small pages
+ * get pages of a spare. Contents, and the reader's bytes, are as with
+ * new pages.
+ */
+static void test_pool(void)
+{
+    enum { LEN = 2 * 1024 * 1024, SMALL = 16, REF = 64 * 1024 };
+    g_autofree char *ref = g_malloc(LEN);
+    g_autofree char *got = g_malloc(LEN);
+    PageOfflineStats before, after;
+    struct iovec iov;
+    int fds[2];
+    size_t off;
+    char *raw, *p;
+    ssize_t n;
+    Area a;
+
+    if (!page_offline_available(PAGE_OFFLINE_UFFD_MOVE)) {
+        method_ok(PAGE_OFFLINE_UFFD_MOVE);
+        return;
+    }
+    page_offline_prepare();
+    g_assert(wait_spares(1));
+
+    /*
+     * Small pages, which a pipe references: moved out, their copies in
+     * pages of a spare moved in; the reader gets the original bytes
+     */
+    area_new(&a, SMALL);
+    g_assert_cmpint(madvise(a.base, a.len, MADV_NOHUGEPAGE), ==, 0);
+    fill(a.base, a.len, 5);
+    memcpy(ref, a.base, a.len);
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, (int)a.len) >= (int)a.len);
+    iov.iov_base = a.base;
+    iov.iov_len = a.len;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, a.len);
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_range(a.base, a.len, PAGE_OFFLINE_AUTO,
+                                       NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert_cmpuint(after.bytes_pooled - before.bytes_pooled, ==, a.len);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    memset(a.base, 0x5a, a.len);
+    for (off = 0; off < a.len; off += n) {
+        n = read(fds[0], got + off, a.len - off);
+        g_assert_cmpint(n, >, 0);
+    }
+    g_assert(memcmp(ref, got, a.len) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    area_free(&a);
+
+    /* A huge page: replaced whole by a spare huge page */
+    p = thp_area(LEN, &raw);
+    if (!p) {
+        g_test_message("no transparent huge pages: huge spares not tested");
+        return;
+    }
+    if (!wait_spares(4)) {
+        g_test_message("the pool did not fill up");
+        munmap(raw, LEN + thp_size());
+        g_test_fail();
+        return;
+    }
+    memcpy(ref, p, LEN);
+    /* The pipe references the first 64 KiB, as a stalled socket would */
+    g_assert(pipe(fds) == 0);
+    g_assert(fcntl(fds[1], F_SETPIPE_SZ, REF) >= REF);
+    iov.iov_base = p;
+    iov.iov_len = REF;
+    g_assert_cmpint(vmsplice(fds[1], &iov, 1, 0), ==, REF);
+    iov.iov_len = LEN;
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_ranges(&iov, 1, raw, LEN + thp_size(),
+                                        PAGE_OFFLINE_AUTO, NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert(memcmp(ref, p, LEN) == 0);
+    if (after.huge_pooled == before.huge_pooled) {
+        /* Every spare has small pages: the huge page was split instead */
+        g_test_message("no spare huge page (THP disabled for spares?)");
+    } else {
+        g_assert_cmpuint(after.huge_pooled - before.huge_pooled, ==, 1);
+        /* The guest keeps a huge page */
+        g_assert_cmpuint(anon_huge_bytes(p), >=, LEN);
+    }
+    memset(p, 0x5a, LEN);
+    for (off = 0; off < REF; off += n) {
+        n = read(fds[0], got + off, REF - off);
+        g_assert_cmpint(n, >, 0);
+    }
+    g_assert(memcmp(ref, got, REF) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    munmap(raw, LEN + thp_size());
+}
+
 static void test_batch_thp(void)
 {
     enum { NBUF = 64, BUF = 64 * 1024 };
@@ -754,6 +964,7 @@ int main(int argc, char **argv)
         add("reference-kept", test_reference_kept, all[i]);
         add("holes", test_holes, all[i]);
         add("no-vma-growth", test_no_vma_growth, all[i]);
+        add("locked", test_locked, all[i]);
         if (all[i] != PAGE_OFFLINE_COPY) {
             /* The copy method is only correct with writers stopped */
             add("concurrent-writer", test_concurrent_writer, all[i]);
@@ -770,5 +981,6 @@ int main(int argc, char **argv)
     g_test_add_data_func("/page-offline/batch/concurrent-writer-thp",
                          GINT_TO_POINTER(true), test_batch_concurrent_writer);
     g_test_add_func("/page-offline/many-bounded", test_many_bounded);
+    g_test_add_func("/page-offline/pool", test_pool);
     return g_test_run();
 }

@@ -15,6 +15,7 @@
 #include "qemu/thread.h"
 #include "qom/object.h"
 #include "system/ram-discard-veto.h"
+#include "system/ram-offline.h"
 
 #define TYPE_IOMMU_EMUL "iommu-emul"
 OBJECT_DECLARE_SIMPLE_TYPE(IOMMUEmulState, IOMMU_EMUL)
@@ -137,6 +138,7 @@ struct IOMMUEmulState {
     Notifier machine_done;
     QEMUBH *fault_bh;
     RamDiscardVeto discard_veto;
+    RamOfflinePinHolder offline_pins;
 
     /* Registers (BQL) */
     uint32_t ctrl;
