@@ -2625,6 +2625,46 @@ static void zc_wait_migration(QTestState *qts, const char *want)
     }
 }
 
+/* Forget the @event events QEMU has sent so far */
+static void zc_drop_events(QTestState *qts, const char *event)
+{
+    QDict *ev;
+
+    /* A round trip reads every event sent before its reply */
+    qtest_qmp_assert_success(qts, "{'execute': 'query-status'}");
+    while ((ev = qtest_qmp_event_ref(qts, event))) {
+        qobject_unref(ev);
+    }
+}
+
+/*
+ * A background snapshot that is "active" has not necessarily saved the
+ * device state yet: it stops the VM, saves the devices (virtio-zc's
+ * pre_save fails it if a request is in flight), starts tracking RAM
+ * writes and only then lets the VM run again (event RESUME). Wait for
+ * that RESUME; the snapshot must not fail meanwhile.
+ */
+static void zc_wait_snapshot_running(QTestState *qts)
+{
+    gint64 start = g_get_monotonic_time();
+
+    for (;;) {
+        QDict *ev = qtest_qmp_event_ref(qts, "RESUME");
+        QDict *rsp;
+
+        if (ev) {
+            qobject_unref(ev);
+            break;
+        }
+        rsp = qtest_qmp_assert_success_ref(qts,
+                                           "{'execute': 'query-migrate'}");
+        g_assert_cmpstr(qdict_get_try_str(rsp, "status"), ==, "active");
+        qobject_unref(rsp);
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(10 * 1000);
+    }
+}
+
 static void zc_ensure_running(QTestState *qts)
 {
     QDict *rsp = qtest_qmp_assert_success_ref(qts,
@@ -2755,10 +2795,16 @@ static void test_bg_snapshot(void)
     g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
     g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
 
-    /* A snapshot that runs: the timeout's offline is refused, it waits */
+    /*
+     * A snapshot that runs: the timeout's offline is refused, it waits.
+     * The request is posted once the snapshot has saved the device state
+     * and resumed the VM; posted before, it would fail the snapshot.
+     */
+    zc_drop_events(t.qts, "RESUME");
     qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
                              " 'arguments': {'uri': %s}}", uri);
     zc_wait_migration(t.qts, "active");
+    zc_wait_snapshot_running(t.qts);
     st = zc_post_req(&t, t.vq, 2, data, len);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
     qtest_clock_step(t.qts, 600 * SCALE_MS);
