@@ -2625,6 +2625,38 @@ static void zc_wait_migration(QTestState *qts, const char *want)
     }
 }
 
+/*
+ * A migration that has "failed" is cleaned up later, from a bottom half;
+ * until then it is still registered with yank, and another "migrate"
+ * fails ("duplicate yank instance"). Wait until query-yank no longer
+ * lists it.
+ */
+static void zc_wait_migration_cleaned(QTestState *qts)
+{
+    gint64 start = g_get_monotonic_time();
+
+    for (;;) {
+        QDict *rsp = qtest_qmp(qts, "{'execute': 'query-yank'}");
+        QList *list = qdict_get_qlist(rsp, "return");
+        const QListEntry *e;
+        bool listed = false;
+
+        g_assert(list);
+        QLIST_FOREACH_ENTRY(list, e) {
+            QDict *inst = qobject_to(QDict, qlist_entry_obj(e));
+
+            listed |= !g_strcmp0(qdict_get_try_str(inst, "type"),
+                                 "migration");
+        }
+        qobject_unref(rsp);
+        if (!listed) {
+            return;
+        }
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(10 * 1000);
+    }
+}
+
 /* Forget the @event events QEMU has sent so far */
 static void zc_drop_events(QTestState *qts, const char *event)
 {
@@ -2786,6 +2818,7 @@ static void test_bg_snapshot(void)
     qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
                              " 'arguments': {'uri': %s}}", uri);
     zc_wait_migration(t.qts, "failed");
+    zc_wait_migration_cleaned(t.qts);
     zc_ensure_running(t.qts);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
     g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
