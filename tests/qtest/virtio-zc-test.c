@@ -502,6 +502,7 @@ static void test_bad_properties(void)
         { "max-timeout-ms", 0 }, { "max-timeout-ms", 3600001 },
         { "max-data-len", 0 }, { "max-data-len", 0x4000001 },
         { "num-queues", 0 }, { "num-queues", 33 },
+        { "spare-pool", 0x20000001 },
     };
     QTestState *qts = qtest_init("-machine pc");
     QDict *resp, *err;
@@ -624,8 +625,8 @@ static void test_property_descriptions(void)
             own++;
         }
         qobject_unref(rsp);
-        /* 11 properties, and the device's 14 counters */
-        g_assert_cmpint(own, ==, i ? 11 : 25);
+        /* 12 properties, and the device's 14 counters */
+        g_assert_cmpint(own, ==, i ? 12 : 26);
     }
     qtest_quit(qts);
 }
