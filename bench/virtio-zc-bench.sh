@@ -9,6 +9,7 @@
 # completed twice, changed or mis-sent.
 # Usage: bench/virtio-zc-bench.sh [-n STALLED[,STALLED...]] [-s SIZE]
 #            [-r REPS] [-m ROUNDS] [-t thp,4k] [-R (no throughput)]
+#            [-P (spare-pool at its default, not sized to the buffers)]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/configure-wrapper.sh" build >/dev/null

@@ -43,7 +43,8 @@ static PageOfflineStats po_stats;
 #define PO_HUGE         (2 * 1024 * 1024)   /* PMD size on x86 and arm64 */
 #define PO_PIPE         (1024 * 1024)       /* default pipe-max-size */
 #define PO_SPLICE       (256 * 1024)        /* per round: stays in cache */
-#define PO_POOL         4                   /* spare huge pages */
+#define PO_POOL         4                   /* spare huge pages, at least */
+#define PO_POOL_MAX     256                 /* and at most (512 MiB) */
 #define PO_POOL_SETTLE_US 50000             /* refill that long after use */
 
 #ifndef MADV_DONTNEED_LOCKED
@@ -109,13 +110,20 @@ typedef struct PageOfflineEngine {
     int pagemap;        /* /proc/self/pagemap for PAGEMAP_SCAN, or -1 */
     /*
      * Spare huge pages, faulted in ahead of time by a thread of their
-     * own: PO_POOL slots of huge bytes each, not registered. A slot is
-     * ready when a huge page is mapped there. Under lock.
+     * own: PO_POOL_MAX slots of huge bytes each (address space only),
+     * not registered, of which the first pool_want are kept ready. A
+     * slot is ready when pages are mapped there. Under lock.
      */
     char *pool;
-    bool pool_ready[PO_POOL];
-    bool pool_busy[PO_POOL];    /* taken, in use by an offline */
-    bool pool_huge[PO_POOL];    /* ready, and mapped as one huge page */
+    bool pool_ready[PO_POOL_MAX];
+    bool pool_busy[PO_POOL_MAX];    /* taken, in use by an offline */
+    bool pool_huge[PO_POOL_MAX];    /* ready, and mapped as one huge page */
+    int pool_want;      /* slots to keep ready (po_pool_target()) */
+    uint64_t pool_reserved;     /* bytes users asked to keep ready */
+    uint64_t pool_most;         /* bytes demand may grow the pool to */
+    uint64_t pool_demand;       /* bytes the largest call wanted */
+    int call_taken;     /* spares the current call took */
+    uint64_t call_missed;       /* bytes it wanted a spare for in vain */
     bool pool_stop;     /* a slot would not take a huge page: give up */
     char *spare;        /* the spare that splicing takes pages from */
     size_t spare_off;   /* its pages below this moved away already */
@@ -201,11 +209,19 @@ static void *po_pool_thread(void *opaque)
 
     qemu_mutex_lock(&e->lock);
     while (!e->pool_stop) {
-        for (i = 0; i < PO_POOL && (e->pool_ready[i] || e->pool_busy[i]);
+        for (i = e->pool_want; i < PO_POOL_MAX; i++) {
+            if (e->pool_ready[i]) {
+                /* Beyond the target now (a device went away): drop it */
+                e->pool_ready[i] = false;
+                qemu_madvise(e->pool + (size_t)i * e->huge, e->huge,
+                             QEMU_MADV_DONTNEED);
+            }
+        }
+        for (i = 0; i < e->pool_want && (e->pool_ready[i] || e->pool_busy[i]);
              i++) {
             /* the first empty slot */
         }
-        if (i == PO_POOL) {
+        if (i == e->pool_want) {
             /*
              * Full. From now on at the lowest priority: a refill must
              * not take the CPU from the thread that has just offlined
@@ -258,22 +274,57 @@ static void *po_pool_thread(void *opaque)
     return NULL;
 }
 
+/*
+ * The slots to keep ready: what users reserved, grown to what the largest
+ * call wanted up to what they allow, at least PO_POOL and at most
+ * PO_POOL_MAX. With the lock held.
+ */
+static void po_pool_target(void)
+{
+    PageOfflineEngine *e = &po_engine;
+    uint64_t bytes = MAX(e->pool_reserved,
+                         MIN(e->pool_demand, e->pool_most));
+    int want;
+
+    if (!e->huge) {
+        return;         /* not set up yet: po_setup() calls again */
+    }
+    want = MIN(DIV_ROUND_UP(bytes, e->huge), PO_POOL_MAX);
+    want = MAX(want, PO_POOL);
+    if (want != e->pool_want) {
+        e->pool_want = want;
+        if (e->pool) {
+            qemu_cond_signal(&e->pool_cond);
+        }
+    }
+}
+
 /* Map the pool and start its thread; a pool that fails stays empty */
 static void po_pool_setup(void)
 {
     PageOfflineEngine *e = &po_engine;
     QemuThread thread;
+    char *raw;
+    size_t len = PO_POOL_MAX * e->huge;
 
     e->pool_stop = true;
     if (!e->have_move) {
         return;
     }
-    e->pool = po_map_aligned(PO_POOL * e->huge, e->huge);
-    if (!e->pool) {
+    /* Address space only: the thread maps each slot it fills */
+    raw = mmap(NULL, len + e->huge, PROT_NONE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) {
         return;
     }
-    e->pool_stop = false;
+    e->pool = (char *)ROUND_UP((uintptr_t)raw, e->huge);
+    if (e->pool > raw) {
+        munmap(raw, e->pool - raw);
+    }
+    munmap(e->pool + len, raw + e->huge - e->pool);
     qemu_cond_init(&e->pool_cond);
+    po_pool_target();
+    e->pool_stop = false;
     qemu_thread_create(&thread, "page-offline-pool", po_pool_thread, NULL,
                        QEMU_THREAD_DETACHED);
 }
@@ -287,14 +338,23 @@ static char *po_pool_take(bool huge)
     PageOfflineEngine *e = &po_engine;
     int i;
 
-    for (i = 0; i < PO_POOL && !e->pool_stop; i++) {
+    for (i = 0; i < e->pool_want && !e->pool_stop; i++) {
         if (e->pool_ready[i] && (e->pool_huge[i] || !huge)) {
             e->pool_ready[i] = false;
             e->pool_busy[i] = true;
+            e->call_taken++;
             return e->pool + (size_t)i * e->huge;
         }
     }
     return NULL;
+}
+
+/* A call wanted a spare for @len bytes, and the pool had none */
+static void po_pool_missed(size_t len)
+{
+    if (!po_engine.pool_stop) {
+        po_engine.call_missed += len;
+    }
 }
 
 /* Done with the spare @slot (its pages moved away, or not): refill it */
@@ -560,6 +620,9 @@ static int po_splice_chunks(char *start, size_t len, char **spare,
         if (!*spare && !ret) {
             *spare = po_pool_take(false);
             *spare_off = 0;
+            if (!*spare) {
+                po_pool_missed(chunk);
+            }
         }
         buf = *spare ? *spare + *spare_off : e->bounce;
         for (got = 0; got < chunk; got += n) {
@@ -656,6 +719,7 @@ static int po_move_spare(char *start, size_t len, size_t *done)
         e->spare_off = 0;
     }
     if (!e->spare) {
+        /* The splice that follows counts what found no spare */
         return -EAGAIN;
     }
     buf = e->spare + e->spare_off;
@@ -743,6 +807,9 @@ static int po_move_huge(char *start, size_t *done)
     ret = po_move(e->hscratch, start, e->huge, false, &moved);
     if (moved == e->huge && po_is_huge((uintptr_t)e->hscratch)) {
         spare = po_pool_take(true);
+        if (!spare) {
+            po_pool_missed(e->huge);
+        }
     }
     if (spare) {
         /*
@@ -987,6 +1054,29 @@ static int po_spans(const struct iovec *iov, unsigned int n, POSpan *spans)
     return k;
 }
 
+/*
+ * After a call: if it ran out of spares, grow the pool to what it wanted
+ * (the spares it took and the bytes it found none for), so that the
+ * next call as large finds them all. With the lock held.
+ */
+static void po_pool_demand(void)
+{
+    PageOfflineEngine *e = &po_engine;
+    uint64_t wanted;
+
+    if (e->call_missed) {
+        wanted = ((uint64_t)e->call_taken +
+                  DIV_ROUND_UP(e->call_missed, e->huge)) * e->huge;
+        if (wanted > e->pool_demand) {
+            e->pool_demand = wanted;
+            po_stats.pool_grown++;
+            po_pool_target();
+        }
+    }
+    e->call_taken = 0;
+    e->call_missed = 0;
+}
+
 static int po_offline_spans(POSpan *spans, int m, void *window,
                             size_t window_len, PageOfflineMethod method,
                             PageOfflineMethod *used)
@@ -1063,6 +1153,7 @@ static int po_offline_spans(POSpan *spans, int m, void *window,
         po_pool_put(po_engine.spare);
         po_engine.spare = NULL;
     }
+    po_pool_demand();
     /* This also wakes any thread that still waits on a registered page */
     if (win_reg) {
         po_unregister(window, window_len);
@@ -1153,9 +1244,24 @@ void page_offline_prepare(void)
     po_unlock();
 }
 
+void page_offline_pool_reserve(int64_t ready, int64_t most)
+{
+    PageOfflineEngine *e = &po_engine;
+
+    po_lock();
+    e->pool_reserved += ready;
+    e->pool_most += most;
+    po_pool_target();
+    po_unlock();
+}
+
 #else /* !CONFIG_LINUX */
 
 void page_offline_prepare(void)
+{
+}
+
+void page_offline_pool_reserve(int64_t ready, int64_t most)
 {
 }
 
@@ -1188,9 +1294,10 @@ void page_offline_get_stats(PageOfflineStats *stats)
 
     po_lock();
     po_stats.spares = 0;
-    for (i = 0; i < PO_POOL; i++) {
+    for (i = 0; i < PO_POOL_MAX; i++) {
         po_stats.spares += po_engine.pool_ready[i];
     }
+    po_stats.pool_target = po_engine.pool ? po_engine.pool_want : 0;
     po_unlock();
 #endif
     *stats = po_stats;

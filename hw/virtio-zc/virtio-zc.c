@@ -50,6 +50,8 @@
 #define VIRTIO_ZC_QUEUE_SIZE        256
 #define VIRTIO_ZC_MAX_TIMEOUT_MS    3600000u    /* one hour */
 #define VIRTIO_ZC_MAX_DATA_LEN      (64u << 20)
+#define VIRTIO_ZC_SPARE_POOL        (8ull << 20)   /* default spare-pool */
+#define VIRTIO_ZC_MAX_SPARE_POOL    (512ull << 20)
 #define VIRTIO_ZC_RETRY_MS          100         /* after a refused offline */
 
 /* The device status bits without which no request is taken */
@@ -1420,6 +1422,10 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
                    VIRTIO_ZC_MAX_DATA_LEN);
         return;
     }
+    if (s->spare_pool > VIRTIO_ZC_MAX_SPARE_POOL) {
+        error_setg(errp, "virtio-zc: spare-pool must be at most 512 MiB");
+        return;
+    }
     if (s->max_timeout_ms < 1 || s->max_timeout_ms > VIRTIO_ZC_MAX_TIMEOUT_MS) {
         error_setg(errp, "virtio-zc: max-timeout-ms must be in 1..%u",
                    VIRTIO_ZC_MAX_TIMEOUT_MS);
@@ -1503,7 +1509,16 @@ static void virtio_zc_realize(DeviceState *dev, Error **errp)
     s->vmstate_entry =
         qdev_add_vm_change_state_handler(dev, virtio_zc_vm_state_change, s);
     migration_add_notifier(&s->migration_notifier, virtio_zc_migration_notify);
-    /* The engine's spare huge pages fault in now, not during a reclaim */
+    /*
+     * The engine keeps spare-pool bytes of spares faulted in, and grows
+     * them on demand to what one reclaim could need (every request of
+     * every queue at max-data-len), then faults them in now, not during
+     * a reclaim
+     */
+    s->spare_pool_most = MAX((int64_t)s->spare_pool,
+                             (int64_t)s->max_inflight * s->num_queues *
+                             s->max_data_len);
+    page_offline_pool_reserve(s->spare_pool, s->spare_pool_most);
     page_offline_prepare();
 }
 
@@ -1519,6 +1534,7 @@ static void virtio_zc_unrealize(DeviceState *dev)
     }
     migration_remove_notifier(&s->migration_notifier);
     qemu_del_vm_change_state_handler(s->vmstate_entry);
+    page_offline_pool_reserve(-(int64_t)s->spare_pool, -s->spare_pool_most);
     virtio_zc_queues_free(s);
     qemu_bh_delete(s->bh);
     for (i = 0; i < s->num_queues; i++) {
@@ -1648,6 +1664,8 @@ static const Property virtio_zc_properties[] = {
     DEFINE_PROP_UINT32("max-timeout-ms", VirtIOZC, max_timeout_ms, 60000),
     DEFINE_PROP_UINT32("sndbuf", VirtIOZC, sndbuf, 0),
     DEFINE_PROP_BOOL("zerocopy", VirtIOZC, zerocopy, true),
+    DEFINE_PROP_SIZE("spare-pool", VirtIOZC, spare_pool,
+                     VIRTIO_ZC_SPARE_POOL),
     DEFINE_PROP_STRING("x-offline-method", VirtIOZC, offline_method_str),
 };
 
@@ -1677,6 +1695,9 @@ static void virtio_zc_class_init(ObjectClass *klass, void *data)
           "system's default" },
         { "zerocopy", "on/off: send with MSG_ZEROCOPY; off copies every "
           "request (status COPIED)" },
+        { "spare-pool", "Bytes of spare pages kept faulted in (QEMU memory) "
+          "for reclaims, up to 512 MiB; a reclaim that finds too few grows "
+          "them, up to max-inflight x num-queues x max-data-len" },
         { "x-offline-method", "Offline method tried first, for debugging: "
           "auto, uffd-move, uffd-splice, uffd-wp or copy (vCPUs paused); "
           "auto follows if it fails" },

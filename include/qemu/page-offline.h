@@ -104,6 +104,17 @@ int page_offline_ranges(const struct iovec *iov, unsigned int n,
  */
 void page_offline_prepare(void);
 
+/*
+ * page_offline_pool_reserve: change by @ready bytes what the pool of
+ * spares keeps faulted in (QEMU's memory, for good), and by @most bytes
+ * what it may grow to on demand. A call that runs out of spares grows
+ * the pool to the bytes it wanted, up to the sum of @most (or of @ready,
+ * if larger) over the users. The pool holds at least 8 MiB and at most
+ * 512 MiB. A user that goes away gives back what it added (negative
+ * values); spares beyond the new size are freed.
+ */
+void page_offline_pool_reserve(int64_t ready, int64_t most);
+
 /* What the engine did since the process started (tests, benchmarks) */
 typedef struct PageOfflineStats {
     uint64_t calls;             /* page_offline_range[s]() that succeeded */
@@ -111,6 +122,8 @@ typedef struct PageOfflineStats {
     uint64_t huge_replaced;     /* 2 MiB regions moved out and in whole */
     uint64_t huge_pooled;       /* of those, given a spare huge page */
     uint64_t spares;            /* spares ready now (huge or small pages) */
+    uint64_t pool_target;       /* spares the pool keeps ready (0: none) */
+    uint64_t pool_grown;        /* calls that grew the pool on demand */
     uint64_t bytes_moved;       /* moved out, copied back (UFFD_MOVE) */
     uint64_t bytes_spliced;     /* by UFFD_SPLICE */
     uint64_t bytes_pooled;      /* of those, given pages of a spare */

@@ -502,6 +502,7 @@ static void test_bad_properties(void)
         { "max-timeout-ms", 0 }, { "max-timeout-ms", 3600001 },
         { "max-data-len", 0 }, { "max-data-len", 0x4000001 },
         { "num-queues", 0 }, { "num-queues", 33 },
+        { "spare-pool", 0x20000001 },
     };
     QTestState *qts = qtest_init("-machine pc");
     QDict *resp, *err;
@@ -624,8 +625,8 @@ static void test_property_descriptions(void)
             own++;
         }
         qobject_unref(rsp);
-        /* 11 properties, and the device's 14 counters */
-        g_assert_cmpint(own, ==, i ? 11 : 25);
+        /* 12 properties, and the device's 14 counters */
+        g_assert_cmpint(own, ==, i ? 12 : 26);
     }
     qtest_quit(qts);
 }
@@ -2625,6 +2626,78 @@ static void zc_wait_migration(QTestState *qts, const char *want)
     }
 }
 
+/*
+ * A migration that has "failed" is cleaned up later, from a bottom half;
+ * until then it is still registered with yank, and another "migrate"
+ * fails ("duplicate yank instance"). Wait until query-yank no longer
+ * lists it.
+ */
+static void zc_wait_migration_cleaned(QTestState *qts)
+{
+    gint64 start = g_get_monotonic_time();
+
+    for (;;) {
+        QDict *rsp = qtest_qmp(qts, "{'execute': 'query-yank'}");
+        QList *list = qdict_get_qlist(rsp, "return");
+        const QListEntry *e;
+        bool listed = false;
+
+        g_assert(list);
+        QLIST_FOREACH_ENTRY(list, e) {
+            QDict *inst = qobject_to(QDict, qlist_entry_obj(e));
+
+            listed |= !g_strcmp0(qdict_get_try_str(inst, "type"),
+                                 "migration");
+        }
+        qobject_unref(rsp);
+        if (!listed) {
+            return;
+        }
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(10 * 1000);
+    }
+}
+
+/* Forget the @event events QEMU has sent so far */
+static void zc_drop_events(QTestState *qts, const char *event)
+{
+    QDict *ev;
+
+    /* A round trip reads every event sent before its reply */
+    qtest_qmp_assert_success(qts, "{'execute': 'query-status'}");
+    while ((ev = qtest_qmp_event_ref(qts, event))) {
+        qobject_unref(ev);
+    }
+}
+
+/*
+ * A background snapshot that is "active" has not necessarily saved the
+ * device state yet: it stops the VM, saves the devices (virtio-zc's
+ * pre_save fails it if a request is in flight), starts tracking RAM
+ * writes and only then lets the VM run again (event RESUME). Wait for
+ * that RESUME; the snapshot must not fail meanwhile.
+ */
+static void zc_wait_snapshot_running(QTestState *qts)
+{
+    gint64 start = g_get_monotonic_time();
+
+    for (;;) {
+        QDict *ev = qtest_qmp_event_ref(qts, "RESUME");
+        QDict *rsp;
+
+        if (ev) {
+            qobject_unref(ev);
+            break;
+        }
+        rsp = qtest_qmp_assert_success_ref(qts,
+                                           "{'execute': 'query-migrate'}");
+        g_assert_cmpstr(qdict_get_try_str(rsp, "status"), ==, "active");
+        qobject_unref(rsp);
+        g_assert(g_get_monotonic_time() - start <= WAIT_US);
+        g_usleep(10 * 1000);
+    }
+}
+
 static void zc_ensure_running(QTestState *qts)
 {
     QDict *rsp = qtest_qmp_assert_success_ref(qts,
@@ -2746,6 +2819,7 @@ static void test_bg_snapshot(void)
     qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
                              " 'arguments': {'uri': %s}}", uri);
     zc_wait_migration(t.qts, "failed");
+    zc_wait_migration_cleaned(t.qts);
     zc_ensure_running(t.qts);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
     g_assert(!qvirtqueue_get_buf(t.qts, t.vq, NULL, NULL));
@@ -2755,10 +2829,16 @@ static void test_bg_snapshot(void)
     g_assert_cmpuint(qtest_readb(t.qts, st), ==, VIRTIO_ZC_S_RECLAIMED);
     g_assert_cmpuint(zc_counter(&t, "offline-refused"), ==, 0);
 
-    /* A snapshot that runs: the timeout's offline is refused, it waits */
+    /*
+     * A snapshot that runs: the timeout's offline is refused, it waits.
+     * The request is posted once the snapshot has saved the device state
+     * and resumed the VM; posted before, it would fail the snapshot.
+     */
+    zc_drop_events(t.qts, "RESUME");
     qtest_qmp_assert_success(t.qts, "{'execute': 'migrate',"
                              " 'arguments': {'uri': %s}}", uri);
     zc_wait_migration(t.qts, "active");
+    zc_wait_snapshot_running(t.qts);
     st = zc_post_req(&t, t.vq, 2, data, len);
     g_assert_cmpuint(zc_counter(&t, "in-flight"), ==, 1);
     qtest_clock_step(t.qts, 600 * SCALE_MS);

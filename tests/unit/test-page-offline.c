@@ -676,6 +676,86 @@ static void test_pool(void)
     munmap(raw, LEN + thp_size());
 }
 
+/* Wait until the engine has exactly @want spares ready; false after 60 s */
+static bool wait_spares_exactly(uint64_t want)
+{
+    gint64 start = g_get_monotonic_time();
+    PageOfflineStats st;
+
+    for (;;) {
+        page_offline_get_stats(&st);
+        if (st.spares == want) {
+            return true;
+        }
+        if (g_get_monotonic_time() - start > 60 * G_USEC_PER_SEC) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+}
+
+/*
+ * The pool follows demand: an offline that runs out of spares grows it
+ * to what the offline wanted, within what its users allow
+ * (page_offline_pool_reserve), and the spares fault in; when a user gives
+ * its share back, the pool shrinks to its least again.
+ */
+static void test_pool_grows(void)
+{
+    enum { MIB = 1024 * 1024, LEN = 16 * MIB, HUGE = 2 * MIB };
+    g_autofree char *ref = g_malloc(LEN);
+    PageOfflineStats before, after;
+    Area a;
+
+    if (!page_offline_available(PAGE_OFFLINE_UFFD_MOVE)) {
+        method_ok(PAGE_OFFLINE_UFFD_MOVE);
+        return;
+    }
+    page_offline_prepare();
+    page_offline_get_stats(&before);
+    g_assert_cmpuint(before.pool_target, ==, 4);
+    page_offline_pool_reserve(0, 32 * MIB);
+    g_assert(wait_spares_exactly(4));
+
+    /* 16 MiB of small pages: 8 MiB from the 4 spares, 8 MiB without */
+    area_new(&a, LEN / qemu_real_host_page_size());
+    g_assert_cmpint(madvise(a.base, a.len, MADV_NOHUGEPAGE), ==, 0);
+    fill(a.base, a.len, 9);
+    memcpy(ref, a.base, a.len);
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_range(a.base, a.len, PAGE_OFFLINE_AUTO,
+                                       NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    /* (A refill 50 ms after the first use may add spares meanwhile) */
+    g_assert_cmpuint(after.bytes_pooled - before.bytes_pooled, >=, 4 * HUGE);
+    if (after.bytes_pooled - before.bytes_pooled == LEN) {
+        g_test_skip("the pool refilled during the offline: it never ran out");
+        area_free(&a);
+        page_offline_pool_reserve(0, -32 * MIB);
+        return;
+    }
+    g_assert_cmpuint(after.pool_grown - before.pool_grown, ==, 1);
+    g_assert_cmpuint(after.pool_target, ==, LEN / HUGE);
+    g_assert(wait_spares_exactly(LEN / HUGE));
+
+    /* The same again: every page now comes from a spare */
+    page_offline_get_stats(&before);
+    g_assert_cmpint(page_offline_range(a.base, a.len, PAGE_OFFLINE_AUTO,
+                                       NULL), ==, 0);
+    page_offline_get_stats(&after);
+    g_assert(memcmp(ref, a.base, a.len) == 0);
+    g_assert_cmpuint(after.bytes_pooled - before.bytes_pooled, ==, LEN);
+    g_assert_cmpuint(after.pool_grown, ==, before.pool_grown);
+    area_free(&a);
+
+    /* The user goes away: back to the least, the surplus is freed */
+    page_offline_pool_reserve(0, -32 * MIB);
+    page_offline_get_stats(&after);
+    g_assert_cmpuint(after.pool_target, ==, 4);
+    g_assert(wait_spares_exactly(4));
+}
+
 static void test_batch_thp(void)
 {
     enum { NBUF = 64, BUF = 64 * 1024 };
@@ -982,5 +1062,6 @@ int main(int argc, char **argv)
                          GINT_TO_POINTER(true), test_batch_concurrent_writer);
     g_test_add_func("/page-offline/many-bounded", test_many_bounded);
     g_test_add_func("/page-offline/pool", test_pool);
+    g_test_add_func("/page-offline/pool-grows", test_pool_grows);
     return g_test_run();
 }

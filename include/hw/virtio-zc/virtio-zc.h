@@ -55,6 +55,8 @@ struct VirtIOZC {
     uint32_t timeout_ms;
     uint32_t max_timeout_ms;
     uint32_t sndbuf;
+    uint64_t spare_pool;
+    int64_t spare_pool_most;    /* what realize added to the engine's */
     bool zerocopy;
     char *offline_method_str;
     PageOfflineMethod offline_method;
