@@ -100,6 +100,14 @@ if [ "${net_port:-0}" != 0 ]; then
         # one untimed send: ARP, the receiver's first connection
         got=$(timeout 120 nc 10.0.2.2 "$net_port" </tmp/blob)
         [ "$got" = "$want" ] && say "PASS net-tx-data" || say "FAIL net-tx-data: host got '$got', sent '$want'"
+        netinfo() { # TX packets of the interface, TCP segments out, retransmitted, timeouts
+            echo "$1 tx_packets $(cat /sys/class/net/$ifc/statistics/tx_packets)" \
+                "rx_packets $(cat /sys/class/net/$ifc/statistics/rx_packets)" \
+                "$(awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print "out_segs", $12, "retrans_segs", $13 }' /proc/net/snmp)" \
+                "$(awk '$1 == "TcpExt:" && !h { for (i = 2; i <= NF; i++) n[i] = $i; h = 1; next }
+                        $1 == "TcpExt:" { for (i = 2; i <= NF; i++) if (n[i] == "TCPTimeouts") print "timeouts", $i }' /proc/net/netstat)"
+        }
+        say "info net-start $(netinfo)"
         snap net-start
         r=0
         while [ $r -lt "$reps" ]; do
@@ -113,6 +121,7 @@ if [ "${net_port:-0}" != 0 ]; then
                 say "FAIL net-tx-run: host got '$got', sent '$want'"
             fi
         done
+        say "info net-end $(netinfo)"
         snap net-end
     fi
 fi

@@ -17,12 +17,16 @@
       TRACE, the number of virtio_iommu_map / virtio_iommu_unmap trace
       lines in that file so far. On "bench: done" it quits QEMU over QMP
       and exits 0; it exits 1 if QEMU goes away first or TIMEOUT seconds
-      pass.
+      pass. With RG_PERF=FILE:PID in the environment it runs
+      "perf record -p PID" over the 64 KiB window (blk64-start to
+      blk64-end) into FILE.
 """
 
 import hashlib
 import json
 import os
+import signal
+import subprocess
 import socket
 import socketserver
 import sys
@@ -136,6 +140,10 @@ def control(serial, qmp_path, ctl_path, out, timeout, trace=None):
             time.sleep(0.1)
     pos = 0
     buf = b""
+    # RG_PERF=FILE:PID: perf record of PID over the 64 KiB window
+    perf = os.environ.get("RG_PERF", "").split(":") or None
+    perf = perf if len(perf) == 2 else None
+    perf_proc = None
     with open(out, "a") as o:
         while time.time() < deadline:
             try:
@@ -152,6 +160,10 @@ def control(serial, qmp_path, ctl_path, out, timeout, trace=None):
                 line = raw.decode(errors="replace").strip("\r")
                 if line.startswith("bench: snap "):
                     name = line.split()[2]
+                    if perf and name == "blk64-end" and perf_proc:
+                        perf_proc.send_signal(signal.SIGINT)
+                        perf_proc.wait()
+                        perf_proc = None
                     try:
                         if emul:
                             for p in EMUL_PROPS:
@@ -165,6 +177,11 @@ def control(serial, qmp_path, ctl_path, out, timeout, trace=None):
                             o.write("snap %s trace-unmap %d\n" % (name, u))
                         o.write("snap %s t %.3f\n" % (name, time.time()))
                         o.flush()
+                        if perf and name == "blk64-start":
+                            perf_proc = subprocess.Popen(
+                                ["perf", "record", "-q", "-o", perf[0], "-p", perf[1]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            time.sleep(1)
                         ctl.sendall(b"g")
                     except (EOFError, OSError, RuntimeError) as e:
                         o.write("error %s\n" % e)
