@@ -16,6 +16,8 @@
 #   PASS name / FAIL name: why      data checks
 #   snap NAME                       the host records the counters, then
 #                                   sends one byte on ttyS1 to go on
+#   drv NAME reuses N               before it: the iommu_emul_dma driver's
+#                                   count of MAPs taken back from queued UNMAPs
 #   result WORKLOAD BYTES CENTISECONDS [REPLY]   one timed run
 #   done
 # Timing: /proc/uptime, 10 ms ticks (busybox dd prints no timing).
@@ -43,7 +45,14 @@ finish() {
 
 exec 3</dev/ttyS1
 stty raw -echo <&3
-snap() { say "snap $1"; dd bs=1 count=1 <&3 >/dev/null 2>&1; }
+snap() {
+    # iommu_emul_dma: MAPs it served by taking back a queued UNMAP
+    for f in /sys/kernel/debug/iommu_emul_dma/*/status; do
+        [ -r "$f" ] && say "drv $1 reuses $(sed -n 's/^reuses: //p' "$f")"
+    done
+    say "snap $1"
+    dd bs=1 count=1 <&3 >/dev/null 2>&1
+}
 
 case "$load" in
 iommu_emul_dma) insmod /iommu_emul_dma.ko || say "FAIL insmod iommu_emul_dma" ;;
