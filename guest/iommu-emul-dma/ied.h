@@ -152,6 +152,18 @@ struct ied_dom {
 	unsigned long faults;	/* under fault_lock */
 };
 
+/*
+ * Lazy mode: what a page mapping (map_page) mapped, by bus address, so
+ * that its queued UNMAP can be taken back by a MAP of the same range.
+ */
+struct ied_recent {
+	u64 bus;		/* 0: empty (0 is never a bus address) */
+	u64 base, len;		/* page-aligned guest-physical range */
+	u16 rid, perm;
+};
+
+#define IED_RECENT_BITS		10
+
 /* A function whose DMA ops we installed. */
 struct ied_devref {
 	struct list_head node;
@@ -178,6 +190,8 @@ struct ied {
 	u32 cmdq_size;		/* entries */
 	u32 head, tail;		/* kicked up to head; written up to tail */
 	struct ied_dom **slot_dom;	/* domain of an UNMAP in a slot */
+	struct ied_recent *slot_map;	/* what a queued UNMAP unmaps (bus 0: unknown) */
+	struct ied_recent *recent;	/* 1 << IED_RECENT_BITS, by bus address */
 	unsigned long live;	/* all mappings: holds a module reference */
 	struct timer_list flush_timer;
 	bool timer_armed;
@@ -185,6 +199,7 @@ struct ied {
 	unsigned long kicks, head_reads, cmds, maps, unmaps, map_errors, syncs;
 	unsigned long flush_timer_n, flush_full_n, flush_explicit_n;
 	unsigned long ring_errors, lost_unmaps;
+	unsigned long reuses;	/* MAPs served by taking back a queued UNMAP */
 
 	/* Fault ring */
 	spinlock_t fault_lock;

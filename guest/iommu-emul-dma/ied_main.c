@@ -16,7 +16,9 @@
  *  - unmap, lazy (default, like Linux's flush queue): the UNMAP entries are
  *    written to the ring but the doorbell is not rung; the next doorbell
  *    (a MAP, a full ring, or a timer after flush_ms) executes them with a
- *    SYNC. The window is the same as dma-iommu's lazy mode.
+ *    SYNC. The window is the same as dma-iommu's lazy mode. A map_page of
+ *    the same pages, device and permissions as a queued UNMAP takes that
+ *    UNMAP back instead (reuse=1): no command, no doorbell.
  *
  * Written from docs/specs/iommu-emul.rst (rev. 1).
  */
@@ -28,6 +30,7 @@
 #include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
+#include <linux/hash.h>
 #include <linux/interrupt.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
@@ -74,6 +77,11 @@ static bool read_head;
 module_param(read_head, bool, 0444);
 MODULE_PARM_DESC(read_head,
 		 "read CMDQ_HEAD after every doorbell (default 0: only when the last entry has no DONE yet)");
+
+static bool reuse = true;
+module_param(reuse, bool, 0444);
+MODULE_PARM_DESC(reuse,
+		 "lazy mode: a mapping of the same pages, device and permissions whose UNMAP is still queued is taken back instead of a new MAP (default 1)");
 
 static bool attach_bound;
 module_param(attach_bound, bool, 0444);
@@ -165,6 +173,7 @@ static u32 ied_put(struct ied *ie, u16 op, u16 flags, u16 rid, u64 addr,
 	c->length = cpu_to_le64(len);
 	c->dma_limit = cpu_to_le64(limit);
 	ie->slot_dom[idx] = unmap_dom;
+	ie->slot_map[idx].bus = 0;
 	ie->tail = (idx + 1) & (ie->cmdq_size - 1);
 	ie->cmds++;
 	return idx;
@@ -178,6 +187,32 @@ static u16 ied_slot_status(struct ied *ie, u32 idx)
 	return (st & IE_CMD_DONE) ? (st & IE_CMD_CODE) : IE_ST_RING;
 }
 
+static struct ied_recent *ied_recent_of(struct ied *ie, u16 rid, u64 bus)
+{
+	return &ie->recent[hash_64(bus ^ ((u64)rid << 48), IED_RECENT_BITS)];
+}
+
+/*
+ * An executed MAP handed out a bus address: whatever the table said about
+ * that address is stale now (ied_map_range() records its own MAP after
+ * this). A DETACH removed every mapping of its requester: forget them all.
+ */
+static void ied_recent_forget(struct ied *ie, u32 i)
+{
+	const struct ie_cmd *c = &ie->cmdq[i];
+	u16 op = le16_to_cpu(c->opcode);
+	struct ied_recent *r;
+
+	if (op == IE_OP_MAP && ied_slot_status(ie, i) == IE_ST_OK) {
+		r = ied_recent_of(ie, le16_to_cpu(c->requester),
+				  le64_to_cpu(c->out_addr));
+		if (r->bus == le64_to_cpu(c->out_addr))
+			r->bus = 0;
+	} else if (op == IE_OP_DETACH) {
+		memset(ie->recent, 0, sizeof(*ie->recent) << IED_RECENT_BITS);
+	}
+}
+
 /* Account the UNMAPs among executed slots [from, to). */
 static void ied_complete(struct ied *ie, u32 from, u32 to)
 {
@@ -188,6 +223,8 @@ static void ied_complete(struct ied *ie, u32 from, u32 to)
 		struct ied_dom *dom = ie->slot_dom[i];
 		u16 st;
 
+		ie->slot_map[i].bus = 0;
+		ied_recent_forget(ie, i);
 		if (!dom)
 			continue;
 		ie->slot_dom[i] = NULL;
@@ -259,6 +296,7 @@ static int ied_kick(struct ied *ie)
 				    "command ring did not restart\n");
 	ie->head = 0;
 	ie->tail = 0;
+	memset(ie->recent, 0, sizeof(*ie->recent) << IED_RECENT_BITS);
 	return -EIO;
 }
 
@@ -433,6 +471,47 @@ static bool ied_bus_ok(struct ied *ie, u64 bus, u64 len, u64 limit)
 /* ------------------------------------------------------------------ */
 
 /*
+ * Lazy mode: the newest queued UNMAPs (up to 64 back) of exactly this
+ * range, requester and permissions are taken back: the entry becomes a
+ * SYNC, the mapping stays, and its bus address is returned (0: none).
+ * The device could reach the pages until the UNMAP ran anyway; now they
+ * are mapped again for the same device, so nothing is reachable that
+ * lazy mode would not leave reachable. No doorbell, no device work.
+ */
+static u64 ied_reuse(struct ied *ie, u16 rid, u64 base, u64 len, u16 perm)
+{
+	u32 mask = ie->cmdq_size - 1, n = min(ied_pending(ie), 64U);
+	u32 i = ie->tail;
+	u64 bus;
+
+	lockdep_assert_held(&ie->lock);
+	if (ie->strict || !reuse)
+		return 0;
+	while (n--) {
+		struct ied_recent *m;
+		struct ie_cmd *c;
+
+		i = (i - 1) & mask;
+		m = &ie->slot_map[i];
+		if (!m->bus || m->base != base || m->len != len ||
+		    m->rid != rid || m->perm != perm || !ie->slot_dom[i])
+			continue;
+		c = &ie->cmdq[i];
+		c->opcode = cpu_to_le16(IE_OP_SYNC);
+		c->requester = 0;
+		c->addr = 0;
+		c->length = 0;
+		ie->slot_dom[i] = NULL;
+		bus = m->bus;
+		/* live again: its next UNMAP may be taken back too */
+		*ied_recent_of(ie, rid, bus) = *m;
+		m->bus = 0;
+		return bus;
+	}
+	return 0;
+}
+
+/*
  * Map [phys, phys + size) as one mapping. Returns the bus address of phys,
  * or DMA_MAPPING_ERROR; *stp gets the device's status.
  */
@@ -449,11 +528,23 @@ static dma_addr_t ied_map_range(struct ied *ie, struct ied_dom *dom,
 	u16 st;
 
 	spin_lock_irqsave(&ie->lock, flags);
+	bus = ied_reuse(ie, dom->rid, base, len, perm);
+	if (bus && (!limit || bus + len - 1 <= limit)) {
+		ie->reuses++;
+		spin_unlock_irqrestore(&ie->lock, flags);
+		*stp = IE_ST_OK;
+		return bus + (phys & ~IE_PAGE_MASK);
+	}
 	ied_reserve(ie, 1);
 	idx = ied_put(ie, IE_OP_MAP, perm, dom->rid, base, len, limit, NULL);
 	ied_kick(ie);		/* also runs queued lazy UNMAPs first */
 	st = ied_slot_status(ie, idx);
 	bus = le64_to_cpu(ie->cmdq[idx].out_addr);
+	if (st == IE_ST_OK && !ie->strict && reuse)
+		*ied_recent_of(ie, dom->rid, bus) = (struct ied_recent) {
+			.bus = bus, .base = base, .len = len,
+			.rid = dom->rid, .perm = perm,
+		};
 	if (st == IE_ST_OK && !ied_bus_ok(ie, bus, len, limit)) {
 		dev_err_ratelimited(&ie->pdev->dev,
 				    "MAP for %s returned bad bus address %#llx+%#llx\n",
@@ -484,8 +575,16 @@ static void ied_unmap_locked(struct ied *ie, struct ied_dom *dom,
 	u64 bus = dma & IE_PAGE_MASK;
 	u64 len = ALIGN((dma & ~IE_PAGE_MASK) + size, IE_PAGE_SIZE);
 
+	struct ied_recent *r = ied_recent_of(ie, dom->rid, bus);
+	u32 idx;
+
 	ied_reserve(ie, 1);
-	ied_put(ie, IE_OP_UNMAP, 0, dom->rid, bus, len, 0, dom);
+	idx = ied_put(ie, IE_OP_UNMAP, 0, dom->rid, bus, len, 0, dom);
+	/* a page mapping: what it mapped, for ied_reuse() */
+	if (r->bus == bus && r->rid == dom->rid && r->len == len) {
+		ie->slot_map[idx] = *r;
+		r->bus = 0;
+	}
 }
 
 static void ied_unmap_done_locked(struct ied *ie)
@@ -1443,6 +1542,7 @@ static int ied_status_show(struct seq_file *s, void *unused)
 	seq_printf(s, "ring-errors: %lu\nlost-unmaps: %lu\nbounced: %ld\n",
 		   ie->ring_errors, ie->lost_unmaps,
 		   atomic_long_read(&ie->bounced));
+	seq_printf(s, "reuses: %lu\n", ie->reuses);
 	spin_unlock_irqrestore(&ie->lock, flags);
 	seq_printf(s, "fault-records: %lu\nfault-irqs: %lu\nfault-overflow: %u\n",
 		   ie->fault_records, READ_ONCE(ie->fault_irqs),
@@ -1508,12 +1608,17 @@ static int ied_setup_rings(struct ied *ie)
 	ie->faultq_size = 1U << fl;
 	ie->slot_dom = kcalloc(ie->cmdq_size, sizeof(*ie->slot_dom),
 			       GFP_KERNEL);
+	ie->slot_map = kcalloc(ie->cmdq_size, sizeof(*ie->slot_map),
+			       GFP_KERNEL);
+	ie->recent = kcalloc(1U << IED_RECENT_BITS, sizeof(*ie->recent),
+			     GFP_KERNEL);
 	ie->cmdq = dma_alloc_coherent(dev, sizeof(struct ie_cmd) * ie->cmdq_size,
 				      &ie->cmdq_dma, GFP_KERNEL);
 	ie->faultq = dma_alloc_coherent(dev, sizeof(struct ie_fault) *
 					ie->faultq_size, &ie->faultq_dma,
 					GFP_KERNEL);
-	if (!ie->slot_dom || !ie->cmdq || !ie->faultq)
+	if (!ie->slot_dom || !ie->slot_map || !ie->recent || !ie->cmdq ||
+	    !ie->faultq)
 		return -ENOMEM;
 
 	/* A driver before us may have left the rings on: restart them. */
@@ -1552,6 +1657,8 @@ static void ied_free_rings(struct ied *ie)
 		dma_free_coherent(dev, sizeof(struct ie_fault) *
 				  ie->faultq_size, ie->faultq, ie->faultq_dma);
 	kfree(ie->slot_dom);
+	kfree(ie->slot_map);
+	kfree(ie->recent);
 }
 
 static int ied_bypass_all_cb(struct pci_dev *pdev, void *data)
