@@ -1173,7 +1173,7 @@ bool page_offline_available(PageOfflineMethod method)
     if (method == PAGE_OFFLINE_COPY) {
         return true;
     }
-    if (method < 0 || method >= PAGE_OFFLINE__MAX) {
+    if ((unsigned)method >= PAGE_OFFLINE__MAX) {
         return false;
     }
     po_lock();
@@ -1191,7 +1191,7 @@ int page_offline_ranges(const struct iovec *iov, unsigned int n,
     PageOfflineMethod done_by = method;
     int m, i, ret;
 
-    if (method < 0 || method >= PAGE_OFFLINE__MAX) {
+    if ((unsigned)method >= PAGE_OFFLINE__MAX) {
         return -EINVAL;
     }
     m = po_spans(iov, n, spans);

@@ -20,7 +20,8 @@
 # build-fuzz), QEMU_ZC_FUZZ_OUT (campaign corpora, crashes and logs,
 # default build/fuzz), QEMU_ZC_FUZZ_CC / QEMU_ZC_FUZZ_CXX (default
 # clang-16 / clang++-16), QEMU_ZC_FUZZ_JOBS (ninja -j), QEMU_ZC_SAN_QTESTS
-# (the qtests of sanitizer-tests). Every fuzzer runs on one core.
+# (the qtests of sanitizer-tests), QEMU_ZC_SAN_SKIP (test paths that
+# sanitizer-tests leaves out). Every fuzzer runs on one core.
 
 set -euo pipefail
 
@@ -39,6 +40,11 @@ TARGETS="generic-fuzz-iommu-emul generic-fuzz-virtio-zc generic-fuzz-virtio-zc-l
 # subset of the qtests, e.g. to leave out iommu-emul-test, the long one)
 SAN_QTESTS=${QEMU_ZC_SAN_QTESTS:-iommu-emul-test virtio-zc-test qemu-zc-fuzz-regress-test}
 SAN_UNIT="test-page-offline"
+# Test paths left out under the sanitizers (glib's -s), space-separated.
+# /page-offline/many-bounded bounds the process's VMA count, which ASan's
+# own allocator mappings break (187 VMAs for a bound of 167): it runs in
+# the ordinary build only, until the test allows for them.
+SAN_SKIP=${QEMU_ZC_SAN_SKIP-/page-offline/many-bounded}
 
 note() { echo "fuzz.sh: $*"; }
 die() { echo "fuzz.sh: error: $*" >&2; exit 1; }
@@ -105,11 +111,14 @@ need_fuzzer() {
 # Run one test binary; fail on its exit status or any sanitizer report.
 # Prints its TAP counts on stdout as "PASS FAIL".
 run_san_test() {
-    local name=$1 bin=$2 log=$OUT/san-$1.log rc=0
+    local name=$1 bin=$2 log=$OUT/san-$1.log rc=0 p skip=()
+    for p in $SAN_SKIP; do
+        skip+=(-s "$p")
+    done
     (cd "$B" && QTEST_QEMU_BINARY=./qemu-system-x86_64 QEMU_ZC_TEST_PRIVILEGED=${QEMU_ZC_TEST_PRIVILEGED:-} \
-        "$bin" --tap -k) >"$log" 2>&1 || rc=$?
+        "$bin" --tap -k "${skip[@]}") >"$log" 2>&1 || rc=$?
     local pass fail
-    pass=$(grep -c '^ok ' "$log" || true)
+    pass=$(grep '^ok ' "$log" | grep -vc '# SKIP' || true)
     fail=$(grep -c '^not ok ' "$log" || true)
     if grep -q -E 'runtime error:|ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer' "$log"; then
         echo "$name: sanitizer report (log: $log):" >&2
@@ -256,7 +265,7 @@ campaign) do_campaign "${2:-}" "${3:-}" ;;
 stats) do_stats ;;
 seeds) do_seeds ;;
 list) echo "$TARGETS" | tr ' ' '\n' ;;
-*) sed -n '4,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '4,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 }
 main "$@"; exit $?

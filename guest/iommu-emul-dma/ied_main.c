@@ -34,6 +34,7 @@
 #include <linux/interrupt.h>
 #include <linux/io.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
+#include <linux/ktime.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pci.h>
@@ -244,14 +245,21 @@ static void ied_complete(struct ied *ie, u32 from, u32 to)
 }
 
 /*
- * Ring the doorbell for every written entry. The device executes them
- * before the CMDQ_TAIL write completes; reading CMDQ_HEAD waits for that.
- * On a ring error the ring is restarted at index 0; entries that did not
- * run have no DONE bit, which their submitters see as IE_ST_RING.
+ * Ring the doorbell for every written entry. A batch within the device's
+ * execution budget (spec, "Execution budget") has run before the
+ * CMDQ_TAIL write completes; a bigger one (e.g. a DETACH of many large
+ * mappings) may still be running: CMDQ_HEAD != tail with CMDQ_ERROR 0.
+ * Every CMDQ_HEAD read runs it further, so we spin on it, bounded by
+ * IED_KICK_TIMEOUT_MS (also in atomic context). On a ring error or the
+ * timeout the ring is restarted at index 0; entries that did not run have
+ * no DONE bit, which their submitters see as IE_ST_RING.
  */
+#define IED_KICK_TIMEOUT_MS 10000
+
 static int ied_kick(struct ied *ie)
 {
-	u32 tail = ie->tail, head, err, last;
+	u32 tail = ie->tail, head, err = 0, last;
+	ktime_t deadline;
 
 	lockdep_assert_held(&ie->lock);
 	if (ie->head == tail)
@@ -275,17 +283,28 @@ static int ied_kick(struct ied *ie)
 		head = ied_rd(ie, IE_REG_CMDQ_HEAD);
 		ie->head_reads++;
 	}
+	if (unlikely(head != tail)) {
+		/* Still executing (over the budget) unless CMDQ_ERROR is set */
+		deadline = ktime_add_ms(ktime_get(), IED_KICK_TIMEOUT_MS);
+		while (head != tail) {
+			err = ied_rd(ie, IE_REG_CMDQ_ERROR);
+			if (err || ktime_after(ktime_get(), deadline))
+				break;
+			cpu_relax();
+			head = ied_rd(ie, IE_REG_CMDQ_HEAD);
+			ie->head_reads++;
+		}
+	}
 	if (likely(head == tail)) {
 		ied_complete(ie, ie->head, tail);
 		ie->head = tail;
 		return 0;
 	}
 
-	err = ied_rd(ie, IE_REG_CMDQ_ERROR);
 	ie->ring_errors++;
 	dev_err_ratelimited(&ie->pdev->dev,
-			    "command ring stopped: head %u tail %u error %u\n",
-			    head, tail, err);
+			    "command ring stopped: head %u tail %u error %u%s\n",
+			    head, tail, err, err ? "" : " (timed out)");
 	ied_complete(ie, ie->head, tail);	/* unexecuted ones count lost */
 	/* off, clear, on: indices back to 0, nothing re-executed */
 	ied_wr(ie, IE_REG_CTRL, IE_CTRL_FAULTQ_EN);

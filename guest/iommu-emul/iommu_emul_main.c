@@ -14,6 +14,7 @@
 #include <linux/dma-mapping.h>
 #include <linux/interrupt.h>
 #include <linux/io.h>
+#include <linux/ktime.h>
 #include <linux/io-64-nonatomic-lo-hi.h>
 #include <linux/module.h>
 #include <linux/pci.h>
@@ -187,6 +188,9 @@ int ie_test_faultq_set(struct ie_dev *ie, bool on, u32 log2)
 	return ret;
 }
 
+/* Longest wait for a command the device executes in steps */
+#define IE_CMD_TIMEOUT_MS 10000
+
 /*
  * Execute one command and wait for its completion.
  *
@@ -199,6 +203,7 @@ int ie_exec(struct ie_dev *ie, struct ie_req *req)
 	u32 mask = (1U << ie->cmdq_log2) - 1;
 	struct ie_cmd *slot;
 	u32 tail, next, head, err;
+	ktime_t deadline;
 	u16 status;
 	int ret = 0;
 
@@ -236,8 +241,21 @@ int ie_exec(struct ie_dev *ie, struct ie_req *req)
 	 * our loads of the completion below.
 	 */
 	head = ie_read32(ie, IE_REG_CMDQ_HEAD);
-	if (head != next) {
+	/*
+	 * A command over the execution budget (a DETACH of many large
+	 * mappings) may still be running: CMDQ_HEAD != TAIL with CMDQ_ERROR
+	 * 0. Each HEAD read executes the next step, so poll it, bounded.
+	 */
+	deadline = ktime_add_ms(ktime_get(), IE_CMD_TIMEOUT_MS);
+	err = 0;
+	while (head != next) {
 		err = ie_read32(ie, IE_REG_CMDQ_ERROR);
+		if (err || ktime_after(ktime_get(), deadline))
+			break;
+		cond_resched();
+		head = ie_read32(ie, IE_REG_CMDQ_HEAD);
+	}
+	if (head != next) {
 		dev_err(&ie->pdev->dev,
 			"command ring stopped: head %u tail %u error %s (%u)\n",
 			head, next, ie_ring_err_name(err), err);

@@ -1514,11 +1514,71 @@ static uint16_t iommu_emul_query(IOMMUEmulState *s, IOMMUEmulCmd *c)
     return IOMMU_EMUL_ST_OK;
 }
 
+/*
+ * The execution budget of one step (see the spec's "Execution budget"):
+ * a step ends before an entry, or before a mapping of a DETACH, once the
+ * cost of what it executed reaches it.
+ */
+#define IOMMU_EMUL_CMDQ_BUDGET (1ULL << 18)
+
+static uint64_t iommu_emul_map_pages(const IntervalTreeNode *node)
+{
+    return (node->last - node->start + 1) >> IOMMU_EMUL_PAGE_SHIFT;
+}
+
+/*
+ * DETACH, in steps: removes mappings of the requester while *@work is
+ * below the budget, adding each one's pages to it. Returns true when it
+ * is done, false when the step must end with it partly done; the count of
+ * removed mappings stays in s->cmdq_detached until it is done.
+ */
+static bool iommu_emul_detach(IOMMUEmulState *s, IOMMUEmulCmd *c,
+                              uint64_t *work, uint16_t *status)
+{
+    IntervalTreeNode *node;
+    uint64_t total = 0;
+    IOMMUEmulDev *d;
+
+    if (c->flags) {
+        *status = IOMMU_EMUL_ST_BAD_ARG;
+        return true;
+    }
+    d = iommu_emul_find_dev(s, c->requester);
+    if (!d) {
+        *status = IOMMU_EMUL_ST_NO_DEVICE;
+        return true;
+    }
+    QEMU_LOCK_GUARD(&s->mutex);
+    for (node = interval_tree_iter_first(&d->maps, 0, UINT64_MAX); node;
+         node = interval_tree_iter_next(node, 0, UINT64_MAX)) {
+        total += iommu_emul_map_pages(node);
+    }
+    if (*work + total <= IOMMU_EMUL_CMDQ_BUDGET) {
+        /* All of it fits (the check before the last mapping passes) */
+        s->cmdq_detached += iommu_emul_store_clear(d, true);
+        *work += total;
+    } else {
+        while ((node = interval_tree_iter_first(&d->maps, 0, UINT64_MAX))) {
+            if (*work >= IOMMU_EMUL_CMDQ_BUDGET) {
+                s->cmdq_detach_rid = c->requester;
+                return false;
+            }
+            *work += iommu_emul_map_pages(node);
+            iommu_emul_store_remove(d, container_of(node, IOMMUEmulMapping,
+                                                    node));
+            s->cmdq_detached++;
+        }
+        d->iova_hint = s->aperture_start;
+    }
+    c->out_length = s->cmdq_detached;
+    s->cmdq_detached = 0;
+    *status = IOMMU_EMUL_ST_OK;
+    return true;
+}
+
 static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
                                 bool *irq)
 {
-    IOMMUEmulDev *d;
-
     switch (c->opcode) {
     case IOMMU_EMUL_OP_SET_MODE:
         return iommu_emul_set_mode(s, c);
@@ -1526,18 +1586,6 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
         return iommu_emul_map(s, c);
     case IOMMU_EMUL_OP_UNMAP:
         return iommu_emul_unmap(s, c);
-    case IOMMU_EMUL_OP_DETACH:
-        if (c->flags) {
-            return IOMMU_EMUL_ST_BAD_ARG;
-        }
-        d = iommu_emul_find_dev(s, c->requester);
-        if (!d) {
-            return IOMMU_EMUL_ST_NO_DEVICE;
-        }
-        WITH_QEMU_LOCK_GUARD(&s->mutex) {
-            c->out_length = iommu_emul_store_clear(d, true);
-        }
-        return IOMMU_EMUL_ST_OK;
     case IOMMU_EMUL_OP_SYNC:
         if (c->flags & ~IOMMU_EMUL_SYNC_IRQ) {
             return IOMMU_EMUL_ST_BAD_ARG;
@@ -1553,12 +1601,26 @@ static uint16_t iommu_emul_exec(IOMMUEmulState *s, IOMMUEmulCmd *c,
     }
 }
 
-static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
+/* Entries between CMDQ_HEAD and CMDQ_TAIL that the device is to execute */
+static bool iommu_emul_cmdq_pending(IOMMUEmulState *s)
+{
+    return iommu_emul_queue_entries(&s->cmdq) && !s->cmdq.error &&
+           s->cmdq.head != s->cmdq.tail;
+}
+
+/*
+ * One step of execution: pending entries in order until the budget is
+ * used up (see the spec's "Execution budget"). What is left runs from
+ * cmdq_timer, or in the step of the next CMDQ_HEAD read or CMDQ_TAIL or
+ * CMDQ_ERROR write, whichever comes first.
+ */
+static void iommu_emul_cmdq_step(IOMMUEmulState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
     uint32_t entries = iommu_emul_queue_entries(&s->cmdq);
+    uint64_t work = 0;
 
-    while (entries && !s->cmdq.error && s->cmdq.head != s->cmdq.tail) {
+    while (iommu_emul_cmdq_pending(s) && work < IOMMU_EMUL_CMDQ_BUDGET) {
         dma_addr_t ea = s->cmdq.base +
                         (uint64_t)s->cmdq.head * IOMMU_EMUL_CMD_SIZE;
         uint8_t e[IOMMU_EMUL_CMD_SIZE];
@@ -1579,8 +1641,28 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
         c.length = ldq_le_p(e + IOMMU_EMUL_CMD_LENGTH);
         c.dma_limit = ldq_le_p(e + IOMMU_EMUL_CMD_DMA_LIMIT);
 
-        status = iommu_emul_exec(s, &c, &irq);
-        iommu_emul_flush_discards(s);
+        if (c.opcode != IOMMU_EMUL_OP_DETACH ||
+            c.requester != s->cmdq_detach_rid) {
+            /* Not the partly done DETACH (the guest changed the entry) */
+            s->cmdq_detached = 0;
+        }
+        if (c.opcode == IOMMU_EMUL_OP_DETACH) {
+            bool done = iommu_emul_detach(s, &c, &work, &status);
+
+            iommu_emul_flush_discards(s);
+            if (!done) {
+                break;
+            }
+            work++;
+        } else {
+            if (c.opcode == IOMMU_EMUL_OP_MAP ||
+                c.opcode == IOMMU_EMUL_OP_UNMAP) {
+                work += c.length >> IOMMU_EMUL_PAGE_SHIFT;
+            }
+            work++;
+            status = iommu_emul_exec(s, &c, &irq);
+            iommu_emul_flush_discards(s);
+        }
         trace_iommu_emul_cmd(s->cmdq.head, c.opcode, c.requester, c.addr,
                              c.length, status);
         if (status != IOMMU_EMUL_ST_OK) {
@@ -1610,6 +1692,33 @@ static void iommu_emul_cmdq_drain(IOMMUEmulState *s)
             msix_notify(pdev, IOMMU_EMUL_VEC_CMD);
         }
     }
+    if (iommu_emul_cmdq_pending(s)) {
+        /*
+         * The next step in the background, 1 ns of virtual time later:
+         * at once while the guest runs, but not until a qtest steps the
+         * clock (tests see each step) nor while the VM is stopped
+         */
+        timer_mod(s->cmdq_timer,
+                  qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + 1);
+    }
+}
+
+/*
+ * A background step. The device's re-entrancy guard keeps the step's DMA
+ * out of its own MMIO, as for a guarded BH.
+ */
+static void iommu_emul_cmdq_timer(void *opaque)
+{
+    IOMMUEmulState *s = opaque;
+    MemReentrancyGuard *guard = &DEVICE(s)->mem_reentrancy_guard;
+
+    if (guard->engaged_in_io) {
+        timer_mod(s->cmdq_timer, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + 1);
+        return;
+    }
+    guard->engaged_in_io = true;
+    iommu_emul_cmdq_step(s);
+    guard->engaged_in_io = false;
 }
 
 /* Rings and registers */
@@ -1664,6 +1773,10 @@ static void iommu_emul_write_ctrl(IOMMUEmulState *s, uint32_t val)
     s->ctrl = val & (R_CTRL_CMDQ_EN_MASK | R_CTRL_FAULTQ_EN_MASK);
     iommu_emul_queue_enable(&s->cmdq, FIELD_EX32(val, CTRL, CMDQ_EN),
                             s->cmdq_max_log2, IOMMU_EMUL_CMD_SIZE, "command");
+    if (!s->cmdq.on || s->cmdq.head == s->cmdq.tail) {
+        /* Off, or restarted at 0: a partly done DETACH is abandoned */
+        s->cmdq_detached = 0;
+    }
     iommu_emul_queue_enable(&s->faultq, FIELD_EX32(val, CTRL, FAULTQ_EN),
                             s->faultq_max_log2, IOMMU_EMUL_FAULT_SIZE,
                             "fault");
@@ -1745,6 +1858,10 @@ static uint32_t iommu_emul_read32(IOMMUEmulState *s, hwaddr addr)
     case A_CMDQ_SIZE:
         return s->cmdq.size;
     case A_CMDQ_HEAD:
+        /* A driver waiting for a batch makes progress (no BH needed) */
+        if (iommu_emul_cmdq_pending(s)) {
+            iommu_emul_cmdq_step(s);
+        }
         return s->cmdq.head;
     case A_CMDQ_TAIL:
         return s->cmdq.tail;
@@ -1829,7 +1946,7 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
         break;
     case A_CMDQ_ERROR:
         s->cmdq.error = IOMMU_EMUL_QERR_NONE;
-        iommu_emul_cmdq_drain(s);
+        iommu_emul_cmdq_step(s);
         break;
     case A_FAULTQ_ERROR:
         s->faultq.error = IOMMU_EMUL_QERR_NONE;
@@ -1862,7 +1979,7 @@ static void iommu_emul_write32(IOMMUEmulState *s, hwaddr addr, uint32_t val)
             break;
         }
         s->cmdq.tail = val;
-        iommu_emul_cmdq_drain(s);
+        iommu_emul_cmdq_step(s);
         break;
     case A_FAULTQ_HEAD:
         if (val >= iommu_emul_queue_entries(&s->faultq)) {
@@ -2090,6 +2207,8 @@ static void iommu_emul_realize(PCIDevice *pdev, Error **errp)
     s->discard_due = g_array_new(false, false, sizeof(uintptr_t));
     s->fault_bh = qemu_bh_new_guarded(iommu_emul_fault_bh, s,
                                       &DEVICE(s)->mem_reentrancy_guard);
+    s->cmdq_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL, iommu_emul_cmdq_timer,
+                                 s);
 
     s->discard_veto.vetoed = iommu_emul_discard_vetoed;
     s->discard_veto.defer = iommu_emul_discard_defer;
@@ -2124,6 +2243,7 @@ static void iommu_emul_exit(PCIDevice *pdev)
      * regions live as long as QEMU: PCI devices keep pointers to them.
      */
     qemu_bh_delete(s->fault_bh);
+    timer_free(s->cmdq_timer);
     if (pci_is_express(pdev)) {
         pcie_cap_exit(pdev);
     }
@@ -2162,6 +2282,8 @@ static void iommu_emul_reset_hold(Object *obj, ResetType type)
     s->cmdq.size = 0;
     s->cmdq.head = 0;
     s->cmdq.tail = 0;
+    s->cmdq_detached = 0;
+    timer_del(s->cmdq_timer);
     s->faultq.base = 0;
     s->faultq.size = 0;
     s->faultq.head = 0;
@@ -2577,6 +2699,8 @@ static int iommu_emul_pre_load(void *opaque)
 {
     IOMMUEmulState *s = opaque;
 
+    s->cmdq_detached = 0;       /* unless the stream has a partly done one */
+
     /* loadvm into a running device: start from nothing mapped */
     iommu_emul_release_all(s);
     iommu_emul_mig_free(s);
@@ -2639,6 +2763,10 @@ static int iommu_emul_post_load(void *opaque, int version_id)
     iommu_emul_mig_free(s);
     if (s->npending) {
         qemu_bh_schedule(s->fault_bh);
+    }
+    if (iommu_emul_cmdq_pending(s)) {
+        /* The source had a batch over the budget still running */
+        timer_mod(s->cmdq_timer, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + 1);
     }
     return 0;
 
@@ -2704,6 +2832,26 @@ static const VMStateDescription iommu_emul_mig_mapping_vmstate = {
     },
 };
 
+static bool iommu_emul_detach_needed(void *opaque)
+{
+    IOMMUEmulState *s = opaque;
+
+    return s->cmdq_detached != 0;
+}
+
+/* A DETACH over the execution budget, in progress at CMDQ_HEAD */
+static const VMStateDescription iommu_emul_detach_vmstate = {
+    .name = "iommu-emul/cmdq-detach",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = iommu_emul_detach_needed,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT16(cmdq_detach_rid, IOMMUEmulState),
+        VMSTATE_UINT32(cmdq_detached, IOMMUEmulState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
 /*
  * Version 2: the domains as VMState arrays (version 1 had a hand-written
  * stream of its own).
@@ -2754,6 +2902,10 @@ static const VMStateDescription iommu_emul_vmstate = {
         VMSTATE_VARRAY_UINT32_ALLOC(mig_marks, IOMMUEmulState, mig_nmarks, 1,
                                     vmstate_info_uint64, uint64_t),
         VMSTATE_END_OF_LIST()
+    },
+    .subsections = (const VMStateDescription * const []) {
+        &iommu_emul_detach_vmstate,
+        NULL
     },
 };
 

@@ -137,6 +137,7 @@ struct IOMMUEmulState {
     uint64_t aperture_end;
     Notifier machine_done;
     QEMUBH *fault_bh;
+    QEMUTimer *cmdq_timer;      /* virtual clock: the next command step */
     RamDiscardVeto discard_veto;
     RamOfflinePinHolder offline_pins;
 
@@ -145,6 +146,9 @@ struct IOMMUEmulState {
     IOMMUEmulQueue cmdq;
     IOMMUEmulQueue faultq;
     uint32_t fault_overflow;    /* under mutex */
+    /* A DETACH at CMDQ_HEAD done in part: its requester, mappings removed */
+    uint16_t cmdq_detach_rid;
+    uint32_t cmdq_detached;
 
     /* Pending faults (under mutex) */
     IOMMUEmulFault pending[IOMMU_EMUL_PENDING_FAULTS];

@@ -16,7 +16,8 @@
  * DIR as seeds.
  *
  * The stream layout is the one of the device on qemu-zc's main branch
- * (vmstate "iommu-emul" version 1); seeds must be made again when it
+ * (vmstate "iommu-emul" version 2, with its optional subsection of a
+ * DETACH in progress); seeds must be made again when it
  * changes.
  *
  * Copyright (c) 2026 qemu-zc developers
@@ -103,6 +104,32 @@ static void im_cmd(IMFuzz *f, uint16_t op, uint16_t flags, uint16_t rid,
     qtest_memwrite(f->s, base + (uint64_t)tail * IOMMU_EMUL_CMD_SIZE, e,
                    sizeof(e));
     qpci_io_writel(f->iommu, f->regs, A_CMDQ_TAIL, (tail + 1) % (1u << log2));
+}
+
+/* Two commands of edu0 (the second without arguments), one doorbell */
+static void im_cmd_batch(IMFuzz *f, uint16_t op, uint16_t flags,
+                         uint64_t addr, uint64_t len, uint16_t op2)
+{
+    uint64_t base = qpci_io_readq(f->iommu, f->regs, A_CMDQ_BASE);
+    uint32_t log2 = qpci_io_readl(f->iommu, f->regs, A_CMDQ_SIZE);
+    uint32_t tail = qpci_io_readl(f->iommu, f->regs, A_CMDQ_TAIL);
+    uint32_t mask = (1u << log2) - 1;
+    uint8_t e[IOMMU_EMUL_CMD_SIZE] = { 0 };
+
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op);
+    stw_le_p(e + IOMMU_EMUL_CMD_FLAGS, flags);
+    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, IEF_EDU0_DEVFN);
+    stq_le_p(e + IOMMU_EMUL_CMD_ADDR, addr);
+    stq_le_p(e + IOMMU_EMUL_CMD_LENGTH, len);
+    qtest_memwrite(f->s, base + (uint64_t)tail * IOMMU_EMUL_CMD_SIZE, e,
+                   sizeof(e));
+    memset(e, 0, sizeof(e));
+    stw_le_p(e + IOMMU_EMUL_CMD_OPCODE, op2);
+    stw_le_p(e + IOMMU_EMUL_CMD_REQUESTER, IEF_EDU0_DEVFN);
+    qtest_memwrite(f->s,
+                   base + (uint64_t)((tail + 1) & mask) * IOMMU_EMUL_CMD_SIZE,
+                   e, sizeof(e));
+    qpci_io_writel(f->iommu, f->regs, A_CMDQ_TAIL, (tail + 2) & mask);
 }
 
 static void im_edu_dma(IMFuzz *f, int i, bool to_pci, uint64_t bus,
@@ -265,6 +292,22 @@ static void im_make_seeds(QTestState *s, const char *dir)
     im_cmd(&f, IOMMU_EMUL_OP_SET_MODE, IOMMU_EMUL_MODE_TRANSLATE,
            IEF_EDU1_DEVFN, 0, 0);
     im_save(dir, "many-mappings");
+
+    /*
+     * A DETACH over the execution budget (2^18 pages), partly done: the
+     * optional subsection. 63 mappings of 16 MiB, then one batch of a
+     * 64th MAP (4097 units) and the DETACH, which stops after 63 of
+     * them. The virtual clock stands still, so nothing runs it further.
+     */
+    im_cmd(&f, IOMMU_EMUL_OP_DETACH, 0, IEF_EDU0_DEVFN, 0, 0);
+    im_cmd(&f, IOMMU_EMUL_OP_DETACH, 0, IEF_EDU1_DEVFN, 0, 0);
+    for (i = 0; i < 63; i++) {
+        im_cmd(&f, IOMMU_EMUL_OP_MAP, 3, IEF_EDU0_DEVFN, IEF_BUF_BASE,
+               16 * MiB);
+    }
+    im_cmd_batch(&f, IOMMU_EMUL_OP_MAP, 3, IEF_BUF_BASE, 16 * MiB,
+                 IOMMU_EMUL_OP_DETACH);
+    im_save(dir, "detach-in-progress");
 
     im_pci_stop(&f);
     fuzz_reset(s);
