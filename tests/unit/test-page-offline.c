@@ -991,10 +991,12 @@ static void test_many_bounded(void)
     }
     /*
      * The buffers' mapping is never split. The process as a whole may
-     * gain a mapping or two from the C library, not one per reclaim.
+     * gain a few mappings, not one per reclaim: from the C library, and
+     * from the engine's spare pool, whose refill thread (stack and guard)
+     * and ready slots come and go in the background.
      */
     g_assert_cmpint(count_vmas(raw, len), ==, area_vmas);
-    g_assert_cmpint(count_vmas((char *)0, UINTPTR_MAX), <=, vmas0 + 4);
+    g_assert_cmpint(count_vmas((char *)0, UINTPTR_MAX), <=, vmas0 + 16);
     g_assert_cmpint(count_entries("/proc/self/fd"), ==, fds0);
     g_assert_cmpint(rss1, <=, rss0 + 8 * 1024);
     g_assert_cmpuint(st1.calls - st0.calls, ==, N);
