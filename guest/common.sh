@@ -143,3 +143,29 @@ qzc_copy_module() {
     *) cp "$f" "$dir/$name.ko" ;;
     esac || qzc_die "cannot copy $f"
 }
+
+# Copies kernel modules TOP... of $KVER with everything they depend on into
+# DIR/lib/modules, uncompressed, and appends their names in load order to
+# DIR/lib/modules/order (each once). Built-in ones are skipped.
+qzc_add_modules() {
+    local dir=$1 top deps kind path m
+    shift
+    touch "$dir/lib/modules/order"
+    for top in "$@"; do
+        deps=$(modprobe --show-depends -S "$KVER" "$top" 2>&1) ||
+            qzc_die "kernel $KVER has no module $top: $deps"
+        while read -r kind path _; do
+            [ "$kind" = insmod ] || continue      # "builtin NAME"
+            m=$(basename "$path")
+            m=${m%%.ko*}
+            m=${m//-/_}
+            grep -qx "$m" "$dir/lib/modules/order" && continue
+            case "$path" in
+            *.xz) xz -dc "$path" >"$dir/lib/modules/$m.ko" ;;
+            *.zst) zstd -qdc "$path" >"$dir/lib/modules/$m.ko" ;;
+            *) cp "$path" "$dir/lib/modules/$m.ko" ;;
+            esac || qzc_die "cannot copy $path"
+            echo "$m" >>"$dir/lib/modules/order"
+        done <<<"$deps"
+    done
+}

@@ -55,6 +55,9 @@ NAME=iommu-emul-dma/run-demo
 
 say() { echo "$NAME: $*"; }
 die() { echo "$NAME: error: $*" >&2; exit 1; }
+# shellcheck source=guest/common.sh
+QZC_NAME=$NAME
+. "$HERE/../common.sh"
 trap 'echo "$NAME: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 what=${1:-all}
@@ -156,23 +159,7 @@ cp "$HERE/guest-init.sh" "$I/init"
 chmod +x "$I/init"
 : >"$I/lib/modules/order"
 # the kernel's own drivers, with what they need, in load order
-for top in virtio_pci virtio_blk virtio_net e1000e nvme; do
-    deps=$(modprobe --show-depends -S "$KVER" "$top" 2>&1) ||
-        die "kernel $KVER has no module $top: $deps"
-    while read -r kind path _; do
-        [ "$kind" = insmod ] || continue      # "builtin NAME"
-        m=$(basename "$path")
-        m=${m%%.ko*}
-        m=${m//-/_}
-        grep -qx "$m" "$I/lib/modules/order" && continue
-        case "$path" in
-        *.xz) xz -dc "$path" >"$I/lib/modules/$m.ko" ;;
-        *.zst) zstd -qdc "$path" >"$I/lib/modules/$m.ko" ;;
-        *) cp "$path" "$I/lib/modules/$m.ko" ;;
-        esac
-        echo "$m" >>"$I/lib/modules/order"
-    done <<<"$deps"
-done
+qzc_add_modules "$I" virtio_pci virtio_blk virtio_net e1000e nvme
 INITRD=$B/initramfs.gz
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) >"$INITRD"
 

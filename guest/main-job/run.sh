@@ -116,23 +116,7 @@ chmod +x "$I/init"
 : >"$I/lib/modules/order"
 # the kernel's own drivers with what they need, in load order (built-in
 # ones are absent: virtio_pci on 6.12)
-for top in virtio_pci virtio_blk virtio_balloon; do
-    deps=$(modprobe --show-depends -S "$KVER" "$top" 2>&1) ||
-        die "kernel $KVER has no module $top: $deps"
-    while read -r kind path _; do
-        [ "$kind" = insmod ] || continue
-        m=$(basename "$path")
-        m=${m%%.ko*}
-        m=${m//-/_}
-        grep -qx "$m" "$I/lib/modules/order" && continue
-        case "$path" in
-        *.xz) xz -dc "$path" >"$I/lib/modules/$m.ko" ;;
-        *.zst) zstd -qdc "$path" >"$I/lib/modules/$m.ko" ;;
-        *) cp "$path" "$I/lib/modules/$m.ko" ;;
-        esac
-        echo "$m" >>"$I/lib/modules/order"
-    done <<<"$deps"
-done
+qzc_add_modules "$I" virtio_pci virtio_blk virtio_balloon
 INITRD=$B/initramfs.gz
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) >"$INITRD"
 
